@@ -1,0 +1,87 @@
+//! `/api/v1/system/*`: what the daemon and its host are.
+
+use std::path::PathBuf;
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{ApiError, ErrorBody};
+use crate::db::Counts;
+use crate::host::HostInfo;
+use crate::startup::AppState;
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(info))
+        .routes(routes!(version))
+}
+
+/// The daemon, its settings, its host and its records.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SystemInfo {
+    /// Stable id of this daemon, made when its database was created.
+    pub id: String,
+    pub version: String,
+    pub api_version: String,
+    #[schema(value_type = String)]
+    pub data_root: PathBuf,
+    #[schema(value_type = Option<String>)]
+    pub config_file: Option<PathBuf>,
+    /// When this daemon process started (RFC 3339).
+    pub started_at: String,
+    pub host: HostInfo,
+    pub counts: Counts,
+}
+
+#[utoipa::path(
+    get,
+    path = "/system/info",
+    tag = "system",
+    responses(
+        (status = 200, description = "The daemon and its host", body = SystemInfo),
+        (status = 500, description = "The database failed", body = ErrorBody),
+    )
+)]
+async fn info(State(state): State<AppState>) -> Result<Json<SystemInfo>, ApiError> {
+    let counts = state.db.counts().await?;
+    Ok(Json(SystemInfo {
+        id: state.daemon_id.to_string(),
+        version: crate::VERSION.to_owned(),
+        api_version: crate::API_VERSION.to_owned(),
+        data_root: state.config.data_root.clone(),
+        config_file: state.config.config_file.clone(),
+        started_at: humantime::format_rfc3339_seconds(state.started_at).to_string(),
+        host: (*state.host).clone(),
+        counts,
+    }))
+}
+
+/// Versions of the daemon, for `wharf version`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct VersionInfo {
+    pub version: String,
+    pub api_version: String,
+    pub os: String,
+    pub arch: String,
+    pub kernel: String,
+}
+
+#[utoipa::path(
+    get,
+    path = "/system/version",
+    tag = "system",
+    responses((status = 200, description = "Versions of the daemon", body = VersionInfo))
+)]
+async fn version(State(state): State<AppState>) -> Json<VersionInfo> {
+    Json(VersionInfo {
+        version: crate::VERSION.to_owned(),
+        api_version: crate::API_VERSION.to_owned(),
+        os: std::env::consts::OS.to_owned(),
+        arch: state.host.architecture.clone(),
+        kernel: state.host.kernel.clone(),
+    })
+}

@@ -1,0 +1,314 @@
+//! The API client of the command-line face: one HTTP/1.1 exchange per call, over the daemon's unix
+//! socket or over TCP, with an optional bearer token.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpStream, UnixStream};
+
+use crate::config::DEFAULT_SOCKET;
+
+/// The default `--host`: the daemon's default socket.
+pub fn default_host() -> String {
+    format!("unix://{DEFAULT_SOCKET}")
+}
+
+/// Where the daemon is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `unix:///run/wharf/wharf.sock`
+    Unix(PathBuf),
+    /// `http://host:port` (also written `tcp://host:port`)
+    Http { authority: String },
+}
+
+impl Endpoint {
+    /// Parses `unix:///path`, `http://host:port` or `tcp://host:port`.
+    pub fn parse(host: &str) -> Result<Endpoint, ClientError> {
+        let invalid = |reason: &str| ClientError::InvalidHost {
+            host: host.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if let Some(path) = host.strip_prefix("unix://") {
+            if !path.starts_with('/') {
+                return Err(invalid(
+                    "a unix socket path must be absolute, as in unix:///run/wharf/wharf.sock",
+                ));
+            }
+            return Ok(Endpoint::Unix(PathBuf::from(path)));
+        }
+        let rest = host
+            .strip_prefix("http://")
+            .or_else(|| host.strip_prefix("tcp://"));
+        let Some(rest) = rest else {
+            if host.starts_with("https://") {
+                return Err(invalid(
+                    "https needs the daemon's TLS listener, which this wharf does not have yet; use http:// on a trusted network or the unix socket",
+                ));
+            }
+            return Err(invalid(
+                "expected unix:///path, http://host:port or tcp://host:port",
+            ));
+        };
+        let authority = rest.trim_end_matches('/');
+        if authority.is_empty() || authority.contains('/') {
+            return Err(invalid("expected host:port after the scheme, with no path"));
+        }
+        let authority = match authority.rsplit_once(':') {
+            Some((_, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+                authority.to_owned()
+            }
+            _ if authority.ends_with(']') || !authority.contains(':') => {
+                format!("{authority}:7878")
+            }
+            _ => return Err(invalid("the port must be a number")),
+        };
+        Ok(Endpoint::Http { authority })
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Unix(path) => write!(f, "unix://{}", path.display()),
+            Endpoint::Http { authority } => write!(f, "http://{authority}"),
+        }
+    }
+}
+
+/// Why a call to the daemon failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid daemon host {host:?}: {reason}")]
+    InvalidHost { host: String, reason: String },
+    #[error("cannot reach the wharf daemon at {endpoint}: is `wharf serve` running? ({source})")]
+    Unreachable {
+        endpoint: Endpoint,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "permission denied on the wharf daemon socket {endpoint}: run as root, or as a member of the socket's group"
+    )]
+    PermissionDenied { endpoint: Endpoint },
+    #[error("the exchange with the wharf daemon at {endpoint} failed: {source}")]
+    Http {
+        endpoint: Endpoint,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("the daemon answered {status}: {message}")]
+    Api { status: StatusCode, message: String },
+    #[error("the daemon's answer to {path} could not be read: {source}")]
+    Decode {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// A client of one daemon.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    endpoint: Endpoint,
+    token: Option<String>,
+}
+
+/// A complete answer: status and body.
+#[derive(Debug)]
+pub struct ApiResponse {
+    pub status: StatusCode,
+    pub content_type: Option<String>,
+    pub body: Bytes,
+}
+
+impl ApiClient {
+    pub fn new(endpoint: Endpoint, token: Option<String>) -> ApiClient {
+        ApiClient {
+            endpoint,
+            token: token.filter(|t| !t.is_empty()),
+        }
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Sends one request and reads the whole answer, whatever its status.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<ApiResponse, ClientError> {
+        let host = match &self.endpoint {
+            Endpoint::Unix(_) => "wharf",
+            Endpoint::Http { authority } => authority.as_str(),
+        };
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, host)
+            .header(
+                hyper::header::USER_AGENT,
+                concat!("wharf-cli/", env!("CARGO_PKG_VERSION")),
+            );
+        if let Some(token) = &self.token {
+            builder = builder.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if body.is_some() {
+            builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ClientError::InvalidHost {
+                host: self.endpoint.to_string(),
+                reason: e.to_string(),
+            })?;
+        let unreachable = |source: std::io::Error| {
+            if source.kind() == std::io::ErrorKind::PermissionDenied {
+                ClientError::PermissionDenied {
+                    endpoint: self.endpoint.clone(),
+                }
+            } else {
+                ClientError::Unreachable {
+                    endpoint: self.endpoint.clone(),
+                    source,
+                }
+            }
+        };
+        match &self.endpoint {
+            Endpoint::Unix(path) => {
+                let stream = UnixStream::connect(path).await.map_err(unreachable)?;
+                self.exchange(stream, request).await
+            }
+            Endpoint::Http { authority } => {
+                let stream = TcpStream::connect(authority.as_str())
+                    .await
+                    .map_err(unreachable)?;
+                self.exchange(stream, request).await
+            }
+        }
+    }
+
+    async fn exchange<S>(
+        &self,
+        stream: S,
+        request: Request<Full<Bytes>>,
+    ) -> Result<ApiResponse, ClientError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let http = |source| ClientError::Http {
+            endpoint: self.endpoint.clone(),
+            source,
+        };
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(http)?;
+        let driver = tokio::spawn(connection);
+        let response = sender.send_request(request).await.map_err(http)?;
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(http)?
+            .to_bytes();
+        drop(sender);
+        let _ = driver.await;
+        Ok(ApiResponse {
+            status,
+            content_type,
+            body,
+        })
+    }
+
+    /// GETs `path` and decodes a JSON answer; a non-2xx answer becomes [`ClientError::Api`].
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let response = self.request(Method::GET, path, None).await?;
+        if !response.status.is_success() {
+            return Err(api_error(&response));
+        }
+        serde_json::from_slice(&response.body).map_err(|source| ClientError::Decode {
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
+
+/// The message of an error answer: the JSON `message` field, else the body as text.
+fn api_error(response: &ApiResponse) -> ClientError {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        message: String,
+    }
+    let message = serde_json::from_slice::<Body>(&response.body)
+        .map(|b| b.message)
+        .unwrap_or_else(|_| String::from_utf8_lossy(&response.body).trim().to_owned());
+    ClientError::Api {
+        status: response.status,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_parse_into_endpoints() {
+        assert_eq!(
+            Endpoint::parse("unix:///run/wharf/wharf.sock").unwrap(),
+            Endpoint::Unix("/run/wharf/wharf.sock".into())
+        );
+        assert_eq!(
+            Endpoint::parse("http://127.0.0.1:7878").unwrap(),
+            Endpoint::Http {
+                authority: "127.0.0.1:7878".into()
+            }
+        );
+        assert_eq!(
+            Endpoint::parse("tcp://example.test").unwrap(),
+            Endpoint::Http {
+                authority: "example.test:7878".into()
+            }
+        );
+        assert_eq!(
+            Endpoint::parse("http://[::1]:99/").unwrap(),
+            Endpoint::Http {
+                authority: "[::1]:99".into()
+            }
+        );
+        assert_eq!(
+            Endpoint::parse(&default_host()).unwrap().to_string(),
+            default_host()
+        );
+    }
+
+    #[test]
+    fn bad_hosts_say_what_is_wrong() {
+        for (host, needle) in [
+            ("unix://relative.sock", "absolute"),
+            ("ftp://x:1", "expected unix://"),
+            ("http://", "host:port"),
+            ("http://h:1/api", "no path"),
+            ("http://h:port", "port must be a number"),
+            ("https://h:1", "TLS"),
+        ] {
+            let err = Endpoint::parse(host).unwrap_err().to_string();
+            assert!(err.contains(host) && err.contains(needle), "{host}: {err}");
+        }
+    }
+}

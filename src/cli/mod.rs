@@ -1,0 +1,150 @@
+//! The command line: `wharf serve` (the daemon) and the client commands that talk to it.
+//!
+//! Owns argument parsing and what the user sees in the terminal. Client commands go through
+//! [`client::ApiClient`]; `serve` hands a resolved [`Config`] to [`crate::startup`]. Parsing is
+//! synchronous and happens before any tokio runtime exists, so hidden subcommands that must not
+//! run inside a multi-threaded process (the shim, the OCI runtime) can be dispatched first.
+
+pub mod client;
+mod serve;
+mod system;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::Overrides;
+use client::{ApiClient, ClientError, Endpoint};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wharf",
+    version,
+    about = "A container host appliance: daemon, client, OCI runtime and private registry in one binary",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Daemon to talk to: unix:///path or http://host:port
+    #[arg(
+        long,
+        short = 'H',
+        global = true,
+        env = "WHARF_HOST",
+        default_value_t = client::default_host()
+    )]
+    pub host: String,
+    /// API token sent as `Authorization: Bearer` (for TCP hosts)
+    #[arg(long, global = true, env = "WHARF_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon
+    Serve(ServeArgs),
+    /// Show the client's and the daemon's versions
+    Version(FormatArgs),
+    /// Show what the daemon and its host are
+    Info(FormatArgs),
+}
+
+/// Settings of `wharf serve`; each overrides the config file and the `WHARF_*` environment.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Config file (default /etc/wharf/wharf.toml when it exists; env WHARF_CONFIG)
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Root of all state (default /var/lib/wharf; env WHARF_DATA_ROOT)
+    #[arg(long)]
+    pub data_root: Option<PathBuf>,
+    /// TCP address, e.g. 127.0.0.1:7878 (port 0 picks one), or `none` (env WHARF_LISTEN)
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Unix socket of the API (default /run/wharf/wharf.sock; env WHARF_SOCKET)
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Group that may use the socket (env WHARF_SOCKET_GROUP)
+    #[arg(long)]
+    pub socket_group: Option<String>,
+    /// Log filter, e.g. info or wharf=debug (env WHARF_LOG)
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// Log line format: text or json (env WHARF_LOG_FORMAT)
+    #[arg(long)]
+    pub log_format: Option<String>,
+}
+
+impl ServeArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            config: self.config.clone(),
+            data_root: self.data_root.clone(),
+            listen: self.listen.clone(),
+            socket: self.socket.clone(),
+            socket_group: self.socket_group.clone(),
+            log_level: self.log_level.clone(),
+            log_format: self.log_format.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct FormatArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// Runs a parsed command line and returns the process's exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve(args) => serve::run(&args),
+        Command::Version(args) => {
+            client_command(&cli.host, cli.token, |c| system::version(c, args.format))
+        }
+        Command::Info(args) => {
+            client_command(&cli.host, cli.token, |c| system::info(c, args.format))
+        }
+    }
+}
+
+/// Runs one client command on a small single-threaded runtime; errors go to stderr, exit 1.
+fn client_command<F, Fut>(host: &str, token: Option<String>, command: F) -> ExitCode
+where
+    F: FnOnce(ApiClient) -> Fut,
+    Fut: Future<Output = Result<(), ClientError>>,
+{
+    let endpoint = match Endpoint::parse(host) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("wharf: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("wharf: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(command(ApiClient::new(endpoint, token))) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wharf: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

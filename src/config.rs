@@ -1,0 +1,463 @@
+//! Daemon settings and the data-root layout.
+//!
+//! Owns how `wharf serve` decides its settings — built-in defaults, then the config file, then
+//! `WHARF_*` environment variables, then command-line flags, each layer overriding the one before
+//! field by field — and where everything lives under the data root. It reads the config file and
+//! the environment it is handed; it creates nothing on disk (that is `startup`'s job).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+/// Where the config file is looked for when neither `--config` nor `WHARF_CONFIG` names one.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/wharf/wharf.toml";
+/// Default data root: the SQLite database, blobs, layers, containers and volumes live under it.
+pub const DEFAULT_DATA_ROOT: &str = "/var/lib/wharf";
+/// Default unix socket of the API, used by the local CLI.
+pub const DEFAULT_SOCKET: &str = "/run/wharf/wharf.sock";
+/// Default TCP address of the API, the registry and the dashboard.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+
+/// The settings of one daemon, fully resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Root of all state (see [`DataRoot`]).
+    pub data_root: PathBuf,
+    /// TCP address to serve on; `None` serves on the unix socket only.
+    pub listen: Option<SocketAddr>,
+    /// Path of the unix socket the local CLI talks to.
+    pub socket: PathBuf,
+    /// Group given access to the socket (mode 0660); `None` leaves it root's group.
+    pub socket_group: Option<String>,
+    /// `tracing` filter directive, e.g. `info` or `wharf=debug,tower_http=info`.
+    pub log_level: String,
+    /// How log lines are written to stderr.
+    pub log_format: LogFormat,
+    /// Which config file contributed, if any (reported by `system/info`).
+    pub config_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// The built-in defaults, before any file, environment or flag.
+    pub fn defaults() -> Config {
+        Config {
+            data_root: PathBuf::from(DEFAULT_DATA_ROOT),
+            listen: Some(
+                DEFAULT_LISTEN
+                    .parse()
+                    .expect("default listen address parses"),
+            ),
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            socket_group: None,
+            log_level: "info".to_owned(),
+            log_format: LogFormat::Text,
+            config_file: None,
+        }
+    }
+
+    /// The layout of this daemon's data root.
+    pub fn layout(&self) -> DataRoot {
+        DataRoot::new(&self.data_root)
+    }
+
+    /// Resolves the settings: defaults → config file → `WHARF_*` environment → flags.
+    ///
+    /// The config file is `flags.config`, else `WHARF_CONFIG`, else [`DEFAULT_CONFIG_FILE`] when it
+    /// exists. A file named explicitly must exist. `env` looks up one environment variable; the
+    /// daemon passes `std::env::var`, tests pass a map.
+    pub fn load(
+        flags: &Overrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = Config::defaults();
+
+        let (file, explicit) = match (&flags.config, env("WHARF_CONFIG")) {
+            (Some(path), _) => (Some(path.clone()), true),
+            (None, Some(path)) if !path.is_empty() => (Some(PathBuf::from(path)), true),
+            _ => (Some(PathBuf::from(DEFAULT_CONFIG_FILE)), false),
+        };
+        if let Some(path) = file {
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    let parsed = ConfigFile::parse(&text).map_err(|reason| ConfigError::File {
+                        path: path.clone(),
+                        reason,
+                    })?;
+                    config.apply_layer(parsed.into_overrides(), "config file", &path)?;
+                    config.config_file = Some(path);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {}
+                Err(e) => {
+                    return Err(ConfigError::File {
+                        path,
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+
+        config.apply_layer(Overrides::from_env(env)?, "environment", Path::new(""))?;
+        config.apply_layer(flags.clone(), "flags", Path::new(""))?;
+        Ok(config)
+    }
+
+    fn apply_layer(
+        &mut self,
+        layer: Overrides,
+        source: &'static str,
+        file: &Path,
+    ) -> Result<(), ConfigError> {
+        let invalid = |field: &'static str, value: &str, reason: String| ConfigError::Invalid {
+            origin: if file.as_os_str().is_empty() {
+                source.to_owned()
+            } else {
+                format!("{source} {}", file.display())
+            },
+            field,
+            value: value.to_owned(),
+            reason,
+        };
+        if let Some(root) = layer.data_root {
+            if !root.is_absolute() {
+                return Err(invalid(
+                    "data_root",
+                    &root.display().to_string(),
+                    "must be an absolute path".into(),
+                ));
+            }
+            self.data_root = root;
+        }
+        if let Some(listen) = layer.listen {
+            self.listen = parse_listen(&listen).map_err(|r| invalid("listen", &listen, r))?;
+        }
+        if let Some(socket) = layer.socket {
+            if !socket.is_absolute() {
+                return Err(invalid(
+                    "socket",
+                    &socket.display().to_string(),
+                    "must be an absolute path".into(),
+                ));
+            }
+            self.socket = socket;
+        }
+        if let Some(group) = layer.socket_group {
+            self.socket_group = (!group.is_empty()).then_some(group);
+        }
+        if let Some(level) = layer.log_level {
+            tracing_subscriber::EnvFilter::try_new(&level)
+                .map_err(|e| invalid("log_level", &level, e.to_string()))?;
+            self.log_level = level;
+        }
+        if let Some(format) = layer.log_format {
+            self.log_format = format
+                .parse()
+                .map_err(|r| invalid("log_format", &format, r))?;
+        }
+        Ok(())
+    }
+}
+
+/// `--listen` accepts `host:port` (port 0 picks a free port) or `none` to serve on the socket only.
+fn parse_listen(value: &str) -> Result<Option<SocketAddr>, String> {
+    let value = value.trim();
+    if value.eq_ignore_ascii_case("none") || value.is_empty() {
+        return Ok(None);
+    }
+    value
+        .parse::<SocketAddr>()
+        .map(Some)
+        .map_err(|_| "expected IP:PORT such as 127.0.0.1:7878 or [::1]:7878, or `none`".to_owned())
+}
+
+/// One layer of settings: every field optional, `None` keeps what the layers below decided.
+/// The command line fills one of these; the environment and the config file are turned into one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub config: Option<PathBuf>,
+    pub data_root: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub socket: Option<PathBuf>,
+    pub socket_group: Option<String>,
+    pub log_level: Option<String>,
+    pub log_format: Option<String>,
+}
+
+impl Overrides {
+    fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Overrides, ConfigError> {
+        let path = |name: &str| env(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        Ok(Overrides {
+            config: None,
+            data_root: path("WHARF_DATA_ROOT"),
+            listen: env("WHARF_LISTEN"),
+            socket: path("WHARF_SOCKET"),
+            socket_group: env("WHARF_SOCKET_GROUP"),
+            log_level: env("WHARF_LOG").filter(|v| !v.is_empty()),
+            log_format: env("WHARF_LOG_FORMAT").filter(|v| !v.is_empty()),
+        })
+    }
+}
+
+/// The TOML config file. Unknown keys are an error, so a typo does not silently fall back to a default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    data_root: Option<PathBuf>,
+    listen: Option<String>,
+    socket: Option<PathBuf>,
+    socket_group: Option<String>,
+    log_level: Option<String>,
+    log_format: Option<String>,
+}
+
+impl ConfigFile {
+    fn parse(text: &str) -> Result<ConfigFile, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+    }
+
+    fn into_overrides(self) -> Overrides {
+        Overrides {
+            config: None,
+            data_root: self.data_root,
+            listen: self.listen,
+            socket: self.socket,
+            socket_group: self.socket_group,
+            log_level: self.log_level,
+            log_format: self.log_format,
+        }
+    }
+}
+
+/// Format of the daemon's log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err("expected `text` or `json`".to_owned()),
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
+}
+
+/// Why the settings could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {}: {reason}", path.display())]
+    File { path: PathBuf, reason: String },
+    #[error("invalid {field} {value:?} (from {origin}): {reason}")]
+    Invalid {
+        origin: String,
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// The on-disk layout under the data root. Every path of the daemon's state is named here, once.
+///
+/// ```text
+/// <data-root>/wharf.lock              one daemon per data root (flock), holds the daemon's pid
+/// <data-root>/wharf.db                SQLite in WAL mode (+ -wal, -shm)
+/// <data-root>/blobs/sha256/<ab>/<hex> content-addressed bytes            (images, registry)
+/// <data-root>/uploads/<uuid>          registry upload sessions           (registry)
+/// <data-root>/layers/<chain-id>/      unpacked layers                    (images)
+/// <data-root>/containers/<id>/        spec, state, upper/work dirs, logs (engine)
+/// <data-root>/volumes/<name>/_data    named volumes                      (engine)
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataRoot {
+    root: PathBuf,
+}
+
+impl DataRoot {
+    pub fn new(root: impl Into<PathBuf>) -> DataRoot {
+        DataRoot { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join("wharf.lock")
+    }
+
+    pub fn database(&self) -> PathBuf {
+        self.root.join("wharf.db")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn write_file(dir: &Path, text: &str) -> PathBuf {
+        let path = dir.join("wharf.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn temp_dir() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let dir = temp_dir();
+        let missing = dir.path().join("absent.toml");
+        let env = env_of(&[("WHARF_CONFIG", missing.to_str().unwrap())]);
+        // An explicitly named file that is missing is an error ...
+        let err = Config::load(&Overrides::default(), &env).unwrap_err();
+        assert!(err.to_string().contains("absent.toml"), "{err}");
+        // ... while with nothing named the defaults stand (unless /etc/wharf/wharf.toml exists).
+        if !Path::new(DEFAULT_CONFIG_FILE).exists() {
+            let config = Config::load(&Overrides::default(), &env_of(&[])).unwrap();
+            assert_eq!(config, Config::defaults());
+        }
+    }
+
+    #[test]
+    fn each_layer_overrides_the_one_below_field_by_field() {
+        let dir = temp_dir();
+        let file = write_file(
+            dir.path(),
+            "data_root = \"/srv/file\"\nlisten = \"127.0.0.1:9000\"\nsocket = \"/run/file.sock\"\nlog_level = \"debug\"\n",
+        );
+        let env = env_of(&[
+            ("WHARF_LISTEN", "127.0.0.1:9100"),
+            ("WHARF_SOCKET", "/run/env.sock"),
+        ]);
+        let flags = Overrides {
+            config: Some(file.clone()),
+            socket: Some(PathBuf::from("/run/flag.sock")),
+            ..Overrides::default()
+        };
+        let config = Config::load(&flags, &env).unwrap();
+        assert_eq!(
+            config.data_root,
+            PathBuf::from("/srv/file"),
+            "file beats default"
+        );
+        assert_eq!(
+            config.listen,
+            Some("127.0.0.1:9100".parse().unwrap()),
+            "env beats file"
+        );
+        assert_eq!(
+            config.socket,
+            PathBuf::from("/run/flag.sock"),
+            "flag beats env"
+        );
+        assert_eq!(config.log_level, "debug");
+        assert_eq!(
+            config.log_format,
+            LogFormat::Text,
+            "default where no layer speaks"
+        );
+        assert_eq!(config.config_file, Some(file));
+    }
+
+    #[test]
+    fn listen_none_serves_on_the_socket_only_and_port_zero_is_allowed() {
+        let dir = temp_dir();
+        let flags = Overrides {
+            config: Some(write_file(dir.path(), "")),
+            listen: Some("none".into()),
+            ..Overrides::default()
+        };
+        assert_eq!(Config::load(&flags, &env_of(&[])).unwrap().listen, None);
+        let flags = Overrides {
+            listen: Some("127.0.0.1:0".into()),
+            ..flags
+        };
+        assert_eq!(
+            Config::load(&flags, &env_of(&[])).unwrap().listen,
+            Some("127.0.0.1:0".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_field_the_value_and_the_source() {
+        let dir = temp_dir();
+        let file = write_file(dir.path(), "");
+        let env = env_of(&[
+            ("WHARF_CONFIG", file.to_str().unwrap()),
+            ("WHARF_LISTEN", "localhost"),
+        ]);
+        let err = Config::load(&Overrides::default(), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("listen") && err.contains("\"localhost\"") && err.contains("environment"),
+            "{err}"
+        );
+
+        let flags = Overrides {
+            config: Some(file),
+            data_root: Some("relative/dir".into()),
+            ..Overrides::default()
+        };
+        let err = Config::load(&flags, &env_of(&[])).unwrap_err().to_string();
+        assert!(
+            err.contains("data_root") && err.contains("absolute") && err.contains("flags"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_syntax_errors_in_the_file_name_the_file() {
+        let dir = temp_dir();
+        let file = write_file(dir.path(), "data_rot = \"/x\"\n");
+        let flags = Overrides {
+            config: Some(file.clone()),
+            ..Overrides::default()
+        };
+        let err = Config::load(&flags, &env_of(&[])).unwrap_err().to_string();
+        assert!(
+            err.contains(file.to_str().unwrap()) && err.contains("data_rot"),
+            "{err}"
+        );
+
+        std::fs::write(&file, "listen = \n").unwrap();
+        let err = Config::load(&flags, &env_of(&[])).unwrap_err().to_string();
+        assert!(
+            err.contains(file.to_str().unwrap()) && err.contains("line 1"),
+            "{err}"
+        );
+
+        std::fs::write(&file, "log_format = \"xml\"\n").unwrap();
+        let err = Config::load(&flags, &env_of(&[])).unwrap_err().to_string();
+        assert!(
+            err.contains("log_format") && err.contains("config file"),
+            "{err}"
+        );
+    }
+}

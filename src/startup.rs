@@ -1,0 +1,415 @@
+//! Bringing the daemon up and down.
+//!
+//! [`Application::build`] checks the preconditions (root, a usable data root, no other daemon on
+//! it), opens and migrates the database, and binds the TCP listener and the unix socket — so a
+//! test can start the real application on port 0 and read back the address. [`Application::run_until_stopped`]
+//! serves one router on both listeners until its shutdown future resolves, then closes cleanly:
+//! connections drained, a `daemon stop` event recorded, the socket removed, the lock released.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use nix::fcntl::{Flock, FlockArg};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tower_http::trace::TraceLayer;
+
+use crate::config::{Config, DataRoot};
+use crate::db::{Db, DbError, NewEvent};
+use crate::host::HostInfo;
+
+/// How long a clean shutdown waits for open connections before closing them.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub config: Arc<Config>,
+    pub daemon_id: Arc<str>,
+    pub started_at: SystemTime,
+    /// Probed once at start; the kernel and cgroup mode do not change while the daemon runs.
+    pub host: Arc<HostInfo>,
+}
+
+/// Why the daemon could not start. Each names the thing at fault and the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(
+        "wharf serve must run as root (it runs as uid {uid}): it manages namespaces, cgroups, mounts and the data root"
+    )]
+    NotRoot { uid: u32 },
+    #[error("data root {} is not usable: {what}: {source}", path.display())]
+    DataRoot {
+        path: PathBuf,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "another wharf daemon{} is already using data root {} (it holds the lock on {}); stop it or choose another --data-root",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default(), root.display(), lock.display()
+    )]
+    AlreadyRunning {
+        root: PathBuf,
+        lock: PathBuf,
+        pid: Option<u32>,
+    },
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot serve on socket {}: {what}", path.display())]
+    Socket { path: PathBuf, what: String },
+    #[error("server on {listener} failed: {source}")]
+    Serve {
+        listener: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A daemon that is bound and ready to serve.
+pub struct Application {
+    state: AppState,
+    tcp: Option<TcpListener>,
+    tcp_addr: Option<SocketAddr>,
+    unix: UnixListener,
+    socket: SocketFile,
+    _lock: DaemonLock,
+}
+
+impl Application {
+    /// Checks the preconditions, opens the database and binds the listeners.
+    pub async fn build(config: Config) -> Result<Application, StartupError> {
+        let uid = nix::unistd::geteuid();
+        if !uid.is_root() {
+            return Err(StartupError::NotRoot { uid: uid.as_raw() });
+        }
+        let layout = config.layout();
+        prepare_data_root(&layout)?;
+        let lock = DaemonLock::acquire(&layout)?;
+
+        let db = Db::open(&layout.database()).await?;
+        let daemon_id: Arc<str> = db.daemon_id().await?.into();
+
+        let (tcp, tcp_addr) = match config.listen {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartupError::Listen { addr, source })?;
+                let local = listener
+                    .local_addr()
+                    .map_err(|source| StartupError::Listen { addr, source })?;
+                (Some(listener), Some(local))
+            }
+            None => (None, None),
+        };
+        let (unix, socket) = bind_socket(&config.socket, config.socket_group.as_deref())?;
+
+        let host = Arc::new(
+            tokio::task::spawn_blocking(HostInfo::probe)
+                .await
+                .map_err(|e| StartupError::Serve {
+                    listener: "host probe".into(),
+                    source: std::io::Error::other(e),
+                })?,
+        );
+        db.record_event(&NewEvent {
+            kind: "daemon",
+            action: "start",
+            actor_id: &daemon_id,
+            attributes: [("version".to_owned(), crate::VERSION.to_owned())].into(),
+        })
+        .await?;
+        tracing::info!(
+            version = crate::VERSION,
+            data_root = %layout.root().display(),
+            tcp = ?tcp_addr,
+            socket = %config.socket.display(),
+            cgroup = %host.cgroup.mode,
+            "wharf daemon ready"
+        );
+        Ok(Application {
+            state: AppState {
+                db,
+                config: Arc::new(config),
+                daemon_id,
+                started_at: SystemTime::now(),
+                host,
+            },
+            tcp,
+            tcp_addr,
+            unix,
+            socket,
+            _lock: lock,
+        })
+    }
+
+    /// The bound TCP address (the real port when the config asked for port 0).
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
+    /// The path of the API's unix socket.
+    pub fn socket_path(&self) -> &Path {
+        &self.socket.path
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves (or a listener fails), then shuts down cleanly.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
+        let Application {
+            state,
+            tcp,
+            tcp_addr,
+            unix,
+            socket,
+            _lock,
+        } = self;
+        let router = router(state.clone());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+
+        let mut servers = JoinSet::new();
+        if let (Some(tcp), Some(addr)) = (tcp, tcp_addr) {
+            let serve =
+                axum::serve(tcp, router.clone()).with_graceful_shutdown(stopped(stop_rx.clone()));
+            servers.spawn(async move { (addr.to_string(), serve.await) });
+        }
+        let socket_name = socket.path.display().to_string();
+        let serve = axum::serve(unix, router).with_graceful_shutdown(stopped(stop_rx));
+        servers.spawn(async move { (socket_name, serve.await) });
+
+        let mut failure = None;
+        tokio::select! {
+            () = shutdown => tracing::info!("shutting down"),
+            Some(done) = servers.join_next() => {
+                if let Ok((listener, Err(source))) = done {
+                    failure = Some(StartupError::Serve { listener, source });
+                }
+            }
+        }
+        let _ = stop_tx.send(true);
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            while let Some(done) = servers.join_next().await {
+                if let Ok((listener, Err(source))) = done {
+                    failure.get_or_insert(StartupError::Serve { listener, source });
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
+            servers.shutdown().await;
+        }
+
+        state
+            .db
+            .record_event(&NewEvent {
+                kind: "daemon",
+                action: "stop",
+                actor_id: &state.daemon_id,
+                attributes: Default::default(),
+            })
+            .await?;
+        state.db.close().await;
+        drop(socket);
+        tracing::info!("wharf daemon stopped");
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The one router served on every listener.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(crate::api::router())
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// 200 `ok` while the database answers, 503 otherwise.
+async fn healthz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+    match state.db.ping().await {
+        Ok(()) => (StatusCode::OK, "ok\n"),
+        Err(e) => {
+            tracing::error!(error = %e, "health check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n")
+        }
+    }
+}
+
+/// Creates the data root (mode 0711, like docker's) if needed and checks it is a directory.
+fn prepare_data_root(layout: &DataRoot) -> Result<(), StartupError> {
+    let root = layout.root();
+    let fail = |what: &str, source| StartupError::DataRoot {
+        path: root.to_owned(),
+        what: what.to_owned(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(root)
+        .map_err(|e| fail("cannot create it", e))?;
+    let meta = std::fs::metadata(root).map_err(|e| fail("cannot stat it", e))?;
+    if !meta.is_dir() {
+        return Err(fail(
+            "it is not a directory",
+            std::io::Error::from_raw_os_error(libc::ENOTDIR),
+        ));
+    }
+    Ok(())
+}
+
+/// One daemon per data root: an exclusive `flock` on `<data-root>/wharf.lock`, held for the
+/// daemon's lifetime and released by the kernel however the daemon ends. The file holds the
+/// holder's pid, for the error message of a second daemon. The file itself is never removed.
+struct DaemonLock {
+    _file: Flock<File>,
+}
+
+impl DaemonLock {
+    fn acquire(layout: &DataRoot) -> Result<DaemonLock, StartupError> {
+        let path = layout.lock_file();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|source| StartupError::DataRoot {
+                path: layout.root().to_owned(),
+                what: format!("cannot write {}", path.display()),
+                source,
+            })?;
+        let mut locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => locked,
+            Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                return Err(StartupError::AlreadyRunning {
+                    root: layout.root().to_owned(),
+                    lock: path,
+                    pid: text.trim().parse().ok(),
+                });
+            }
+            Err((_, errno)) => {
+                return Err(StartupError::DataRoot {
+                    path: layout.root().to_owned(),
+                    what: format!("cannot lock {}", path.display()),
+                    source: errno.into(),
+                });
+            }
+        };
+        let write_pid = |f: &mut File| -> std::io::Result<()> {
+            f.set_len(0)?;
+            f.rewind()?;
+            writeln!(f, "{}", std::process::id())?;
+            f.sync_all()
+        };
+        write_pid(&mut locked).map_err(|source| StartupError::DataRoot {
+            path: layout.root().to_owned(),
+            what: format!("cannot write {}", path.display()),
+            source,
+        })?;
+        Ok(DaemonLock { _file: locked })
+    }
+}
+
+/// The socket file; removed when the daemon stops (or fails to start after binding it).
+struct SocketFile {
+    path: PathBuf,
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Binds the API socket at `path`, mode 0660, owned by root and `group`.
+///
+/// A stale socket left by a daemon that died is replaced; a socket some process still answers
+/// on, or a path that is not a socket, is an error — never silently taken over.
+fn bind_socket(
+    path: &Path,
+    group: Option<&str>,
+) -> Result<(UnixListener, SocketFile), StartupError> {
+    let fail = |what: String| StartupError::Socket {
+        path: path.to_owned(),
+        what,
+    };
+    let gid = match group {
+        Some(name) => match nix::unistd::Group::from_name(name) {
+            Ok(Some(g)) => Some(g.gid),
+            Ok(None) => return Err(fail(format!("group {name:?} does not exist"))),
+            Err(e) => return Err(fail(format!("cannot look up group {name:?}: {e}"))),
+        },
+        None => None,
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .map_err(|e| fail(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(fail(
+                    "another process is serving on it (is another wharf daemon running with a different data root?)"
+                        .to_owned(),
+                ));
+            }
+            std::fs::remove_file(path)
+                .map_err(|e| fail(format!("cannot remove the stale socket: {e}")))?;
+        }
+        Ok(_) => return Err(fail("the path exists and is not a socket".to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail(e.to_string())),
+    }
+    let listener = UnixListener::bind(path).map_err(|e| fail(e.to_string()))?;
+    let socket = SocketFile {
+        path: path.to_owned(),
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(|e| fail(format!("cannot set its mode: {e}")))?;
+    if let Some(gid) = gid {
+        nix::unistd::chown(path, None, Some(gid)).map_err(|e| {
+            fail(format!(
+                "cannot give it to group {}: {e}",
+                group.unwrap_or_default()
+            ))
+        })?;
+    }
+    Ok((listener, socket))
+}
