@@ -38,6 +38,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub daemon_id: Arc<str>,
     pub started_at: SystemTime,
+    /// The bound TCP address, if the daemon serves on TCP (the real port when 0 was asked).
+    pub tcp_addr: Option<SocketAddr>,
     /// Probed once at start; the kernel and cgroup mode do not change while the daemon runs.
     pub host: Arc<HostInfo>,
 }
@@ -150,6 +152,7 @@ impl Application {
                 config: Arc::new(config),
                 daemon_id,
                 started_at: SystemTime::now(),
+                tcp_addr,
                 host,
             },
             tcp,

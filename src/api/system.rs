@@ -31,6 +31,11 @@ pub struct SystemInfo {
     pub data_root: PathBuf,
     #[schema(value_type = Option<String>)]
     pub config_file: Option<PathBuf>,
+    /// The TCP address the daemon serves on, if any.
+    pub tcp_address: Option<String>,
+    /// The unix socket of the API.
+    #[schema(value_type = String)]
+    pub socket: PathBuf,
     /// When this daemon process started (RFC 3339).
     pub started_at: String,
     pub host: HostInfo,
@@ -54,6 +59,8 @@ async fn info(State(state): State<AppState>) -> Result<Json<SystemInfo>, ApiErro
         api_version: crate::API_VERSION.to_owned(),
         data_root: state.config.data_root.clone(),
         config_file: state.config.config_file.clone(),
+        tcp_address: state.tcp_addr.map(|a| a.to_string()),
+        socket: state.config.socket.clone(),
         started_at: humantime::format_rfc3339_seconds(state.started_at).to_string(),
         host: (*state.host).clone(),
         counts,

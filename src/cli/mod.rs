@@ -22,7 +22,8 @@ use client::{ApiClient, ClientError, Endpoint};
     name = "wharf",
     version,
     about = "A container host appliance: daemon, client, OCI runtime and private registry in one binary",
-    propagate_version = true
+    propagate_version = true,
+    args_override_self = true
 )]
 pub struct Cli {
     /// Daemon to talk to: unix:///path or http://host:port

@@ -60,6 +60,11 @@ pub(super) async fn info(client: ApiClient, format: Format) -> Result<(), Client
             .as_ref()
             .map_or("(none)".into(), |p| p.display().to_string())
     );
+    println!(" Socket:            {}", info.socket.display());
+    println!(
+        " TCP address:       {}",
+        info.tcp_address.as_deref().unwrap_or("(none)")
+    );
     println!(" Started:           {}", info.started_at);
     println!(" Events:            {}", info.counts.events);
     println!("Host:");

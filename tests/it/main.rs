@@ -1,1 +1,10 @@
+//! Integration tests: the real daemon, the real binary, real files and sockets.
+//! One test binary with modules, so it links once.
 
+mod harness;
+
+mod api;
+mod cli;
+mod config;
+mod database;
+mod startup;

@@ -1,0 +1,323 @@
+//! The test harness: the real daemon, in-process or as a child process, on port 0 with a fresh
+//! temporary data root and socket, torn down when the guard drops.
+//!
+//! Every test that needs root calls [`skip_unless_root`] first. A skip prints its reason and is
+//! appended to the file named by `WHARF_TEST_SKIP_LOG`; the test command fails when that file is
+//! not empty after a run as root.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use wharf::cli::client::{ApiClient, Endpoint};
+use wharf::config::{Config, LogFormat};
+use wharf::startup::{Application, StartupError};
+
+/// The `wharf` binary built for these tests.
+pub const WHARF: &str = env!("CARGO_BIN_EXE_wharf");
+
+/// The environment variables the daemon reads; cleared from every child so the developer's own
+/// settings never leak into a test.
+const WHARF_ENV: [&str; 9] = [
+    "WHARF_CONFIG",
+    "WHARF_DATA_ROOT",
+    "WHARF_LISTEN",
+    "WHARF_SOCKET",
+    "WHARF_SOCKET_GROUP",
+    "WHARF_LOG",
+    "WHARF_LOG_FORMAT",
+    "WHARF_HOST",
+    "WHARF_TOKEN",
+];
+
+/// Records a skipped test: printed, and appended to `$WHARF_TEST_SKIP_LOG` when set.
+pub fn skip(test: &str, reason: &str) {
+    eprintln!("SKIPPED {test}: {reason}");
+    if let Ok(log) = std::env::var("WHARF_TEST_SKIP_LOG") {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            let _ = writeln!(f, "{test}: {reason}");
+        }
+    }
+}
+
+/// True (after recording the skip) when the test cannot run because we are not root.
+pub fn skip_unless_root(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return false;
+    }
+    skip(
+        test,
+        "needs root (run the test command as root, as CI does)",
+    );
+    true
+}
+
+/// A daemon's settings for a test: everything under `dir`, TCP on 127.0.0.1 port 0.
+pub fn test_config(dir: &Path) -> Config {
+    Config {
+        data_root: dir.join("data"),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        socket: dir.join("run/wharf.sock"),
+        socket_group: None,
+        log_level: "warn".to_owned(),
+        log_format: LogFormat::Text,
+        config_file: None,
+    }
+}
+
+/// The real application, running on its own thread and runtime, stopped on drop.
+pub struct TestDaemon {
+    pub dir: TempDir,
+    pub data_root: PathBuf,
+    pub socket: PathBuf,
+    pub tcp: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<Result<(), String>>>,
+}
+
+impl TestDaemon {
+    /// Starts a daemon with the [`test_config`] in a fresh temporary directory.
+    pub fn start() -> TestDaemon {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let config = test_config(dir.path());
+        Self::start_in(dir, config).unwrap_or_else(|e| panic!("daemon did not start: {e}"))
+    }
+
+    /// Starts a daemon with `config`; `dir` is kept for the daemon's lifetime.
+    pub fn start_in(dir: TempDir, config: Config) -> Result<TestDaemon, StartupError> {
+        let data_root = config.data_root.clone();
+        let socket = config.socket.clone();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            runtime.block_on(async move {
+                let app = match Application::build(config).await {
+                    Ok(app) => app,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return Ok(());
+                    }
+                };
+                let _ = ready_tx.send(Ok(app.tcp_addr().expect("TCP listener")));
+                app.run_until_stopped(async {
+                    let _ = shutdown_rx.await;
+                })
+                .await
+                .map_err(|e| e.to_string())
+            })
+        });
+        match ready_rx.recv().expect("daemon thread reports") {
+            Ok(tcp) => Ok(TestDaemon {
+                dir,
+                data_root,
+                socket,
+                tcp,
+                shutdown: Some(shutdown_tx),
+                thread: Some(thread),
+            }),
+            Err(e) => {
+                let _ = thread.join();
+                Err(e)
+            }
+        }
+    }
+
+    pub fn unix_client(&self) -> ApiClient {
+        ApiClient::new(Endpoint::Unix(self.socket.clone()), None)
+    }
+
+    pub fn tcp_client(&self) -> ApiClient {
+        ApiClient::new(
+            Endpoint::Http {
+                authority: self.tcp.to_string(),
+            },
+            None,
+        )
+    }
+
+    /// Stops the daemon cleanly and returns its result; the temporary directory stays alive.
+    pub fn stop(&mut self) -> Result<(), String> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.thread.take() {
+            Some(t) => t.join().map_err(|_| "daemon thread panicked".to_owned())?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// A `wharf` command with the developer's `WHARF_*` settings removed.
+pub fn wharf_command() -> Command {
+    let mut cmd = Command::new(WHARF);
+    for name in WHARF_ENV {
+        cmd.env_remove(name);
+    }
+    cmd
+}
+
+/// `wharf serve` as a child process, in its own temporary directory, killed on drop.
+pub struct DaemonProcess {
+    pub dir: TempDir,
+    pub data_root: PathBuf,
+    pub socket: PathBuf,
+    child: Child,
+    stderr: PathBuf,
+}
+
+impl DaemonProcess {
+    /// The `wharf serve` command for `dir`: data root, socket and an empty config file inside it,
+    /// TCP on 127.0.0.1 port 0. Tests add or override flags and environment.
+    pub fn command(dir: &Path) -> Command {
+        let config = dir.join("wharf.toml");
+        if !config.exists() {
+            std::fs::write(&config, "").unwrap();
+        }
+        let mut cmd = wharf_command();
+        cmd.arg("serve")
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--socket")
+            .arg(dir.join("wharf.sock"))
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .env("WHARF_CONFIG", config)
+            .env("WHARF_LOG", "info");
+        cmd
+    }
+
+    /// Spawns `cmd` (usually from [`DaemonProcess::command`]) with stderr captured to a file.
+    pub fn spawn(dir: TempDir, mut cmd: Command) -> DaemonProcess {
+        let stderr = dir.path().join("daemon.stderr");
+        let file = std::fs::File::create(&stderr).unwrap();
+        // The child gets its own process group so that a SIGINT meant for the test runner does
+        // not reach it, and so that it cannot outlive us unnoticed.
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .process_group(0);
+        let child = cmd.spawn().expect("spawn wharf serve");
+        DaemonProcess {
+            data_root: dir.path().join("data"),
+            socket: dir.path().join("wharf.sock"),
+            dir,
+            child,
+            stderr,
+        }
+    }
+
+    /// Spawns the daemon with the default test flags and waits until it answers on its socket.
+    pub fn start() -> DaemonProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let cmd = Self::command(dir.path());
+        let mut daemon = Self::spawn(dir, cmd);
+        daemon.wait_ready();
+        daemon
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (up to 20 s) until `/healthz` answers on the socket; panics with the daemon's stderr otherwise.
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("wharf serve exited with {status}:\n{}", self.stderr());
+            }
+            if healthz_over_socket(&self.socket) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("wharf serve not ready after 20 s:\n{}", self.stderr());
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `signal` to the daemon (by the pid we started).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+    }
+
+    /// What the daemon wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One blocking `GET /healthz` over a unix socket; true on `200`.
+fn healthz_over_socket(socket: &Path) -> bool {
+    use std::io::Read;
+    let Ok(mut stream) = std::os::unix::net::UnixStream::connect(socket) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    if stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: wharf\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200")
+}
+
+/// Runs a `wharf` command to completion and returns (status, stdout, stderr).
+pub fn run_wharf(cmd: &mut Command) -> (ExitStatus, String, String) {
+    cmd.stdin(Stdio::null());
+    let output = cmd.output().expect("run wharf");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
