@@ -42,14 +42,13 @@ const WHARF_ENV: [&str; 9] = [
 /// Records a skipped test: printed, and appended to `$WHARF_TEST_SKIP_LOG` when set.
 pub fn skip(test: &str, reason: &str) {
     eprintln!("SKIPPED {test}: {reason}");
-    if let Ok(log) = std::env::var("WHARF_TEST_SKIP_LOG") {
-        if let Ok(mut f) = std::fs::OpenOptions::new()
+    if let Ok(log) = std::env::var("WHARF_TEST_SKIP_LOG")
+        && let Ok(mut f) = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
-        {
-            let _ = writeln!(f, "{test}: {reason}");
-        }
+    {
+        let _ = writeln!(f, "{test}: {reason}");
     }
 }
 
