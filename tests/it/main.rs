@@ -1,6 +1,7 @@
 //! Integration tests: the real daemon, the real binary, real files and sockets.
 //! One test binary with modules, so it links once.
 
+mod fixtures;
 mod harness;
 
 mod api;
