@@ -460,4 +460,34 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn the_packaged_config_file_documents_the_real_defaults() {
+        let text = include_str!("../packaging/wharf.toml");
+        assert!(
+            ConfigFile::parse(text).is_ok(),
+            "parses as shipped (all commented)"
+        );
+        // Uncommenting every setting must give back exactly the built-in defaults.
+        let uncommented: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix('#'))
+            .filter(|l| l.contains(" = ") && !l.starts_with(' ') && !l.starts_with("socket_group"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(uncommented.lines().count(), 5, "{uncommented}");
+        let dir = temp_dir();
+        let flags = Overrides {
+            config: Some(write_file(dir.path(), &uncommented)),
+            ..Overrides::default()
+        };
+        let config = Config::load(&flags, &env_of(&[])).unwrap();
+        assert_eq!(
+            Config {
+                config_file: None,
+                ..config
+            },
+            Config::defaults()
+        );
+    }
 }
