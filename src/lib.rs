@@ -5,9 +5,11 @@
 //! The module map and the direction of dependencies are described in README.md ("Architecture").
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod domain;
 pub mod host;
 pub mod runtime;
 pub mod startup;

@@ -9,5 +9,15 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    wharf::cli::run(wharf::cli::Cli::parse())
+    let cli = wharf::cli::Cli::parse();
+    if !matches!(cli.command, wharf::cli::Command::Serve(_)) {
+        // A client whose output is piped into `head` should end quietly, as other Unix tools do,
+        // not panic on EPIPE. The daemon keeps Rust's default (SIGPIPE ignored).
+        // SAFETY: restoring a signal's default disposition has no memory-safety preconditions,
+        // and no other thread exists yet.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+    wharf::cli::run(cli)
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use nix::fcntl::{Flock, FlockArg};
@@ -24,9 +24,15 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower_http::trace::TraceLayer;
 
-use crate::config::{Config, DataRoot};
+use crate::auth::service::SessionPolicy;
+use crate::auth::throttle::ThrottlePolicy;
+use crate::auth::{Authenticator, Peer};
+use crate::config::{Config, DataRoot, LogFormat};
 use crate::db::{Db, DbError, NewEvent};
 use crate::host::HostInfo;
+
+/// How long the first-run setup token printed at start stays valid.
+const SETUP_TOKEN_TTL: Duration = Duration::from_secs(60 * 60);
 
 /// How long a clean shutdown waits for open connections before closing them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,6 +48,19 @@ pub struct AppState {
     pub tcp_addr: Option<SocketAddr>,
     /// Probed once at start; the kernel and cgroup mode do not change while the daemon runs.
     pub host: Arc<HostInfo>,
+    pub auth: Arc<Authenticator>,
+}
+
+impl FromRef<AppState> for Db {
+    fn from_ref(state: &AppState) -> Db {
+        state.db.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Authenticator> {
+    fn from_ref(state: &AppState) -> Arc<Authenticator> {
+        Arc::clone(&state.auth)
+    }
 }
 
 /// Why the daemon could not start. Each names the thing at fault and the reason.
@@ -92,6 +111,7 @@ pub struct Application {
     tcp_addr: Option<SocketAddr>,
     unix: UnixListener,
     socket: SocketFile,
+    setup_url: Option<String>,
     _lock: DaemonLock,
 }
 
@@ -131,6 +151,40 @@ impl Application {
                     source: std::io::Error::other(e),
                 })?,
         );
+        let auth = Arc::new(Authenticator::new(
+            ThrottlePolicy::default(),
+            SessionPolicy::default(),
+            false,
+        ));
+        let setup_url = if db.count_users().await? == 0 {
+            let token = auth.new_setup_token(SETUP_TOKEN_TTL);
+            let base = match tcp_addr {
+                Some(addr) if addr.ip().is_unspecified() => {
+                    let host = nix::unistd::gethostname()
+                        .map(|h| h.to_string_lossy().into_owned())
+                        .unwrap_or_else(|_| "localhost".into());
+                    format!("http://{host}:{}", addr.port())
+                }
+                Some(addr) => format!("http://{addr}"),
+                None => "http://<this host>".to_owned(),
+            };
+            let url = format!("{base}/setup?token={token}");
+            let minutes = SETUP_TOKEN_TTL.as_secs() / 60;
+            match config.log_format {
+                LogFormat::Text => eprintln!(
+                    "\nwharf: no users yet. Create the first admin within {minutes} minutes at\n\n    {url}\n\n\
+                     or on this host: wharf user add NAME --role admin --password-stdin\n"
+                ),
+                LogFormat::Json => tracing::warn!(
+                    setup_url = %url,
+                    valid_minutes = minutes,
+                    "no users yet: create the first admin at the setup URL, or with `wharf user add NAME --role admin --password-stdin` on this host"
+                ),
+            }
+            Some(url)
+        } else {
+            None
+        };
         db.record_event(&NewEvent {
             kind: "daemon",
             action: "start",
@@ -154,13 +208,20 @@ impl Application {
                 started_at: SystemTime::now(),
                 tcp_addr,
                 host,
+                auth,
             },
             tcp,
             tcp_addr,
             unix,
             socket,
+            setup_url,
             _lock: lock,
         })
+    }
+
+    /// The one-time first-run setup URL, when the daemon started with no users.
+    pub fn setup_url(&self) -> Option<&str> {
+        self.setup_url.as_deref()
     }
 
     /// The bound TCP address (the real port when the config asked for port 0).
@@ -188,6 +249,7 @@ impl Application {
             tcp_addr,
             unix,
             socket,
+            setup_url: _,
             _lock,
         } = self;
         let router = router(state.clone());
@@ -198,12 +260,16 @@ impl Application {
 
         let mut servers = JoinSet::new();
         if let (Some(tcp), Some(addr)) = (tcp, tcp_addr) {
-            let serve =
-                axum::serve(tcp, router.clone()).with_graceful_shutdown(stopped(stop_rx.clone()));
+            let serve = axum::serve(
+                tcp,
+                router.clone().into_make_service_with_connect_info::<Peer>(),
+            )
+            .with_graceful_shutdown(stopped(stop_rx.clone()));
             servers.spawn(async move { (addr.to_string(), serve.await) });
         }
         let socket_name = socket.path.display().to_string();
-        let serve = axum::serve(unix, router).with_graceful_shutdown(stopped(stop_rx));
+        let serve = axum::serve(unix, router.into_make_service_with_connect_info::<Peer>())
+            .with_graceful_shutdown(stopped(stop_rx));
         servers.spawn(async move { (socket_name, serve.await) });
 
         let mut failure = None;

@@ -4,8 +4,12 @@
 //! them (`GET /api/v1/openapi.json`). Handlers call the service layer (`db`, and later `engine`,
 //! `images`, `auth`); they never touch the runtime or the blob files directly.
 
+mod audit;
+pub mod auth;
 mod error;
 mod system;
+mod tokens;
+mod users;
 
 use std::sync::Arc;
 
@@ -16,8 +20,11 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::startup::AppState;
 
+pub use auth::{LoginResponse, WhoAmI};
 pub use error::ApiError;
 pub use system::{SystemInfo, VersionInfo};
+pub use tokens::CreatedToken;
+pub use users::{GrantView, UserView};
 
 /// Path prefix of every JSON API route.
 pub const PREFIX: &str = "/api/v1";
@@ -32,7 +39,14 @@ struct ApiDoc;
 /// The API routes, with `/api/v1/openapi.json` describing them.
 pub fn router() -> Router<AppState> {
     let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .nest(PREFIX, system::routes())
+        .nest(
+            PREFIX,
+            system::routes()
+                .merge(auth::routes())
+                .merge(users::routes())
+                .merge(tokens::routes())
+                .merge(audit::routes()),
+        )
         .split_for_parts();
     doc.info.version = crate::VERSION.to_owned();
     let doc = Arc::new(doc);

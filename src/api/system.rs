@@ -10,6 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, ErrorBody};
+use crate::auth::{Action, Caller, Target};
 use crate::db::Counts;
 use crate::host::HostInfo;
 use crate::startup::AppState;
@@ -48,10 +49,12 @@ pub struct SystemInfo {
     tag = "system",
     responses(
         (status = 200, description = "The daemon and its host", body = SystemInfo),
+        (status = 401, description = "No credentials", body = ErrorBody),
         (status = 500, description = "The database failed", body = ErrorBody),
     )
 )]
-async fn info(State(state): State<AppState>) -> Result<Json<SystemInfo>, ApiError> {
+async fn info(State(state): State<AppState>, caller: Caller) -> Result<Json<SystemInfo>, ApiError> {
+    caller.require(Action::SystemRead, &Target::System).await?;
     let counts = state.db.counts().await?;
     Ok(Json(SystemInfo {
         id: state.daemon_id.to_string(),
@@ -83,12 +86,16 @@ pub struct VersionInfo {
     tag = "system",
     responses((status = 200, description = "Versions of the daemon", body = VersionInfo))
 )]
-async fn version(State(state): State<AppState>) -> Json<VersionInfo> {
-    Json(VersionInfo {
+async fn version(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<VersionInfo>, ApiError> {
+    caller.require(Action::SystemRead, &Target::System).await?;
+    Ok(Json(VersionInfo {
         version: crate::VERSION.to_owned(),
         api_version: crate::API_VERSION.to_owned(),
         os: std::env::consts::OS.to_owned(),
         arch: state.host.architecture.clone(),
         kernel: state.host.kernel.clone(),
-    })
+    }))
 }

@@ -103,6 +103,8 @@ pub enum ClientError {
         #[source]
         source: hyper::Error,
     },
+    #[error("{reason}")]
+    Input { reason: String },
     #[error("the daemon answered {status}: {message}")]
     Api { status: StatusCode, message: String },
     #[error("the daemon's answer to {path} could not be read: {source}")]
@@ -235,6 +237,39 @@ impl ApiClient {
         })
     }
 
+    /// Sends `body` as JSON with `method` and decodes a JSON answer (non-2xx: [`ClientError::Api`]).
+    pub async fn send_json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<T, ClientError> {
+        let bytes = serde_json::to_vec(body).expect("request bodies serialize");
+        let response = self.request(method, path, Some(bytes)).await?;
+        if !response.status.is_success() {
+            return Err(api_error(&response));
+        }
+        serde_json::from_slice(&response.body).map_err(|source| ClientError::Decode {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Sends a request whose answer has no body worth reading; non-2xx is an error.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(), ClientError> {
+        let bytes = body.map(|b| serde_json::to_vec(b).expect("JSON values serialize"));
+        let response = self.request(method, path, bytes).await?;
+        if !response.status.is_success() {
+            return Err(api_error(&response));
+        }
+        Ok(())
+    }
+
     /// GETs `path` and decodes a JSON answer; a non-2xx answer becomes [`ClientError::Api`].
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let response = self.request(Method::GET, path, None).await?;
@@ -254,9 +289,14 @@ fn api_error(response: &ApiResponse) -> ClientError {
     struct Body {
         message: String,
     }
-    let message = serde_json::from_slice::<Body>(&response.body)
+    let mut message = serde_json::from_slice::<Body>(&response.body)
         .map(|b| b.message)
         .unwrap_or_else(|_| String::from_utf8_lossy(&response.body).trim().to_owned());
+    if response.status == StatusCode::UNAUTHORIZED {
+        message.push_str(
+            " (sign in with `wharf login HOST`, or pass an API token with --token or WHARF_TOKEN)",
+        );
+    }
     ClientError::Api {
         status: response.status,
         message,

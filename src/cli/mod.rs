@@ -5,6 +5,7 @@
 //! synchronous and happens before any tokio runtime exists, so hidden subcommands that must not
 //! run inside a multi-threaded process (the shim, the OCI runtime) can be dispatched first.
 
+mod auth;
 pub mod client;
 mod serve;
 mod system;
@@ -50,6 +51,27 @@ pub enum Command {
     Version(FormatArgs),
     /// Show what the daemon and its host are
     Info(FormatArgs),
+    /// Manage users and robots
+    #[command(subcommand)]
+    User(auth::UserCommand),
+    /// Manage API tokens
+    #[command(subcommand)]
+    Token(auth::TokenCommand),
+    /// Sign in to a daemon over the network and keep an API token for it
+    Login {
+        /// The daemon, e.g. http://appliance.example:7878 (default: --host)
+        host: Option<String>,
+        #[arg(long, short = 'u')]
+        username: Option<String>,
+        /// Read the password from the first line of standard input
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Revoke and forget the token kept by `wharf login`
+    Logout {
+        /// The daemon (default: --host)
+        host: Option<String>,
+    },
 }
 
 /// Settings of `wharf serve`; each overrides the config file and the `WHARF_*` environment.
@@ -115,6 +137,24 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Info(args) => {
             client_command(&cli.host, cli.token, |c| system::info(c, args.format))
         }
+        Command::User(command) => client_command(&cli.host, cli.token, |c| auth::user(c, command)),
+        Command::Token(command) => {
+            client_command(&cli.host, cli.token, |c| auth::token(c, command))
+        }
+        Command::Login {
+            host,
+            username,
+            password_stdin,
+        } => {
+            let host = host.unwrap_or(cli.host);
+            client_command(&host, None, |c| {
+                auth::login(c.endpoint().clone(), username, password_stdin)
+            })
+        }
+        Command::Logout { host } => {
+            let host = host.unwrap_or(cli.host);
+            client_command(&host, None, |c| auth::logout(c.endpoint().clone()))
+        }
     }
 }
 
@@ -141,6 +181,14 @@ where
             return ExitCode::FAILURE;
         }
     };
+    // Over the network, a token kept by `wharf login` is used when none is given.
+    let token = token.or_else(|| match &endpoint {
+        Endpoint::Http { .. } => auth::CredentialStore::load()
+            .hosts
+            .get(&endpoint.to_string())
+            .map(|login| login.token.clone()),
+        Endpoint::Unix(_) => None,
+    });
     match runtime.block_on(command(ApiClient::new(endpoint, token))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

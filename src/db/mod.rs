@@ -16,6 +16,12 @@ use sqlx::sqlite::{
 };
 use utoipa::ToSchema;
 
+pub mod audit;
+pub mod auth;
+
+pub use audit::{AuditEntry, AuditFilter, AuditRecord, Outcome};
+pub use auth::{AccountKind, ApiToken, Credentials, NewToken, RepositoryGrant, Session, User};
+
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// A handle on the daemon's database; cheap to clone.
@@ -42,6 +48,10 @@ pub enum DbError {
         #[source]
         source: MigrateError,
     },
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error("{what}")]
+    Conflict { what: String },
     #[error("database error while {action}: {source}")]
     Sql {
         action: &'static str,
@@ -50,7 +60,7 @@ pub enum DbError {
     },
 }
 
-fn sql(action: &'static str) -> impl FnOnce(sqlx::Error) -> DbError {
+pub(crate) fn sql(action: &'static str) -> impl FnOnce(sqlx::Error) -> DbError {
     move |source| DbError::Sql { action, source }
 }
 
@@ -189,8 +199,13 @@ impl Db {
             .fetch_one(&self.pool)
             .await
             .map_err(sql("counting events"))?;
+        let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(sql("counting users"))?;
         Ok(Counts {
             events: events as u64,
+            users: users as u64,
         })
     }
 }
@@ -200,7 +215,13 @@ fn is_not_a_database(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("26"))
 }
 
-fn now_nanos() -> i64 {
+pub(crate) fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+pub(crate) fn now_nanos() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64)
@@ -231,4 +252,6 @@ pub struct Event {
 #[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
 pub struct Counts {
     pub events: u64,
+    /// Users and robots.
+    pub users: u64,
 }

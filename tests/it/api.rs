@@ -18,11 +18,8 @@ async fn socket_and_tcp_serve_the_same_api() {
         .get_json("/api/v1/system/info")
         .await
         .unwrap();
-    let over_tcp: SystemInfo = daemon
-        .tcp_client()
-        .get_json("/api/v1/system/info")
-        .await
-        .unwrap();
+    let admin = daemon.admin_client().await;
+    let over_tcp: SystemInfo = admin.get_json("/api/v1/system/info").await.unwrap();
 
     assert_eq!(over_socket.id, over_tcp.id, "one daemon behind both");
     assert_eq!(over_socket.id.len(), 32);
@@ -32,6 +29,7 @@ async fn socket_and_tcp_serve_the_same_api() {
     assert_eq!(over_tcp.tcp_address, Some(daemon.tcp.to_string()));
     assert_ne!(daemon.tcp.port(), 0, "port 0 resolved to a real port");
     assert_eq!(over_tcp.counts.events, 1, "the daemon start was recorded");
+    assert_eq!(over_tcp.counts.users, 1, "the admin the harness made");
 
     // Host facts agree with the kernel's own view.
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
@@ -52,7 +50,7 @@ async fn socket_and_tcp_serve_the_same_api() {
         assert!(over_tcp.host.overlayfs);
     }
 
-    for client in [daemon.unix_client(), daemon.tcp_client()] {
+    for client in [daemon.unix_client(), admin.clone(), daemon.tcp_client()] {
         let health = client.request(Method::GET, "/healthz", None).await.unwrap();
         assert_eq!(health.status, StatusCode::OK);
         assert_eq!(&health.body[..], b"ok\n");

@@ -1,7 +1,7 @@
 //! The client face: `wharf version` and `wharf info` through the socket and over TCP, and the
 //! messages a user sees when the daemon is not there.
 
-use crate::harness::{self, DaemonProcess, run_wharf, wharf_command};
+use crate::harness::{self, DaemonProcess, run_wharf, run_wharf_input, wharf_command};
 
 #[test]
 fn version_and_info_answer_through_the_socket() {
@@ -47,34 +47,122 @@ fn version_and_info_answer_through_the_socket() {
 }
 
 #[test]
-fn info_answers_over_tcp_with_a_token_flag_accepted() {
-    if harness::skip_unless_root("info_answers_over_tcp_with_a_token_flag_accepted") {
+fn over_tcp_the_client_needs_a_token_or_a_login() {
+    if harness::skip_unless_root("over_tcp_the_client_needs_a_token_or_a_login") {
         return;
     }
     let daemon = DaemonProcess::start();
-    let (_, out, _) = run_wharf(wharf_command().args([
-        "-H",
-        &format!("unix://{}", daemon.socket.display()),
-        "info",
-        "--format",
-        "json",
-    ]));
+    let socket = format!("unix://{}", daemon.socket.display());
+    let (_, out, _) = run_wharf(wharf_command().args(["-H", &socket, "info", "--format", "json"]));
     let info: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let tcp = info["tcp_address"]
-        .as_str()
-        .expect("serving on TCP")
-        .to_owned();
+    let tcp = format!(
+        "http://{}",
+        info["tcp_address"].as_str().expect("serving on TCP")
+    );
+
+    // Without credentials: refused, with a hint.
+    let (status, _, err) = run_wharf(wharf_command().args(["-H", &tcp, "info"]));
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains("401") && err.contains("wharf login"), "{err}");
+
+    // A user made on the socket, and a token for it.
+    let (status, out, err) = run_wharf_input(
+        wharf_command().args([
+            "-H",
+            &socket,
+            "user",
+            "add",
+            "ops",
+            "--role",
+            "operator",
+            "--password-stdin",
+        ]),
+        "ops-password\n",
+    );
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "added user ops (operator)\n");
+    let (status, token, err) = run_wharf(wharf_command().args([
+        "-H", &socket, "token", "create", "--name", "ci", "--user", "ops",
+    ]));
+    assert!(status.success(), "{err}");
+    let token = token.trim();
+    assert!(token.starts_with("wharf_"), "{token}");
 
     let (status, out, err) = run_wharf(
         wharf_command()
-            .env("WHARF_HOST", format!("http://{tcp}"))
-            .env("WHARF_TOKEN", "not-checked-until-auth-lands")
+            .env("WHARF_HOST", &tcp)
+            .env("WHARF_TOKEN", token)
             .args(["version", "--format", "json"]),
     );
     assert!(status.success(), "{err}");
     let version: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(version["server"]["version"], env!("CARGO_PKG_VERSION"));
-    assert_eq!(version["client"]["version"], env!("CARGO_PKG_VERSION"));
+    // An operator may not manage users.
+    let (status, _, err) =
+        run_wharf(wharf_command().args(["-H", &tcp, "--token", token, "user", "ls"]));
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        err.contains("403") && err.contains("ops may not user.manage"),
+        "{err}"
+    );
+
+    // wharf login keeps a token per host (mode 0600); logout revokes it.
+    let home = tempfile::tempdir().unwrap();
+    let (status, out, err) = run_wharf_input(
+        wharf_command().env("XDG_CONFIG_HOME", home.path()).args([
+            "login",
+            &tcp,
+            "--username",
+            "ops",
+            "--password-stdin",
+        ]),
+        "ops-password\n",
+    );
+    assert!(status.success(), "{err}");
+    assert!(
+        out.starts_with(&format!("logged in to {tcp} as ops (operator)")),
+        "{out}"
+    );
+    let store = home.path().join("wharf/credentials.json");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&store).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let (status, _, err) = run_wharf(
+        wharf_command()
+            .env("XDG_CONFIG_HOME", home.path())
+            .args(["-H", &tcp, "info"]),
+    );
+    assert!(status.success(), "the stored token is used: {err}");
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&store).unwrap()).unwrap();
+    let login_token = stored["hosts"][&tcp]["token"].as_str().unwrap().to_owned();
+
+    let (status, out, err) = run_wharf(
+        wharf_command()
+            .env("XDG_CONFIG_HOME", home.path())
+            .args(["logout", &tcp]),
+    );
+    assert!(status.success(), "{err}");
+    assert!(out.contains("the token was revoked"), "{out}");
+    let (status, _, err) =
+        run_wharf(wharf_command().args(["-H", &tcp, "--token", &login_token, "info"]));
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains("revoked"), "{err}");
+
+    let (status, _, err) = run_wharf_input(
+        wharf_command().env("XDG_CONFIG_HOME", home.path()).args([
+            "login",
+            &tcp,
+            "--username",
+            "ops",
+            "--password-stdin",
+        ]),
+        "wrong-password\n",
+    );
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains("wrong user name or password"), "{err}");
 }
 
 #[test]

@@ -83,6 +83,9 @@ pub struct TestDaemon {
     pub data_root: PathBuf,
     pub socket: PathBuf,
     pub tcp: SocketAddr,
+    /// The first-run setup URL the daemon printed (a fresh data root has no users).
+    pub setup_url: Option<String>,
+    admin_token: tokio::sync::OnceCell<String>,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<Result<(), String>>>,
 }
@@ -115,7 +118,11 @@ impl TestDaemon {
                         return Ok(());
                     }
                 };
-                let _ = ready_tx.send(Ok(app.tcp_addr().expect("TCP listener")));
+                let ready = (
+                    app.tcp_addr().expect("TCP listener"),
+                    app.setup_url().map(str::to_owned),
+                );
+                let _ = ready_tx.send(Ok(ready));
                 app.run_until_stopped(async {
                     let _ = shutdown_rx.await;
                 })
@@ -124,11 +131,13 @@ impl TestDaemon {
             })
         });
         match ready_rx.recv().expect("daemon thread reports") {
-            Ok(tcp) => Ok(TestDaemon {
+            Ok((tcp, setup_url)) => Ok(TestDaemon {
                 dir,
                 data_root,
                 socket,
                 tcp,
+                setup_url,
+                admin_token: tokio::sync::OnceCell::new(),
                 shutdown: Some(shutdown_tx),
                 thread: Some(thread),
             }),
@@ -143,13 +152,50 @@ impl TestDaemon {
         ApiClient::new(Endpoint::Unix(self.socket.clone()), None)
     }
 
+    /// An anonymous client over TCP.
     pub fn tcp_client(&self) -> ApiClient {
+        self.tcp_client_with(None)
+    }
+
+    /// A client over TCP presenting `token`.
+    pub fn tcp_client_with(&self, token: Option<String>) -> ApiClient {
         ApiClient::new(
             Endpoint::Http {
                 authority: self.tcp.to_string(),
             },
-            None,
+            token,
         )
+    }
+
+    /// Creates a user through the socket (as the local root) and returns an API token for it.
+    pub async fn user_with_token(&self, name: &str, role: &str) -> String {
+        let socket = self.unix_client();
+        let _: serde_json::Value = socket
+            .send_json(
+                hyper::Method::POST,
+                "/api/v1/users",
+                &serde_json::json!({"name": name, "role": role, "password": format!("{name}-password")}),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("create user {name}: {e}"));
+        let created: wharf::api::CreatedToken = socket
+            .send_json(
+                hyper::Method::POST,
+                "/api/v1/tokens",
+                &serde_json::json!({"name": "test", "user": name}),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("token for {name}: {e}"));
+        created.token
+    }
+
+    /// A TCP client with an admin's API token (the admin `admin` is created on first use).
+    pub async fn admin_client(&self) -> ApiClient {
+        let token = self
+            .admin_token
+            .get_or_init(|| self.user_with_token("admin", "admin"))
+            .await;
+        self.tcp_client_with(Some(token.clone()))
     }
 
     /// Stops the daemon cleanly and returns its result; the temporary directory stays alive.
@@ -314,6 +360,26 @@ fn healthz_over_socket(socket: &Path) -> bool {
 pub fn run_wharf(cmd: &mut Command) -> (ExitStatus, String, String) {
     cmd.stdin(Stdio::null());
     let output = cmd.output().expect("run wharf");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Runs a `wharf` command with `input` on its standard input.
+pub fn run_wharf_input(cmd: &mut Command, input: &str) -> (ExitStatus, String, String) {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("run wharf");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().expect("wait for wharf");
     (
         output.status,
         String::from_utf8_lossy(&output.stdout).into_owned(),

@@ -1,0 +1,225 @@
+//! Validated values that cross module boundaries: once parsed, inner code never re-checks them.
+//!
+//! Owns the grammar of names (users, robots, repository patterns) and the closed sets (roles).
+//! Pure code: no I/O.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// What a user may do across the appliance. Robots have no role, only repository grants.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read only: lists, inspect, pull.
+    Viewer,
+    /// Operate containers (start, stop, restart, logs, exec) and pull and push images.
+    Operator,
+    /// Everything, including users, tokens, the audit log and settings.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::Viewer => "viewer",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = InvalidValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "operator" => Ok(Role::Operator),
+            "viewer" => Ok(Role::Viewer),
+            _ => Err(InvalidValue::new(
+                "role",
+                s,
+                "expected admin, operator or viewer",
+            )),
+        }
+    }
+}
+
+/// The name of a user or robot: 1–64 characters of `a-z 0-9 . _ -`, starting with a letter or digit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct UserName(String);
+
+impl UserName {
+    pub fn parse(s: &str) -> Result<UserName, InvalidValue> {
+        let ok_start = s
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let ok_chars = s
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
+        if s.is_empty() || s.len() > 64 || !ok_start || !ok_chars {
+            return Err(InvalidValue::new(
+                "user name",
+                s,
+                "use 1 to 64 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
+            ));
+        }
+        Ok(UserName(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UserName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A repository name or glob that a grant applies to.
+///
+/// Grammar: path components of `a-z 0-9 . _ -` separated by `/`, where a component may also be
+/// `*` (any one component) or `**` (any number of components, at least one). Examples: `team/app`,
+/// `team/*`, `team/**`, `**`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct RepoPattern(String);
+
+impl RepoPattern {
+    pub fn parse(s: &str) -> Result<RepoPattern, InvalidValue> {
+        let bad = |reason: &str| InvalidValue::new("repository pattern", s, reason);
+        if s.is_empty() || s.len() > 255 {
+            return Err(bad("must be 1 to 255 characters"));
+        }
+        for component in s.split('/') {
+            let wildcard = component == "*" || component == "**";
+            let plain = !component.is_empty()
+                && component.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+                });
+            if !wildcard && !plain {
+                return Err(bad(
+                    "each /-separated part must be a lower-case name (a-z, 0-9, '.', '_', '-'), '*' or '**'",
+                ));
+            }
+        }
+        Ok(RepoPattern(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `repository` (a full name such as `team/app`) matches this pattern.
+    pub fn matches(&self, repository: &str) -> bool {
+        let pattern: Vec<&str> = self.0.split('/').collect();
+        let name: Vec<&str> = repository.split('/').collect();
+        glob_components(&pattern, &name)
+    }
+}
+
+fn glob_components(pattern: &[&str], name: &[&str]) -> bool {
+    match (pattern.first(), name.first()) {
+        (None, None) => true,
+        (None, Some(_)) | (Some(_), None) => false,
+        (Some(&"**"), Some(_)) => {
+            // `**` takes one component, then either stops or takes more.
+            glob_components(&pattern[1..], &name[1..]) || glob_components(pattern, &name[1..])
+        }
+        (Some(&p), Some(&n)) => (p == "*" || p == n) && glob_components(&pattern[1..], &name[1..]),
+    }
+}
+
+impl fmt::Display for RepoPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A value that failed validation: what it was meant to be, the value, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what} {value:?}: {reason}")]
+pub struct InvalidValue {
+    pub what: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+impl InvalidValue {
+    pub fn new(what: &'static str, value: &str, reason: &str) -> InvalidValue {
+        let mut value = value.to_owned();
+        value.truncate(100);
+        InvalidValue {
+            what,
+            value,
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_order_from_viewer_to_admin() {
+        assert!(Role::Viewer < Role::Operator && Role::Operator < Role::Admin);
+        assert_eq!("operator".parse::<Role>().unwrap(), Role::Operator);
+        let err = "root".parse::<Role>().unwrap_err().to_string();
+        assert!(
+            err.contains("\"root\"") && err.contains("admin, operator or viewer"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn user_names_follow_the_grammar() {
+        for ok in ["alice", "ci-bot", "a.b_c", "0day"] {
+            assert!(UserName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "Alice", "-x", "a b", "a/b", &"x".repeat(65)] {
+            assert!(UserName::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn globs_match_as_documented() {
+        let m = |p: &str, n: &str| RepoPattern::parse(p).unwrap().matches(n);
+        assert!(m("team/app", "team/app"));
+        assert!(!m("team/app", "team/app2"));
+        assert!(!m("team/app", "team"));
+        assert!(m("team/*", "team/app"));
+        assert!(!m("team/*", "team/app/sub"), "* is one component");
+        assert!(!m("team/*", "team"));
+        assert!(m("team/**", "team/app"));
+        assert!(m("team/**", "team/app/sub/deeper"));
+        assert!(!m("team/**", "team"), "** needs at least one component");
+        assert!(!m("team/**", "other/app"));
+        assert!(m("**", "anything/at/all"));
+        assert!(m("*/app", "team/app"));
+        assert!(!m("*/app", "team/x/app"));
+        assert!(m("a/**/z", "a/b/c/z"));
+        assert!(!m("a/**/z", "a/z"));
+    }
+
+    #[test]
+    fn bad_patterns_are_refused() {
+        for bad in ["", "Team/app", "team//app", "team/a*", "/team", "team/"] {
+            assert!(RepoPattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
