@@ -127,6 +127,7 @@ pub struct ApiClient {
 pub struct ApiResponse {
     pub status: StatusCode,
     pub content_type: Option<String>,
+    pub headers: hyper::HeaderMap,
     pub body: Bytes,
 }
 
@@ -149,6 +150,17 @@ impl ApiClient {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<ApiResponse, ClientError> {
+        self.request_with_headers(method, path, &[], body).await
+    }
+
+    /// [`ApiClient::request`] with extra headers (cookies, CSRF tokens, content types).
+    pub async fn request_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Result<ApiResponse, ClientError> {
         let host = match &self.endpoint {
             Endpoint::Unix(_) => "wharf",
             Endpoint::Http { authority } => authority.as_str(),
@@ -164,8 +176,15 @@ impl ApiClient {
         if let Some(token) = &self.token {
             builder = builder.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        if body.is_some() {
+        if body.is_some()
+            && !headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+        {
             builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
         }
         let request = builder
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
@@ -222,6 +241,7 @@ impl ApiClient {
             .get(hyper::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let headers = response.headers().clone();
         let body = response
             .into_body()
             .collect()
@@ -233,6 +253,7 @@ impl ApiClient {
         Ok(ApiResponse {
             status,
             content_type,
+            headers,
             body,
         })
     }

@@ -5,6 +5,7 @@ mod fixtures;
 mod harness;
 
 mod api;
+mod auth;
 mod cli;
 mod config;
 mod database;
