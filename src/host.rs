@@ -81,6 +81,22 @@ pub fn oci_architecture(rust_arch: &str) -> &str {
     }
 }
 
+/// Bytes in binary units with two decimals, as `docker info` prints memory.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{value:.2}{}", UNITS[unit])
+    }
+}
+
 fn os_pretty_name() -> String {
     std::fs::read_to_string("/etc/os-release")
         .ok()
@@ -138,6 +154,13 @@ mod tests {
         assert!(!filesystems_list_overlay(
             "nodev\tsysfs\n\text4\nnodev\toverlayx\n"
         ));
+    }
+
+    #[test]
+    fn bytes_are_shown_in_binary_units() {
+        assert_eq!(human_bytes(512), "512B");
+        assert_eq!(human_bytes(1536), "1.50KiB");
+        assert_eq!(human_bytes(24 * 1024 * 1024 * 1024), "24.00GiB");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod domain;
 pub mod host;
 pub mod runtime;
 pub mod startup;
+pub mod web;
 
 /// The wharf version, as built.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -316,9 +316,11 @@ impl Application {
 
 /// The one router served on every listener.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .merge(crate::api::router())
+        .merge(crate::web::router());
+    crate::web::security_headers(router)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -23,7 +23,7 @@ use crate::startup::AppState;
 pub use auth::{LoginResponse, WhoAmI};
 pub use error::ApiError;
 pub use system::{SystemInfo, VersionInfo};
-pub use tokens::CreatedToken;
+pub use tokens::{CreatedToken, parse_expiry};
 pub use users::{GrantView, UserView};
 
 /// Path prefix of every JSON API route.

@@ -3,7 +3,7 @@
 use super::Format;
 use super::client::{ApiClient, ClientError};
 use crate::api::{SystemInfo, VersionInfo};
-use crate::host::oci_architecture;
+use crate::host::{human_bytes, oci_architecture};
 
 pub(super) async fn version(client: ApiClient, format: Format) -> Result<(), ClientError> {
     let arch = oci_architecture(std::env::consts::ARCH);
@@ -87,32 +87,4 @@ pub(super) async fn info(client: ApiClient, format: Format) -> Result<(), Client
         }
     );
     Ok(())
-}
-
-/// Bytes in binary units with two decimals, as `docker info` prints memory.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes}B")
-    } else {
-        format!("{value:.2}{}", UNITS[unit])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::human_bytes;
-
-    #[test]
-    fn bytes_are_shown_in_binary_units() {
-        assert_eq!(human_bytes(512), "512B");
-        assert_eq!(human_bytes(1536), "1.50KiB");
-        assert_eq!(human_bytes(24 * 1024 * 1024 * 1024), "24.00GiB");
-    }
 }

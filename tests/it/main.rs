@@ -10,3 +10,4 @@ mod cli;
 mod config;
 mod database;
 mod startup;
+mod web;

@@ -1,0 +1,621 @@
+//! Page handlers: sign-in, first-run setup, sign-out, overview, account (tokens, password), audit.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum_extra::extract::CookieJar;
+use axum_extra::extract::cookie::{Cookie, SameSite};
+use serde::Deserialize;
+
+use super::error::WebError;
+use super::session::{CsrfForm, NoFields, WebUser};
+use crate::api::auth::{create_first_admin, session_cookie};
+use crate::api::{ApiError, parse_expiry};
+use crate::auth::service::audit as audit_record;
+use crate::auth::{Action, AuthError, ClientSource, Target, authorize, password, secret};
+use crate::db::{AuditFilter, Outcome, now_secs};
+use crate::domain::Role;
+use crate::host::HostInfo;
+use crate::startup::AppState;
+
+/// The double-submit cookie that protects the sign-in form itself (there is no session yet).
+const LOGIN_CSRF_COOKIE: &str = "wharf_login_csrf";
+
+fn time_text(secs: Option<i64>) -> String {
+    match secs {
+        Some(s) if s >= 0 => {
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(s as u64))
+                .to_string()
+        }
+        _ => "-".to_owned(),
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "overview.html")]
+pub struct OverviewPage {
+    user: WebUser,
+    host: HostInfo,
+    memory: String,
+    /// (time, type, action, actor)
+    events: Vec<(String, String, String, String)>,
+}
+
+pub async fn overview(
+    State(state): State<AppState>,
+    user: WebUser,
+) -> Result<OverviewPage, WebError> {
+    authorize(&user.principal, Action::SystemRead, &Target::System)
+        .map_err(|d| WebError::Forbidden(d.to_string()))?;
+    let events = state
+        .db
+        .recent_events(20)
+        .await?
+        .into_iter()
+        .map(|e| {
+            (
+                time_text(Some(e.time_nano / 1_000_000_000)),
+                e.kind,
+                e.action,
+                e.actor_id,
+            )
+        })
+        .collect();
+    Ok(OverviewPage {
+        memory: crate::host::human_bytes(state.host.memory_bytes),
+        host: (*state.host).clone(),
+        user,
+        events,
+    })
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "login.html")]
+pub struct LoginPage {
+    csrf_token: String,
+    message: Option<String>,
+    error: Option<String>,
+}
+
+fn login_csrf_cookie(value: String) -> Cookie<'static> {
+    Cookie::build((LOGIN_CSRF_COOKIE, value))
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .path("/login")
+        .build()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginQuery {
+    message: Option<String>,
+}
+
+/// The sign-in page; a fresh login CSRF cookie each time.
+pub async fn login_page(jar: CookieJar, Query(q): Query<LoginQuery>) -> (CookieJar, LoginPage) {
+    let token = secret::random_string(24);
+    let message = q.message.as_deref().and_then(|m| match m {
+        "signed-out" => Some("You are signed out.".to_owned()),
+        "password-changed" => Some("Password changed: sign in with the new one.".to_owned()),
+        "admin-created" => Some("The admin account was created: sign in.".to_owned()),
+        _ => None,
+    });
+    (
+        jar.add(login_csrf_cookie(token.clone())),
+        LoginPage {
+            csrf_token: token,
+            message,
+            error: None,
+        },
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    csrf_token: String,
+    username: String,
+    password: String,
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    ClientSource(source): ClientSource,
+    jar: CookieJar,
+    axum::Form(form): axum::Form<LoginForm>,
+) -> Result<Response, WebError> {
+    let expected = jar
+        .get(LOGIN_CSRF_COOKIE)
+        .map(|c| c.value().to_owned())
+        .unwrap_or_default();
+    if expected.is_empty() || !secret::same_secret(&form.csrf_token, &expected) {
+        return Err(WebError::Csrf);
+    }
+    let retry = |status: StatusCode, error: String, jar: CookieJar| {
+        let token = secret::random_string(24);
+        (
+            status,
+            jar.add(login_csrf_cookie(token.clone())),
+            LoginPage {
+                csrf_token: token,
+                message: None,
+                error: Some(error),
+            },
+        )
+            .into_response()
+    };
+    let user = match state
+        .auth
+        .check_password(
+            &state.db,
+            &form.username,
+            &form.password,
+            &source,
+            "session",
+        )
+        .await
+    {
+        Ok(user) => user,
+        Err(e @ (AuthError::InvalidCredentials | AuthError::Throttled(_))) => {
+            return Ok(retry(e.status(), e.to_string(), jar));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let session = match state.auth.start_session(&state.db, &user, &source).await {
+        Ok(s) => s,
+        Err(e @ AuthError::RobotSignIn) => return Ok(retry(e.status(), e.to_string(), jar)),
+        Err(e) => return Err(e.into()),
+    };
+    let jar = jar
+        .remove(Cookie::build(LOGIN_CSRF_COOKIE).path("/login"))
+        .add(session_cookie(
+            state.auth.session_cookie_name(),
+            session.cookie,
+            state.auth.tls(),
+        ));
+    Ok((jar, Redirect::to("/")).into_response())
+}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    form: CsrfForm<NoFields>,
+) -> Result<Response, WebError> {
+    state
+        .auth
+        .end_session(&state.db, &form.user.cookie, &form.user.principal)
+        .await?;
+    let jar = jar.remove(Cookie::build(state.auth.session_cookie_name()).path("/"));
+    Ok((jar, Redirect::to("/login?message=signed-out")).into_response())
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "setup.html")]
+pub struct SetupPage {
+    token: String,
+    min_length: usize,
+    error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SetupQuery {
+    #[serde(default)]
+    token: String,
+}
+
+pub async fn setup_page(
+    State(state): State<AppState>,
+    Query(q): Query<SetupQuery>,
+) -> Result<SetupPage, WebError> {
+    if state.db.count_users().await? > 0 || !state.auth.setup_pending() {
+        return Err(WebError::NotFound(
+            "Setup is done (or its link expired): sign in, or add an admin on the host with `wharf user add NAME --role admin --password-stdin`.".into(),
+        ));
+    }
+    Ok(SetupPage {
+        token: q.token,
+        min_length: password::MIN_LENGTH,
+        error: None,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SetupForm {
+    token: String,
+    username: String,
+    password: String,
+    password_again: String,
+}
+
+pub async fn setup(
+    State(state): State<AppState>,
+    ClientSource(source): ClientSource,
+    axum::Form(form): axum::Form<SetupForm>,
+) -> Result<Response, WebError> {
+    let again = |error: String| {
+        (
+            StatusCode::BAD_REQUEST,
+            SetupPage {
+                token: form.token.clone(),
+                min_length: password::MIN_LENGTH,
+                error: Some(error),
+            },
+        )
+            .into_response()
+    };
+    if form.password != form.password_again {
+        return Ok(again("The two passwords differ.".into()));
+    }
+    match create_first_admin(&state, &form.token, &form.username, &form.password, &source).await {
+        Ok(_) => Ok(Redirect::to("/login?message=admin-created").into_response()),
+        Err(ApiError::Invalid(e)) => Ok(again(e.to_string())),
+        Err(ApiError::Auth(e)) => Err(e.into()),
+        Err(e) => Err(WebError::BadRequest(e.to_string())),
+    }
+}
+
+pub struct TokenRow {
+    id: i64,
+    name: String,
+    role: Role,
+    prefix: String,
+    expires: String,
+    last_used: String,
+    status: &'static str,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "account.html")]
+pub struct AccountPage {
+    user: WebUser,
+    tokens: Vec<TokenRow>,
+    roles: Vec<Role>,
+    new_token: Option<String>,
+    message: Option<String>,
+    error: Option<String>,
+}
+
+async fn account_page(
+    state: &AppState,
+    user: WebUser,
+    new_token: Option<String>,
+    message: Option<String>,
+    error: Option<String>,
+) -> Result<AccountPage, WebError> {
+    let now = now_secs();
+    let tokens = state
+        .db
+        .list_tokens(user.principal.user_id)
+        .await?
+        .into_iter()
+        .map(|t| TokenRow {
+            status: if t.revoked_at.is_some() {
+                "revoked"
+            } else if t.expires_at.is_some_and(|e| e <= now) {
+                "expired"
+            } else {
+                "active"
+            },
+            id: t.id,
+            name: t.name,
+            role: t.role,
+            prefix: t.prefix,
+            expires: time_text(t.expires_at),
+            last_used: time_text(t.last_used_at),
+        })
+        .collect();
+    let roles = [Role::Viewer, Role::Operator, Role::Admin]
+        .into_iter()
+        .filter(|r| *r <= user.role)
+        .collect();
+    Ok(AccountPage {
+        user,
+        tokens,
+        roles,
+        new_token,
+        message,
+        error,
+    })
+}
+
+pub async fn account(
+    State(state): State<AppState>,
+    user: WebUser,
+) -> Result<AccountPage, WebError> {
+    account_page(&state, user, None, None, None).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TokenForm {
+    name: String,
+    role: Role,
+    #[serde(default)]
+    expires_in: String,
+}
+
+pub async fn create_token(
+    State(state): State<AppState>,
+    form: CsrfForm<TokenForm>,
+) -> Result<Response, WebError> {
+    let CsrfForm { user, fields } = form;
+    authorize(
+        &user.principal,
+        Action::TokenManageOwn,
+        &Target::User(user.name.clone()),
+    )
+    .map_err(|d| WebError::Forbidden(d.to_string()))?;
+    let name = fields.name.trim().to_owned();
+    let problem = if name.is_empty() || name.len() > 100 {
+        Some("A token needs a name of 1 to 100 characters.".to_owned())
+    } else if fields.role > user.role {
+        Some(format!(
+            "A token can have at most your role, {}.",
+            user.role
+        ))
+    } else {
+        None
+    };
+    let expires_at = match parse_expiry(Some(&fields.expires_in)) {
+        Ok(e) => e,
+        Err(e) => {
+            return Ok((
+                StatusCode::BAD_REQUEST,
+                account_page(&state, user, None, None, Some(e.to_string())).await?,
+            )
+                .into_response());
+        }
+    };
+    if let Some(problem) = problem {
+        return Ok((
+            StatusCode::BAD_REQUEST,
+            account_page(&state, user, None, None, Some(problem)).await?,
+        )
+            .into_response());
+    }
+    let owner = state
+        .db
+        .user_by_name(&user.name)
+        .await?
+        .ok_or(WebError::SignIn)?;
+    let record = audit_record(
+        &user.principal,
+        "token.create",
+        &format!("user:{}", user.name),
+        Outcome::Ok,
+        &format!("name={name:?} role={}", fields.role),
+    );
+    let (token, _) = state
+        .auth
+        .issue_token(&state.db, &owner, &name, fields.role, expires_at, &record)
+        .await?;
+    Ok(account_page(
+        &state,
+        user,
+        Some(token),
+        Some("Token created.".into()),
+        None,
+    )
+    .await?
+    .into_response())
+}
+
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    form: CsrfForm<NoFields>,
+) -> Result<Response, WebError> {
+    let user = form.user;
+    let token = state
+        .db
+        .token_by_id(id)
+        .await?
+        .ok_or_else(|| WebError::NotFound(format!("API token {id} not found")))?;
+    let action = if Some(token.user_id) == user.principal.user_id {
+        Action::TokenManageOwn
+    } else {
+        Action::TokenManageAny
+    };
+    if let Err(denied) = authorize(&user.principal, action, &Target::Token(id)) {
+        let record = audit_record(
+            &user.principal,
+            action.name(),
+            &format!("token:{id}"),
+            Outcome::Denied,
+            "",
+        );
+        state.db.record_audit(&record).await?;
+        return Err(WebError::Forbidden(denied.to_string()));
+    }
+    let record = audit_record(
+        &user.principal,
+        "token.revoke",
+        &format!("token:{id}"),
+        Outcome::Ok,
+        &format!("user={} name={:?}", token.user, token.name),
+    );
+    state.db.revoke_token(id, &record).await?;
+    Ok(Redirect::to("/account").into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PasswordForm {
+    current_password: String,
+    password: String,
+    password_again: String,
+}
+
+pub async fn change_password(
+    State(state): State<AppState>,
+    form: CsrfForm<PasswordForm>,
+) -> Result<Response, WebError> {
+    let CsrfForm { user, fields } = form;
+    let problem = if fields.password != fields.password_again {
+        Some("The two new passwords differ.".to_owned())
+    } else {
+        password::check_acceptable(&fields.password)
+            .err()
+            .map(|e| e.to_string())
+    };
+    if let Some(problem) = problem {
+        return Ok((
+            StatusCode::BAD_REQUEST,
+            account_page(&state, user, None, None, Some(problem)).await?,
+        )
+            .into_response());
+    }
+    let checked = state
+        .auth
+        .check_password(
+            &state.db,
+            &user.name,
+            &fields.current_password,
+            &user.principal.source,
+            "session",
+        )
+        .await;
+    match checked {
+        Ok(_) => {}
+        Err(e @ (AuthError::InvalidCredentials | AuthError::Throttled(_))) => {
+            let status = e.status();
+            let message = if matches!(e, AuthError::InvalidCredentials) {
+                "The current password is wrong.".to_owned()
+            } else {
+                e.to_string()
+            };
+            return Ok((
+                status,
+                account_page(&state, user, None, None, Some(message)).await?,
+            )
+                .into_response());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let user_id = user.principal.user_id.ok_or(WebError::SignIn)?;
+    let hash = password::hash(fields.password)
+        .await
+        .map_err(|e| WebError::Auth(AuthError::Password(e)))?;
+    let record = audit_record(
+        &user.principal,
+        "user.password",
+        &format!("user:{}", user.name),
+        Outcome::Ok,
+        "sessions revoked",
+    );
+    state.db.set_password(user_id, &hash, &record).await?;
+    let jar = CookieJar::new().remove(Cookie::build(state.auth.session_cookie_name()).path("/"));
+    Ok((jar, Redirect::to("/login?message=password-changed")).into_response())
+}
+
+pub struct AuditRow {
+    time: String,
+    actor: String,
+    via: String,
+    source: String,
+    action: String,
+    target: String,
+    outcome: String,
+    detail: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "audit.html")]
+pub struct AuditPage {
+    user: WebUser,
+    entries: Vec<AuditRow>,
+    outcomes: Vec<&'static str>,
+    filter_actor: String,
+    filter_action: String,
+    filter_outcome: &'static str,
+    csv_query: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AuditQuery {
+    #[serde(default)]
+    actor: String,
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    outcome: String,
+}
+
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub async fn audit(
+    State(state): State<AppState>,
+    user: WebUser,
+    Query(q): Query<AuditQuery>,
+) -> Result<AuditPage, WebError> {
+    if let Err(denied) = authorize(&user.principal, Action::AuditRead, &Target::Audit) {
+        let record = audit_record(
+            &user.principal,
+            Action::AuditRead.name(),
+            "audit",
+            Outcome::Denied,
+            "",
+        );
+        state.db.record_audit(&record).await?;
+        return Err(WebError::Forbidden(denied.to_string()));
+    }
+    let outcome = match q.outcome.as_str() {
+        "ok" => Some(Outcome::Ok),
+        "denied" => Some(Outcome::Denied),
+        "failed" => Some(Outcome::Failed),
+        _ => None,
+    };
+    let filter = AuditFilter {
+        actor: Some(q.actor.clone()).filter(|a| !a.is_empty()),
+        action: Some(q.action.clone()).filter(|a| !a.is_empty()),
+        outcome,
+        limit: 500,
+        ..AuditFilter::default()
+    };
+    let entries = state
+        .db
+        .list_audit(&filter)
+        .await?
+        .into_iter()
+        .map(|e| AuditRow {
+            time: time_text(Some(e.time_nano / 1_000_000_000)),
+            actor: e.actor,
+            via: e.via,
+            source: e.source,
+            action: e.action,
+            target: e.target,
+            outcome: e.outcome,
+            detail: e.detail,
+        })
+        .collect();
+    let mut csv_query = String::new();
+    for (key, value) in [
+        ("actor", &q.actor),
+        ("action", &q.action),
+        ("outcome", &q.outcome),
+    ] {
+        if !value.is_empty() {
+            csv_query.push_str(&format!("&{key}={}", encode(value)));
+        }
+    }
+    Ok(AuditPage {
+        user,
+        entries,
+        outcomes: vec!["ok", "denied", "failed"],
+        filter_actor: q.actor,
+        filter_action: q.action,
+        filter_outcome: outcome.map_or("", Outcome::as_str),
+        csv_query,
+    })
+}
