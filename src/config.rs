@@ -36,6 +36,11 @@ pub struct Config {
     pub log_level: String,
     /// How log lines are written to stderr.
     pub log_format: LogFormat,
+    /// Whether the TCP listener speaks TLS.
+    pub tls: TlsMode,
+    /// PEM certificate chain and key for TLS; without them the daemon makes its own.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// Which config file contributed, if any (reported by `system/info`).
     pub config_file: Option<PathBuf>,
 }
@@ -54,7 +59,22 @@ impl Config {
             socket_group: None,
             log_level: "info".to_owned(),
             log_format: LogFormat::Text,
+            tls: TlsMode::Auto,
+            tls_cert: None,
+            tls_key: None,
             config_file: None,
+        }
+    }
+
+    /// Whether the TCP listener will speak TLS: `on`, or `auto` with a certificate given or an
+    /// address other than loopback (a network-facing appliance never serves plain HTTP by default).
+    pub fn tls_enabled(&self) -> bool {
+        match self.tls {
+            TlsMode::On => true,
+            TlsMode::Off => false,
+            TlsMode::Auto => {
+                self.tls_cert.is_some() || self.listen.is_some_and(|a| !a.ip().is_loopback())
+            }
         }
     }
 
@@ -101,7 +121,31 @@ impl Config {
 
         config.apply_layer(Overrides::from_env(env)?, "environment", Path::new(""))?;
         config.apply_layer(flags.clone(), "flags", Path::new(""))?;
+        config.check_tls()?;
         Ok(config)
+    }
+
+    fn check_tls(&self) -> Result<(), ConfigError> {
+        let invalid = |reason: &str| ConfigError::Invalid {
+            origin: "settings".into(),
+            field: "tls",
+            value: self.tls.to_string(),
+            reason: reason.to_owned(),
+        };
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(invalid(
+                "tls_cert and tls_key go together: give both or neither",
+            ));
+        }
+        if self.tls == TlsMode::Off && self.tls_cert.is_some() {
+            return Err(invalid("a certificate is given but tls is off"));
+        }
+        if self.tls == TlsMode::On && self.listen.is_none() {
+            return Err(invalid(
+                "tls is on but the daemon does not listen on TCP (listen = none)",
+            ));
+        }
+        Ok(())
     }
 
     fn apply_layer(
@@ -156,6 +200,21 @@ impl Config {
                 .parse()
                 .map_err(|r| invalid("log_format", &format, r))?;
         }
+        if let Some(tls) = layer.tls {
+            self.tls = tls.parse().map_err(|r| invalid("tls", &tls, r))?;
+        }
+        for (field, value, slot) in [
+            ("tls_cert", layer.tls_cert, &mut self.tls_cert),
+            ("tls_key", layer.tls_key, &mut self.tls_key),
+        ] {
+            if let Some(path) = value {
+                if !path.is_absolute() {
+                    let shown = path.display().to_string();
+                    return Err(invalid(field, &shown, "must be an absolute path".into()));
+                }
+                *slot = Some(path);
+            }
+        }
         Ok(())
     }
 }
@@ -183,6 +242,9 @@ pub struct Overrides {
     pub socket_group: Option<String>,
     pub log_level: Option<String>,
     pub log_format: Option<String>,
+    pub tls: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Overrides {
@@ -196,6 +258,9 @@ impl Overrides {
             socket_group: env("WHARF_SOCKET_GROUP"),
             log_level: env("WHARF_LOG").filter(|v| !v.is_empty()),
             log_format: env("WHARF_LOG_FORMAT").filter(|v| !v.is_empty()),
+            tls: env("WHARF_TLS").filter(|v| !v.is_empty()),
+            tls_cert: path("WHARF_TLS_CERT"),
+            tls_key: path("WHARF_TLS_KEY"),
         })
     }
 }
@@ -210,6 +275,9 @@ struct ConfigFile {
     socket_group: Option<String>,
     log_level: Option<String>,
     log_format: Option<String>,
+    tls: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 impl ConfigFile {
@@ -226,7 +294,41 @@ impl ConfigFile {
             socket_group: self.socket_group,
             log_level: self.log_level,
             log_format: self.log_format,
+            tls: self.tls,
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
         }
+    }
+}
+
+/// Whether the TCP listener speaks TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// TLS when a certificate is given or the address is not loopback.
+    Auto,
+    On,
+    Off,
+}
+
+impl FromStr for TlsMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(TlsMode::Auto),
+            "on" => Ok(TlsMode::On),
+            "off" => Ok(TlsMode::Off),
+            _ => Err("expected `auto`, `on` or `off`".to_owned()),
+        }
+    }
+}
+
+impl fmt::Display for TlsMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TlsMode::Auto => "auto",
+            TlsMode::On => "on",
+            TlsMode::Off => "off",
+        })
     }
 }
 
@@ -276,6 +378,7 @@ pub enum ConfigError {
 /// ```text
 /// <data-root>/wharf.lock              one daemon per data root (flock), holds the daemon's pid
 /// <data-root>/wharf.db                SQLite in WAL mode (+ -wal, -shm)
+/// <data-root>/tls/                    ca.pem, server.pem, server-key.pem (made when none is given)
 /// <data-root>/blobs/sha256/<ab>/<hex> content-addressed bytes            (images, registry)
 /// <data-root>/uploads/<uuid>          registry upload sessions           (registry)
 /// <data-root>/layers/<chain-id>/      unpacked layers                    (images)
@@ -302,6 +405,11 @@ impl DataRoot {
 
     pub fn database(&self) -> PathBuf {
         self.root.join("wharf.db")
+    }
+
+    /// The daemon's own TLS certificate and its CA, when none is configured.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.root.join("tls")
     }
 }
 
@@ -462,6 +570,47 @@ mod tests {
     }
 
     #[test]
+    fn tls_follows_the_address_unless_told_and_its_files_go_together() {
+        let dir = temp_dir();
+        let file = write_file(dir.path(), "");
+        let load = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("WHARF_CONFIG", file.to_str().unwrap())];
+            all.extend_from_slice(pairs);
+            Config::load(&Overrides::default(), &env_of(&all))
+        };
+        assert!(!load(&[]).unwrap().tls_enabled(), "loopback: plain HTTP");
+        assert!(
+            load(&[("WHARF_LISTEN", "0.0.0.0:7878")])
+                .unwrap()
+                .tls_enabled()
+        );
+        assert!(
+            !load(&[("WHARF_LISTEN", "0.0.0.0:7878"), ("WHARF_TLS", "off")])
+                .unwrap()
+                .tls_enabled()
+        );
+        assert!(load(&[("WHARF_TLS", "on")]).unwrap().tls_enabled());
+        let err = load(&[("WHARF_TLS_CERT", "/etc/x.pem")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("go together"), "{err}");
+        let both = [
+            ("WHARF_TLS_CERT", "/etc/x.pem"),
+            ("WHARF_TLS_KEY", "/etc/x.key"),
+        ];
+        assert!(load(&both).unwrap().tls_enabled());
+        let mut off = both.to_vec();
+        off.push(("WHARF_TLS", "off"));
+        assert!(load(&off).unwrap_err().to_string().contains("tls is off"));
+        assert!(
+            load(&[("WHARF_TLS", "yes")])
+                .unwrap_err()
+                .to_string()
+                .contains("`auto`, `on` or `off`")
+        );
+    }
+
+    #[test]
     fn the_packaged_config_file_documents_the_real_defaults() {
         let text = include_str!("../packaging/wharf.toml");
         assert!(
@@ -475,7 +624,7 @@ mod tests {
             .filter(|l| l.contains(" = ") && !l.starts_with(' ') && !l.starts_with("socket_group"))
             .map(|l| format!("{l}\n"))
             .collect();
-        assert_eq!(uncommented.lines().count(), 5, "{uncommented}");
+        assert_eq!(uncommented.lines().count(), 6, "{uncommented}");
         let dir = temp_dir();
         let flags = Overrides {
             config: Some(write_file(dir.path(), &uncommented)),

@@ -13,6 +13,7 @@ pub mod domain;
 pub mod host;
 pub mod runtime;
 pub mod startup;
+pub mod tls;
 pub mod web;
 
 /// The wharf version, as built.

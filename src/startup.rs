@@ -30,6 +30,7 @@ use crate::auth::{Authenticator, Peer};
 use crate::config::{Config, DataRoot, LogFormat};
 use crate::db::{Db, DbError, NewEvent};
 use crate::host::HostInfo;
+use crate::tls::{TlsListener, TlsSetup};
 
 /// How long the first-run setup token printed at start stays valid.
 const SETUP_TOKEN_TTL: Duration = Duration::from_secs(60 * 60);
@@ -46,6 +47,8 @@ pub struct AppState {
     pub started_at: SystemTime,
     /// The bound TCP address, if the daemon serves on TCP (the real port when 0 was asked).
     pub tcp_addr: Option<SocketAddr>,
+    /// SHA-256 fingerprint of the TLS certificate served on TCP, when TLS is on.
+    pub tls_fingerprint: Option<String>,
     /// Probed once at start; the kernel and cgroup mode do not change while the daemon runs.
     pub host: Arc<HostInfo>,
     pub auth: Arc<Authenticator>,
@@ -96,6 +99,8 @@ pub enum StartupError {
     },
     #[error("cannot serve on socket {}: {what}", path.display())]
     Socket { path: PathBuf, what: String },
+    #[error("TLS: {0}")]
+    Tls(#[source] crate::tls::TlsError),
     #[error("server on {listener} failed: {source}")]
     Serve {
         listener: String,
@@ -108,6 +113,7 @@ pub enum StartupError {
 pub struct Application {
     state: AppState,
     tcp: Option<TcpListener>,
+    tls: Option<TlsSetup>,
     tcp_addr: Option<SocketAddr>,
     unix: UnixListener,
     socket: SocketFile,
@@ -141,6 +147,11 @@ impl Application {
             }
             None => (None, None),
         };
+        let tls = if config.tls_enabled() {
+            Some(prepare_tls(&config, &layout, tcp_addr)?)
+        } else {
+            None
+        };
         let (unix, socket) = bind_socket(&config.socket, config.socket_group.as_deref())?;
 
         let host = Arc::new(
@@ -154,8 +165,9 @@ impl Application {
         let auth = Arc::new(Authenticator::new(
             ThrottlePolicy::default(),
             SessionPolicy::default(),
-            false,
+            tls.is_some(),
         ));
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let setup_url = if db.count_users().await? == 0 {
             let token = auth.new_setup_token(SETUP_TOKEN_TTL);
             let base = match tcp_addr {
@@ -163,9 +175,9 @@ impl Application {
                     let host = nix::unistd::gethostname()
                         .map(|h| h.to_string_lossy().into_owned())
                         .unwrap_or_else(|_| "localhost".into());
-                    format!("http://{host}:{}", addr.port())
+                    format!("{scheme}://{host}:{}", addr.port())
                 }
-                Some(addr) => format!("http://{addr}"),
+                Some(addr) => format!("{scheme}://{addr}"),
                 None => "http://<this host>".to_owned(),
             };
             let url = format!("{base}/setup?token={token}");
@@ -207,10 +219,12 @@ impl Application {
                 daemon_id,
                 started_at: SystemTime::now(),
                 tcp_addr,
+                tls_fingerprint: tls.as_ref().map(|t| t.fingerprint.clone()),
                 host,
                 auth,
             },
             tcp,
+            tls,
             tcp_addr,
             unix,
             socket,
@@ -246,6 +260,7 @@ impl Application {
         let Application {
             state,
             tcp,
+            tls,
             tcp_addr,
             unix,
             socket,
@@ -259,13 +274,29 @@ impl Application {
         };
 
         let mut servers = JoinSet::new();
-        if let (Some(tcp), Some(addr)) = (tcp, tcp_addr) {
-            let serve = axum::serve(
-                tcp,
-                router.clone().into_make_service_with_connect_info::<Peer>(),
-            )
-            .with_graceful_shutdown(stopped(stop_rx.clone()));
-            servers.spawn(async move { (addr.to_string(), serve.await) });
+        match (tcp, tcp_addr, tls) {
+            (Some(tcp), Some(addr), Some(tls)) => {
+                let listener =
+                    TlsListener::new(tcp, tls.acceptor).map_err(|source| StartupError::Serve {
+                        listener: addr.to_string(),
+                        source,
+                    })?;
+                let serve = axum::serve(
+                    listener,
+                    router.clone().into_make_service_with_connect_info::<Peer>(),
+                )
+                .with_graceful_shutdown(stopped(stop_rx.clone()));
+                servers.spawn(async move { (format!("https://{addr}"), serve.await) });
+            }
+            (Some(tcp), Some(addr), None) => {
+                let serve = axum::serve(
+                    tcp,
+                    router.clone().into_make_service_with_connect_info::<Peer>(),
+                )
+                .with_graceful_shutdown(stopped(stop_rx.clone()));
+                servers.spawn(async move { (format!("http://{addr}"), serve.await) });
+            }
+            _ => {}
         }
         let socket_name = socket.path.display().to_string();
         let serve = axum::serve(unix, router.into_make_service_with_connect_info::<Peer>())
@@ -312,6 +343,58 @@ impl Application {
             None => Ok(()),
         }
     }
+}
+
+/// Loads the configured certificate, or makes (once) and loads the daemon's own, and says so.
+fn prepare_tls(
+    config: &Config,
+    layout: &DataRoot,
+    tcp_addr: Option<SocketAddr>,
+) -> Result<TlsSetup, StartupError> {
+    let setup = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => crate::tls::load(cert, key, None, false),
+        _ => {
+            let mut names = vec![
+                "localhost".to_owned(),
+                "127.0.0.1".to_owned(),
+                "::1".to_owned(),
+            ];
+            if let Ok(host) = nix::unistd::gethostname() {
+                names.insert(0, host.to_string_lossy().into_owned());
+            }
+            if let Some(addr) =
+                tcp_addr.filter(|a| !a.ip().is_unspecified() && !a.ip().is_loopback())
+            {
+                names.push(addr.ip().to_string());
+            }
+            crate::tls::self_signed(&layout.tls_dir(), &names)
+        }
+    }
+    .map_err(StartupError::Tls)?;
+    let trust = setup
+        .ca_path
+        .as_ref()
+        .map(|ca| format!("; clients trust {}", ca.display()))
+        .unwrap_or_default();
+    let made = if setup.generated {
+        "made a self-signed TLS certificate"
+    } else {
+        "TLS certificate"
+    };
+    match config.log_format {
+        LogFormat::Text => eprintln!(
+            "wharf: {made} {}\nwharf: SHA-256 fingerprint {}{trust}",
+            setup.cert_path.display(),
+            setup.fingerprint
+        ),
+        LogFormat::Json => tracing::info!(
+            certificate = %setup.cert_path.display(),
+            fingerprint = %setup.fingerprint,
+            generated = setup.generated,
+            "TLS on the TCP listener"
+        ),
+    }
+    Ok(setup)
 }
 
 /// The one router served on every listener.

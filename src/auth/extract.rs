@@ -45,6 +45,12 @@ impl Connected<IncomingStream<'_, TcpListener>> for Peer {
     }
 }
 
+impl Connected<IncomingStream<'_, crate::tls::TlsListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, crate::tls::TlsListener>) -> Self {
+        Peer::Tcp(*stream.remote_addr())
+    }
+}
+
 impl Connected<IncomingStream<'_, UnixListener>> for Peer {
     fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
         Peer::Unix {

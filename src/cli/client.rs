@@ -26,6 +26,8 @@ pub enum Endpoint {
     Unix(PathBuf),
     /// `http://host:port` (also written `tcp://host:port`)
     Http { authority: String },
+    /// `https://host:port`
+    Https { authority: String },
 }
 
 impl Endpoint {
@@ -43,17 +45,16 @@ impl Endpoint {
             }
             return Ok(Endpoint::Unix(PathBuf::from(path)));
         }
-        let rest = host
+        let (rest, tls) = if let Some(rest) = host.strip_prefix("https://") {
+            (rest, true)
+        } else if let Some(rest) = host
             .strip_prefix("http://")
-            .or_else(|| host.strip_prefix("tcp://"));
-        let Some(rest) = rest else {
-            if host.starts_with("https://") {
-                return Err(invalid(
-                    "https needs the daemon's TLS listener, which this wharf does not have yet; use http:// on a trusted network or the unix socket",
-                ));
-            }
+            .or_else(|| host.strip_prefix("tcp://"))
+        {
+            (rest, false)
+        } else {
             return Err(invalid(
-                "expected unix:///path, http://host:port or tcp://host:port",
+                "expected unix:///path, https://host:port, http://host:port or tcp://host:port",
             ));
         };
         let authority = rest.trim_end_matches('/');
@@ -69,7 +70,24 @@ impl Endpoint {
             }
             _ => return Err(invalid("the port must be a number")),
         };
-        Ok(Endpoint::Http { authority })
+        Ok(if tls {
+            Endpoint::Https { authority }
+        } else {
+            Endpoint::Http { authority }
+        })
+    }
+
+    /// The host part of a network endpoint, without the port or IPv6 brackets.
+    fn host_name(&self) -> Option<&str> {
+        match self {
+            Endpoint::Unix(_) => None,
+            Endpoint::Http { authority } | Endpoint::Https { authority } => {
+                let host = authority
+                    .rsplit_once(':')
+                    .map_or(authority.as_str(), |(h, _)| h);
+                Some(host.trim_start_matches('[').trim_end_matches(']'))
+            }
+        }
     }
 }
 
@@ -78,6 +96,7 @@ impl fmt::Display for Endpoint {
         match self {
             Endpoint::Unix(path) => write!(f, "unix://{}", path.display()),
             Endpoint::Http { authority } => write!(f, "http://{authority}"),
+            Endpoint::Https { authority } => write!(f, "https://{authority}"),
         }
     }
 }
@@ -105,6 +124,8 @@ pub enum ClientError {
     },
     #[error("{reason}")]
     Input { reason: String },
+    #[error("TLS to the wharf daemon at {endpoint} failed: {reason}")]
+    Tls { endpoint: Endpoint, reason: String },
     #[error("the daemon answered {status}: {message}")]
     Api { status: StatusCode, message: String },
     #[error("the daemon's answer to {path} could not be read: {source}")]
@@ -120,6 +141,8 @@ pub enum ClientError {
 pub struct ApiClient {
     endpoint: Endpoint,
     token: Option<String>,
+    /// CA certificates (PEM) to trust for https, instead of the system's.
+    tls_ca: Option<PathBuf>,
 }
 
 /// A complete answer: status and body.
@@ -136,7 +159,52 @@ impl ApiClient {
         ApiClient {
             endpoint,
             token: token.filter(|t| !t.is_empty()),
+            tls_ca: None,
         }
+    }
+
+    /// Trusts the CA certificates in this PEM file for https (e.g. the daemon's `tls/ca.pem`).
+    pub fn with_tls_ca(mut self, ca: Option<PathBuf>) -> ApiClient {
+        self.tls_ca = ca;
+        self
+    }
+
+    fn tls_connector(&self) -> Result<tokio_rustls::TlsConnector, ClientError> {
+        let fail = |reason: String| ClientError::Tls {
+            endpoint: self.endpoint.clone(),
+            reason,
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.tls_ca {
+            Some(path) => {
+                use rustls::pki_types::pem::PemObject;
+                let pem = std::fs::read(path)
+                    .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+                for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+                    let cert = cert.map_err(|_| {
+                        fail(format!("{} holds no PEM certificate", path.display()))
+                    })?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| fail(format!("{}: {e}", path.display())))?;
+                }
+            }
+            None => {
+                for cert in rustls_native_certs::load_native_certs().certs {
+                    let _ = roots.add(cert);
+                }
+            }
+        }
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| fail(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+            config,
+        )))
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -163,7 +231,7 @@ impl ApiClient {
     ) -> Result<ApiResponse, ClientError> {
         let host = match &self.endpoint {
             Endpoint::Unix(_) => "wharf",
-            Endpoint::Http { authority } => authority.as_str(),
+            Endpoint::Http { authority } | Endpoint::Https { authority } => authority.as_str(),
         };
         let mut builder = Request::builder()
             .method(method)
@@ -213,6 +281,28 @@ impl ApiClient {
                 let stream = TcpStream::connect(authority.as_str())
                     .await
                     .map_err(unreachable)?;
+                self.exchange(stream, request).await
+            }
+            Endpoint::Https { authority } => {
+                let connector = self.tls_connector()?;
+                let name = rustls::pki_types::ServerName::try_from(
+                    self.endpoint.host_name().unwrap_or_default().to_owned(),
+                )
+                .map_err(|e| ClientError::Tls {
+                    endpoint: self.endpoint.clone(),
+                    reason: e.to_string(),
+                })?;
+                let stream = TcpStream::connect(authority.as_str())
+                    .await
+                    .map_err(unreachable)?;
+                let stream =
+                    connector
+                        .connect(name, stream)
+                        .await
+                        .map_err(|e| ClientError::Tls {
+                            endpoint: self.endpoint.clone(),
+                            reason: format!("{e} (is the daemon's CA trusted? see --tls-ca)"),
+                        })?;
                 self.exchange(stream, request).await
             }
         }
@@ -366,7 +456,7 @@ mod tests {
             ("http://", "host:port"),
             ("http://h:1/api", "no path"),
             ("http://h:port", "port must be a number"),
-            ("https://h:1", "TLS"),
+            ("gopher://h:1", "https://host:port"),
         ] {
             let err = Endpoint::parse(host).unwrap_err().to_string();
             assert!(err.contains(host) && err.contains(needle), "{host}: {err}");

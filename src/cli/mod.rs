@@ -39,6 +39,9 @@ pub struct Cli {
     /// API token sent as `Authorization: Bearer` (for TCP hosts)
     #[arg(long, global = true, env = "WHARF_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// CA certificate(s) to trust for https hosts, e.g. a copy of the daemon's tls/ca.pem
+    #[arg(long, global = true, env = "WHARF_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -98,6 +101,15 @@ pub struct ServeArgs {
     /// Log line format: text or json (env WHARF_LOG_FORMAT)
     #[arg(long)]
     pub log_format: Option<String>,
+    /// TLS on the TCP listener: auto, on or off (env WHARF_TLS)
+    #[arg(long)]
+    pub tls: Option<String>,
+    /// PEM certificate chain for TLS (env WHARF_TLS_CERT)
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS (env WHARF_TLS_KEY)
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -110,6 +122,9 @@ impl ServeArgs {
             socket_group: self.socket_group.clone(),
             log_level: self.log_level.clone(),
             log_format: self.log_format.clone(),
+            tls: self.tls.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
         }
     }
 }
@@ -131,35 +146,44 @@ pub enum Format {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve::run(&args),
-        Command::Version(args) => {
-            client_command(&cli.host, cli.token, |c| system::version(c, args.format))
+        Command::Version(args) => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            system::version(c, args.format)
+        }),
+        Command::Info(args) => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            system::info(c, args.format)
+        }),
+        Command::User(command) => {
+            client_command(&cli.host, cli.token, cli.tls_ca, |c| auth::user(c, command))
         }
-        Command::Info(args) => {
-            client_command(&cli.host, cli.token, |c| system::info(c, args.format))
-        }
-        Command::User(command) => client_command(&cli.host, cli.token, |c| auth::user(c, command)),
-        Command::Token(command) => {
-            client_command(&cli.host, cli.token, |c| auth::token(c, command))
-        }
+        Command::Token(command) => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            auth::token(c, command)
+        }),
         Command::Login {
             host,
             username,
             password_stdin,
         } => {
             let host = host.unwrap_or(cli.host);
-            client_command(&host, None, |c| {
+            client_command(&host, None, cli.tls_ca, |c| {
                 auth::login(c.endpoint().clone(), username, password_stdin)
             })
         }
         Command::Logout { host } => {
             let host = host.unwrap_or(cli.host);
-            client_command(&host, None, |c| auth::logout(c.endpoint().clone()))
+            client_command(&host, None, cli.tls_ca, |c| {
+                auth::logout(c.endpoint().clone())
+            })
         }
     }
 }
 
 /// Runs one client command on a small single-threaded runtime; errors go to stderr, exit 1.
-fn client_command<F, Fut>(host: &str, token: Option<String>, command: F) -> ExitCode
+fn client_command<F, Fut>(
+    host: &str,
+    token: Option<String>,
+    tls_ca: Option<PathBuf>,
+    command: F,
+) -> ExitCode
 where
     F: FnOnce(ApiClient) -> Fut,
     Fut: Future<Output = Result<(), ClientError>>,
@@ -183,13 +207,13 @@ where
     };
     // Over the network, a token kept by `wharf login` is used when none is given.
     let token = token.or_else(|| match &endpoint {
-        Endpoint::Http { .. } => auth::CredentialStore::load()
+        Endpoint::Http { .. } | Endpoint::Https { .. } => auth::CredentialStore::load()
             .hosts
             .get(&endpoint.to_string())
             .map(|login| login.token.clone()),
         Endpoint::Unix(_) => None,
     });
-    match runtime.block_on(command(ApiClient::new(endpoint, token))) {
+    match runtime.block_on(command(ApiClient::new(endpoint, token).with_tls_ca(tls_ca))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("wharf: {e}");

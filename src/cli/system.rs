@@ -65,6 +65,12 @@ pub(super) async fn info(client: ApiClient, format: Format) -> Result<(), Client
         " TCP address:       {}",
         info.tcp_address.as_deref().unwrap_or("(none)")
     );
+    println!(
+        " TLS:               {}",
+        info.tls_fingerprint
+            .as_deref()
+            .map_or("off".to_owned(), |f| format!("on, SHA-256 {f}"))
+    );
     println!(" Started:           {}", info.started_at);
     println!(" Events:            {}", info.counts.events);
     println!("Host:");

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use wharf::cli::client::{ApiClient, Endpoint};
-use wharf::config::{Config, LogFormat};
+use wharf::config::{Config, LogFormat, TlsMode};
 use wharf::startup::{Application, StartupError};
 
 /// The `wharf` binary built for these tests.
@@ -27,7 +27,11 @@ pub const WHARF: &str = env!("CARGO_BIN_EXE_wharf");
 
 /// The environment variables the daemon reads; cleared from every child so the developer's own
 /// settings never leak into a test.
-const WHARF_ENV: [&str; 9] = [
+const WHARF_ENV: [&str; 13] = [
+    "WHARF_TLS",
+    "WHARF_TLS_CERT",
+    "WHARF_TLS_KEY",
+    "WHARF_TLS_CA",
     "WHARF_CONFIG",
     "WHARF_DATA_ROOT",
     "WHARF_LISTEN",
@@ -73,6 +77,9 @@ pub fn test_config(dir: &Path) -> Config {
         socket_group: None,
         log_level: "warn".to_owned(),
         log_format: LogFormat::Text,
+        tls: TlsMode::Auto,
+        tls_cert: None,
+        tls_key: None,
         config_file: None,
     }
 }

@@ -10,4 +10,5 @@ mod cli;
 mod config;
 mod database;
 mod startup;
+mod tls;
 mod web;

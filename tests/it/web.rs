@@ -364,8 +364,17 @@ async fn the_audit_page_is_for_admins() {
     assert_eq!(r.status, StatusCode::OK);
     let page = text(&r);
     assert!(page.contains("<td>jo</td><td>session</td><td>127.0.0.1</td><td>audit.read</td><td>audit</td><td>denied</td>"), "{page}");
-    let csv_link = page.split("href=\"/api/v1/audit?").nth(1).unwrap().split('"').next().unwrap();
-    assert!(csv_link.contains("format=csv") && csv_link.ends_with("outcome=denied"), "{csv_link}");
+    let csv_link = page
+        .split("href=\"/api/v1/audit?")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    assert!(
+        csv_link.contains("format=csv") && csv_link.ends_with("outcome=denied"),
+        "{csv_link}"
+    );
     let css = page
         .split("href=\"/static/")
         .nth(1)
