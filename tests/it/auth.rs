@@ -495,6 +495,23 @@ async fn revoked_expired_and_tampered_tokens_get_401_and_no_secret_is_stored() {
 
     let (live, live_id) = create(None).await;
     assert_eq!(status_with(live.clone()).await.0, StatusCode::OK);
+    let listed = json_of(&call(&admin, Method::GET, "/api/v1/tokens", None).await);
+    let entry = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == live_id)
+        .unwrap()
+        .clone();
+    assert!(
+        entry["last_used_at"].as_i64().is_some(),
+        "last use recorded: {entry}"
+    );
+    assert_eq!(entry["prefix"], &live[..12]);
+    assert!(
+        !listed.to_string().contains(&live),
+        "listings never hold the token"
+    );
     // A viewer token cannot do admin things even though its owner can.
     let r = call(
         &daemon.tcp_client_with(Some(live.clone())),

@@ -6,6 +6,7 @@ mod harness;
 
 mod api;
 mod auth;
+mod browser;
 mod cli;
 mod config;
 mod database;

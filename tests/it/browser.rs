@@ -1,0 +1,282 @@
+//! Headless Chromium driven over WebDriver (Debian's `chromium` and `chromium-driver`): the
+//! dashboard as a person uses it. The WebDriver client is the few JSON calls the tests need.
+
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+use serde_json::{Value, json};
+use wharf::cli::client::{ApiClient, Endpoint};
+
+use crate::harness::{self, TestDaemon};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// The W3C WebDriver key of an element reference.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// A chromedriver process and one browser session, both ended on drop.
+pub struct Browser {
+    driver: Child,
+    client: ApiClient,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// Starts chromedriver and a headless Chromium, or records a skip and returns `None`.
+    pub async fn start(test: &str) -> Option<Browser> {
+        for binary in [CHROMIUM, CHROMEDRIVER] {
+            if !std::path::Path::new(binary).exists() {
+                harness::skip(
+                    test,
+                    &format!("{binary} is missing: install chromium and chromium-driver"),
+                );
+                return None;
+            }
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let client = ApiClient::new(
+            Endpoint::Http {
+                authority: format!("127.0.0.1:{port}"),
+            },
+            None,
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while client.request(Method::GET, "/status", None).await.is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-quic", "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--window-size=1280,900",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            },
+        }}});
+        let mut browser = Browser {
+            driver,
+            client,
+            session: String::new(),
+            _profile: profile,
+        };
+        let created = browser
+            .call(Method::POST, "/session", Some(capabilities))
+            .await;
+        browser.session = created["sessionId"]
+            .as_str()
+            .expect("a WebDriver session")
+            .to_owned();
+        Some(browser)
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let body = body.map(|b| serde_json::to_vec(&b).unwrap());
+        let r = self
+            .client
+            .request(method.clone(), path, body)
+            .await
+            .unwrap();
+        let value: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        assert!(
+            r.status.is_success(),
+            "WebDriver {method} {path}: {} {value}",
+            r.status
+        );
+        value["value"].clone()
+    }
+
+    fn at(&self, path: &str) -> String {
+        format!("/session/{}{path}", self.session)
+    }
+
+    pub async fn goto(&self, url: &str) {
+        self.call(Method::POST, &self.at("/url"), Some(json!({"url": url})))
+            .await;
+    }
+
+    pub async fn url(&self) -> String {
+        self.call(Method::GET, &self.at("/url"), None)
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// The element matching a CSS selector, waiting up to 10 s for it to appear.
+    pub async fn find(&self, css: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let body = serde_json::to_vec(&json!({"using": "css selector", "value": css})).unwrap();
+            let r = self
+                .client
+                .request(Method::POST, &self.at("/element"), Some(body))
+                .await
+                .unwrap();
+            if r.status.is_success() {
+                let v: Value = serde_json::from_slice(&r.body).unwrap();
+                return v["value"][ELEMENT].as_str().unwrap().to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no element {css} on {}",
+                self.url().await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn type_into(&self, css: &str, text: &str) {
+        let id = self.find(css).await;
+        self.call(
+            Method::POST,
+            &self.at(&format!("/element/{id}/value")),
+            Some(json!({"text": text})),
+        )
+        .await;
+    }
+
+    pub async fn click(&self, css: &str) {
+        let id = self.find(css).await;
+        self.call(
+            Method::POST,
+            &self.at(&format!("/element/{id}/click")),
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    pub async fn text(&self, css: &str) -> String {
+        let id = self.find(css).await;
+        self.call(Method::GET, &self.at(&format!("/element/{id}/text")), None)
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Runs a script in the page (WebDriver scripts are not subject to the page's CSP).
+    pub async fn eval(&self, script: &str) -> Value {
+        self.call(
+            Method::POST,
+            &self.at("/execute/sync"),
+            Some(json!({"script": script, "args": []})),
+        )
+        .await
+    }
+
+    /// Waits until the page's path (and query) is `expected`.
+    pub async fn wait_for_path(&self, base: &str, expected: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let url = self.url().await;
+            if url.strip_prefix(base) == Some(expected) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "at {url}, expected {base}{expected}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A PNG screenshot of the page.
+    pub async fn screenshot(&self) -> Vec<u8> {
+        use base64::Engine;
+        let data = self.call(Method::GET, &self.at("/screenshot"), None).await;
+        base64::engine::general_purpose::STANDARD
+            .decode(data.as_str().unwrap())
+            .unwrap()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // Ends the browser with the driver: chromedriver is our child, killed by its pid.
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+#[tokio::test]
+async fn first_admin_signs_in_makes_a_token_and_signs_out_in_chromium() {
+    let test = "browser::first_admin_signs_in_makes_a_token_and_signs_out_in_chromium";
+    if harness::skip_unless_root(test) {
+        return;
+    }
+    let daemon = TestDaemon::start();
+    let Some(browser) = Browser::start(test).await else {
+        return;
+    };
+    let base = format!("http://127.0.0.1:{}", daemon.tcp.port());
+
+    // First-run setup from the printed link.
+    browser.goto(daemon.setup_url.as_ref().unwrap()).await;
+    browser.type_into("#username", "root").await;
+    browser.type_into("#password", "correct horse").await;
+    browser.type_into("#password-again", "correct horse").await;
+    browser.click("#create-admin").await;
+    browser
+        .wait_for_path(&base, "/login?message=admin-created")
+        .await;
+
+    // A wrong password, then the right one.
+    browser.type_into("#username", "root").await;
+    browser.type_into("#password", "wrong horse").await;
+    browser.click("#sign-in").await;
+    assert_eq!(browser.text("#error").await, "wrong user name or password");
+    browser.type_into("#username", "root").await;
+    browser.type_into("#password", "correct horse").await;
+    browser.click("#sign-in").await;
+    browser.wait_for_path(&base, "/").await;
+    assert_eq!(browser.text("#signed-in-as").await, "root");
+    assert_eq!(browser.text("#signed-in-role").await, "admin");
+    // The stylesheet loads under the strict CSP.
+    let background = browser
+        .eval("return getComputedStyle(document.querySelector('header.top')).backgroundColor;")
+        .await;
+    assert_eq!(background, "rgb(17, 24, 39)");
+
+    // An API token from the account page, shown once, usable at once.
+    browser.goto(&format!("{base}/account")).await;
+    browser.type_into("#token-name", "from-the-browser").await;
+    browser.click("#create-token").await;
+    let token = browser.text("#new-token").await;
+    assert!(token.starts_with("wharf_"), "{token}");
+    let api = daemon.tcp_client_with(Some(token));
+    let me: Value = api.get_json("/api/v1/auth/whoami").await.unwrap();
+    assert_eq!(me["name"], "root");
+    let png = browser.screenshot().await;
+    assert!(png.starts_with(b"\x89PNG"));
+    if let Ok(dir) = std::env::var("WHARF_SCREENSHOTS") {
+        std::fs::write(format!("{dir}/account.png"), &png).unwrap();
+    }
+
+    // Signing out ends the session: the overview sends us back to sign in.
+    browser.click("#logout").await;
+    browser
+        .wait_for_path(&base, "/login?message=signed-out")
+        .await;
+    browser.goto(&format!("{base}/")).await;
+    browser.wait_for_path(&base, "/login").await;
+}
