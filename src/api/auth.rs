@@ -200,29 +200,22 @@ pub async fn create_first_admin(
 ) -> Result<User, ApiError> {
     let name = UserName::parse(username)?;
     password::check_acceptable(password)?;
-    if state.db.count_users().await? > 0 || !state.auth.take_setup_token(token) {
-        let record = AuditRecord {
-            actor: "setup".into(),
-            via: "setup".into(),
-            source: source.to_owned(),
-            action: "setup.complete".into(),
-            target: format!("user:{name}"),
-            outcome: Outcome::Denied,
-            detail: "invalid or used setup token".into(),
-        };
-        state.db.record_audit(&record).await?;
-        return Err(AuthError::SetupToken.into());
-    }
-    let hash = password::hash(password.to_owned()).await?;
-    let record = AuditRecord {
+    let record = |outcome: Outcome, detail: &str| AuditRecord {
         actor: "setup".into(),
         via: "setup".into(),
         source: source.to_owned(),
         action: "setup.complete".into(),
         target: format!("user:{name}"),
-        outcome: Outcome::Ok,
-        detail: "role=admin".into(),
+        outcome,
+        detail: detail.to_owned(),
     };
+    if state.db.count_users().await? > 0 || !state.auth.take_setup_token(token) {
+        let denied = record(Outcome::Denied, "invalid or used setup token");
+        state.db.record_audit(&denied).await?;
+        return Err(AuthError::SetupToken.into());
+    }
+    let hash = password::hash(password.to_owned()).await?;
+    let record = record(Outcome::Ok, "role=admin");
     Ok(state
         .db
         .create_user(

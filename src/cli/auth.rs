@@ -14,7 +14,7 @@ use super::Format;
 use super::client::{ApiClient, ClientError, Endpoint};
 use crate::api::{CreatedToken, GrantView, UserView, WhoAmI};
 use crate::db::{AccountKind, ApiToken};
-use crate::domain::Role;
+use crate::domain::{Role, percent_encode};
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
@@ -245,7 +245,7 @@ pub(super) async fn user(client: ApiClient, command: UserCommand) -> Result<(), 
             client
                 .send(
                     Method::DELETE,
-                    &format!("/api/v1/users/{}", encode(&name)),
+                    &format!("/api/v1/users/{}", percent_encode(&name)),
                     None,
                 )
                 .await?;
@@ -271,7 +271,7 @@ pub(super) async fn user(client: ApiClient, command: UserCommand) -> Result<(), 
             client
                 .send(
                     Method::PUT,
-                    &format!("/api/v1/users/{}/password", encode(&name)),
+                    &format!("/api/v1/users/{}/password", percent_encode(&name)),
                     Some(&body),
                 )
                 .await?;
@@ -286,7 +286,7 @@ pub(super) async fn user(client: ApiClient, command: UserCommand) -> Result<(), 
             let user: UserView = client
                 .send_json(
                     Method::PUT,
-                    &format!("/api/v1/users/{}/grants", encode(&name)),
+                    &format!("/api/v1/users/{}/grants", percent_encode(&name)),
                     &body,
                 )
                 .await?;
@@ -379,19 +379,6 @@ pub(super) async fn token(client: ApiClient, command: TokenCommand) -> Result<()
         }
     }
     Ok(())
-}
-
-/// Percent-encodes a path segment (user names are plain, but be safe).
-fn encode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Tokens from `wharf login`, per daemon host, in `$XDG_CONFIG_HOME/wharf/credentials.json`

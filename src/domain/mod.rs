@@ -150,6 +150,19 @@ impl fmt::Display for RepoPattern {
     }
 }
 
+/// Percent-encodes a URL path segment or query value (RFC 3986 unreserved characters stay).
+pub fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// A value that failed validation: what it was meant to be, the value, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {what} {value:?}: {reason}")]
@@ -214,6 +227,12 @@ mod tests {
         assert!(!m("*/app", "team/x/app"));
         assert!(m("a/**/z", "a/b/c/z"));
         assert!(!m("a/**/z", "a/z"));
+    }
+
+    #[test]
+    fn percent_encoding_keeps_unreserved_characters() {
+        assert_eq!(percent_encode("a-b_c.d~e"), "a-b_c.d~e");
+        assert_eq!(percent_encode("user. x/y&z"), "user.%20x%2Fy%26z");
     }
 
     #[test]

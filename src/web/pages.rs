@@ -18,7 +18,7 @@ use crate::api::{ApiError, parse_expiry};
 use crate::auth::service::audit as audit_record;
 use crate::auth::{Action, AuthError, ClientSource, Target, authorize, password, secret};
 use crate::db::{AuditFilter, Outcome, now_secs};
-use crate::domain::Role;
+use crate::domain::{Role, percent_encode};
 use crate::host::HostInfo;
 use crate::startup::AppState;
 
@@ -542,18 +542,6 @@ pub struct AuditQuery {
     outcome: String,
 }
 
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 pub async fn audit(
     State(state): State<AppState>,
     user: WebUser,
@@ -606,7 +594,7 @@ pub async fn audit(
         ("outcome", &q.outcome),
     ] {
         if !value.is_empty() {
-            csv_query.push_str(&format!("&{key}={}", encode(value)));
+            csv_query.push_str(&format!("&{key}={}", percent_encode(value)));
         }
     }
     Ok(AuditPage {
