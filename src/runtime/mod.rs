@@ -5,3 +5,6 @@
 //! of its own, and it runs inside short-lived single-threaded processes (the shim, `wharf runtime`).
 
 pub mod cgroups;
+pub mod channel;
+pub mod spec;
+pub mod state;

@@ -1,5 +1,5 @@
-//! Control groups: which hierarchy the host has, and (with the runtime issue) the v1 and v2
-//! backends behind one small trait.
+//! Control groups: which hierarchy the host has, and the v1 and v2 backends behind one small
+//! trait ([`Backend`]), picked once per container by [`Cgroup::open`].
 //!
 //! The hierarchy is decided once, by `statfs` of the cgroup root, the way runc and youki do it:
 //! a cgroup2 file system there is the unified (v2) hierarchy; a tmpfs there holds v1 controller
@@ -10,6 +10,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use nix::sys::statfs::{CGROUP2_SUPER_MAGIC, TMPFS_MAGIC, statfs};
+use oci_spec::runtime::LinuxResources;
+use serde::Serialize;
+
+mod v1;
+mod v2;
 
 /// The default mount point of the cgroup file systems.
 pub const DEFAULT_ROOT: &str = "/sys/fs/cgroup";
@@ -69,9 +74,200 @@ impl fmt::Display for CgroupMode {
     }
 }
 
+/// What a container's cgroup reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// CPU time used, in nanoseconds.
+    pub cpu_usage_ns: u64,
+    pub memory_usage_bytes: u64,
+    /// The highest memory use seen, where the kernel tracks it.
+    pub memory_max_usage_bytes: Option<u64>,
+    /// The memory limit, `None` for unlimited.
+    pub memory_limit_bytes: Option<u64>,
+    pub pids_current: u64,
+    pub pids_limit: Option<u64>,
+    /// How many times the OOM killer killed a process of this cgroup.
+    pub oom_kills: u64,
+}
+
+/// The operations every cgroup backend offers.
+pub trait Backend {
+    /// Makes the cgroup (and its parents) if missing.
+    fn create(&self) -> Result<(), CgroupError>;
+    /// Writes the spec's resource limits.
+    fn apply(&self, resources: &LinuxResources) -> Result<(), CgroupError>;
+    /// Moves a process into the cgroup.
+    fn add_task(&self, pid: i32) -> Result<(), CgroupError>;
+    /// The processes in the cgroup.
+    fn pids(&self) -> Result<Vec<i32>, CgroupError>;
+    /// Freezes (`true`) or thaws the cgroup, waiting until the kernel has done it.
+    fn freeze(&self, frozen: bool) -> Result<(), CgroupError>;
+    fn stats(&self) -> Result<Stats, CgroupError>;
+    /// Removes the (empty) cgroup.
+    fn remove(&self) -> Result<(), CgroupError>;
+}
+
+/// A container's cgroup on whichever hierarchy the host has.
+pub enum Cgroup {
+    V1(v1::V1),
+    V2(v2::V2),
+}
+
+impl Cgroup {
+    /// The cgroup at `path` (e.g. `/wharf/abc`) under `root` (normally `/sys/fs/cgroup`).
+    pub fn open(root: &Path, path: &str) -> Result<Cgroup, CgroupError> {
+        let relative = path.trim_start_matches('/');
+        if relative.is_empty() || relative.split('/').any(|c| c.is_empty() || c == "..") {
+            return Err(CgroupError::BadPath(path.to_owned()));
+        }
+        Ok(match CgroupMode::detect(root)? {
+            CgroupMode::Unified => Cgroup::V2(v2::V2::new(root, relative)),
+            CgroupMode::Hybrid | CgroupMode::Legacy => Cgroup::V1(v1::V1::new(root, relative)),
+        })
+    }
+
+    fn backend(&self) -> &dyn Backend {
+        match self {
+            Cgroup::V1(b) => b,
+            Cgroup::V2(b) => b,
+        }
+    }
+
+    pub fn version(&self) -> u8 {
+        match self {
+            Cgroup::V1(_) => 1,
+            Cgroup::V2(_) => 2,
+        }
+    }
+
+    pub fn create(&self) -> Result<(), CgroupError> {
+        self.backend().create()
+    }
+    pub fn apply(&self, resources: &LinuxResources) -> Result<(), CgroupError> {
+        self.backend().apply(resources)
+    }
+    pub fn add_task(&self, pid: i32) -> Result<(), CgroupError> {
+        self.backend().add_task(pid)
+    }
+    pub fn pids(&self) -> Result<Vec<i32>, CgroupError> {
+        self.backend().pids()
+    }
+    pub fn freeze(&self, frozen: bool) -> Result<(), CgroupError> {
+        self.backend().freeze(frozen)
+    }
+    pub fn stats(&self) -> Result<Stats, CgroupError> {
+        self.backend().stats()
+    }
+    pub fn remove(&self) -> Result<(), CgroupError> {
+        self.backend().remove()
+    }
+}
+
+/// Writes `value` to a cgroup file, naming the file and value on failure.
+pub(crate) fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
+    std::fs::write(path, value).map_err(|source| CgroupError::Write {
+        path: path.to_owned(),
+        value: value.to_owned(),
+        source,
+    })
+}
+
+pub(crate) fn read_file(path: &Path) -> Result<String, CgroupError> {
+    std::fs::read_to_string(path).map_err(|source| CgroupError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Reads a number; `max` (and v1's huge "unlimited" values) give `None`.
+pub(crate) fn read_limit(path: &Path) -> Result<Option<u64>, CgroupError> {
+    let text = read_file(path)?;
+    let text = text.trim();
+    if text == "max" {
+        return Ok(None);
+    }
+    let value: u64 = text.parse().map_err(|_| CgroupError::Parse {
+        path: path.to_owned(),
+        text: text.to_owned(),
+    })?;
+    Ok((value < (1 << 62)).then_some(value))
+}
+
+pub(crate) fn read_u64(path: &Path) -> Result<u64, CgroupError> {
+    Ok(read_limit(path)?.unwrap_or(u64::MAX))
+}
+
+/// The value of `key` in a flat-keyed file such as `memory.events` or `cpu.stat`.
+pub(crate) fn keyed(path: &Path, key: &str) -> Result<Option<u64>, CgroupError> {
+    let text = read_file(path)?;
+    Ok(text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    }))
+}
+
+pub(crate) fn read_pids(path: &Path) -> Result<Vec<i32>, CgroupError> {
+    Ok(read_file(path)?
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect())
+}
+
+/// Removes a cgroup directory, retrying briefly while the kernel finishes tearing down its
+/// last processes (EBUSY).
+pub(crate) fn remove_dir(path: &Path) -> Result<(), CgroupError> {
+    for attempt in 0..50 {
+        match std::fs::remove_dir(path) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 49 => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(source) => {
+                return Err(CgroupError::Remove {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Errors of the cgroup layer; each names the path it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
+    #[error("invalid cgroup path {0:?}")]
+    BadPath(String),
+    #[error("failed to write {value:?} to {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        value: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("unexpected {text:?} in {}", path.display())]
+    Parse { path: PathBuf, text: String },
+    #[error("failed to create {}: {source}", path.display())]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to remove {}: {source}", path.display())]
+    Remove {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} did not reach {want:?}", path.display())]
+    Freeze { path: PathBuf, want: &'static str },
     #[error("cannot statfs {}: {source}", path.display())]
     Statfs {
         path: PathBuf,
