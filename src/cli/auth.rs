@@ -161,35 +161,6 @@ fn grants_text(grants: &[GrantView]) -> String {
         .join(" ")
 }
 
-/// Prints rows as left-aligned columns separated by three spaces, like docker does.
-pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let last = cells.len() - 1;
-        cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                if i == last {
-                    c.to_string()
-                } else {
-                    format!("{c:<w$}", w = widths[i])
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("   ")
-    };
-    println!("{}", line(header.to_vec()));
-    for row in rows {
-        println!("{}", line(row.iter().map(String::as_str).collect()));
-    }
-}
-
 pub(super) async fn user(client: ApiClient, command: UserCommand) -> Result<(), ClientError> {
     match command {
         UserCommand::Add {
@@ -239,7 +210,7 @@ pub(super) async fn user(client: ApiClient, command: UserCommand) -> Result<(), 
                     ]
                 })
                 .collect();
-            print_table(&["NAME", "KIND", "ROLE", "GRANTS", "CREATED"], &rows);
+            super::print_table(&["NAME", "KIND", "ROLE", "GRANTS", "CREATED"], &rows);
         }
         UserCommand::Rm { name } => {
             client
@@ -357,7 +328,7 @@ pub(super) async fn token(client: ApiClient, command: TokenCommand) -> Result<()
                     ]
                 })
                 .collect();
-            print_table(
+            super::print_table(
                 &[
                     "ID",
                     "NAME",

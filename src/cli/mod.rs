@@ -7,6 +7,7 @@
 
 mod auth;
 pub mod client;
+pub mod runtime;
 mod serve;
 mod system;
 
@@ -70,6 +71,8 @@ pub enum Command {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// The OCI runtime: runc's command line (create, start, run, state, kill, delete, …)
+    Runtime(runtime::RuntimeArgs),
     /// Revoke and forget the token kept by `wharf login`
     Logout {
         /// The daemon (default: --host)
@@ -146,6 +149,8 @@ pub enum Format {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve::run(&args),
+        // Synchronous, before any tokio runtime: it clones the container's init process.
+        Command::Runtime(args) => runtime::run(args),
         Command::Version(args) => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
             system::version(c, args.format)
         }),
@@ -219,5 +224,34 @@ where
             eprintln!("wharf: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Prints rows as left-aligned columns separated by three spaces, like docker does.
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len() - 1;
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == last {
+                    c.to_string()
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("   ")
+    };
+    println!("{}", line(header.to_vec()));
+    for row in rows {
+        println!("{}", line(row.iter().map(String::as_str).collect()));
     }
 }

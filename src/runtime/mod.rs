@@ -6,5 +6,47 @@
 
 pub mod cgroups;
 pub mod channel;
+pub mod container;
+mod init;
+pub mod inroot;
+pub mod process;
+pub mod rootfs;
 pub mod spec;
 pub mod state;
+
+use oci_spec::runtime::Spec;
+
+/// The capabilities a container gets unless its spec says otherwise: the 11 that Podman grants.
+pub const DEFAULT_CAPABILITIES: [&str; 11] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SETFCAP",
+    "CAP_SETGID",
+    "CAP_SETPCAP",
+    "CAP_SETUID",
+    "CAP_SYS_CHROOT",
+];
+
+/// The spec `wharf runtime spec` writes: `sh` in `rootfs/`, every namespace but user and time,
+/// the default mounts, masked and read-only paths, [`DEFAULT_CAPABILITIES`], no_new_privileges.
+pub fn default_spec() -> Spec {
+    let mut value = serde_json::to_value(Spec::default()).expect("the default spec serializes");
+    value["hostname"] = "wharf".into();
+    value["root"] = serde_json::json!({"path": "rootfs", "readonly": false});
+    let caps = serde_json::json!(DEFAULT_CAPABILITIES);
+    value["process"]["args"] = serde_json::json!(["sh"]);
+    value["process"]["terminal"] = false.into();
+    value["process"]["noNewPrivileges"] = true.into();
+    value["process"]["env"] = serde_json::json!([
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "TERM=xterm"
+    ]);
+    value["process"]["capabilities"] = serde_json::json!({
+        "bounding": caps, "effective": caps, "permitted": caps, "inheritable": [], "ambient": []
+    });
+    serde_json::from_value(value).expect("the default spec is valid")
+}

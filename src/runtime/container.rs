@@ -1,0 +1,533 @@
+//! The lifecycle verbs: create, start, run, kill, delete, pause, resume, state, list, ps.
+//! Each one: load the state → derive the status → check the guard → act → save.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use oci_spec::runtime::LinuxNamespaceType;
+
+use super::cgroups::{self, Cgroup, CgroupError};
+use super::channel::{Channel, ChannelError, Child, Parent};
+use super::init::{self, InitArgs};
+use super::process;
+use super::spec::{self, Bundle, SpecError};
+use super::state::{State, StateError, StateRoot, Status, process_start_time};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("cgroup: {0}")]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    #[error("{0}")]
+    Init(String),
+    #[error("{what}: {source}")]
+    Sys {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot {action} container {id:?}: it is {status}{hint}")]
+    WrongState {
+        id: String,
+        action: &'static str,
+        status: Status,
+        hint: &'static str,
+    },
+    #[error("unknown signal {0:?}")]
+    Signal(String),
+}
+
+fn sys(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let what = what.into();
+    move |source| RuntimeError::Sys { what, source }
+}
+
+fn nix_sys(what: impl Into<String>) -> impl FnOnce(nix::Error) -> RuntimeError {
+    let what = what.into();
+    move |e| RuntimeError::Sys {
+        what,
+        source: std::io::Error::from(e),
+    }
+}
+
+/// The runtime's settings for one invocation.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pub root: StateRoot,
+    /// Where the cgroup file systems are mounted (`/sys/fs/cgroup`).
+    pub cgroup_root: PathBuf,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+}
+
+/// A container just created by this process (its init is our child).
+pub struct Created {
+    pub pid: i32,
+    exec_error: File,
+}
+
+/// Undoes a half-made container when creation fails.
+struct CreateGuard<'a> {
+    runtime: &'a Runtime,
+    id: &'a str,
+    cgroup: Option<Cgroup>,
+    child: Option<i32>,
+    armed: bool,
+}
+
+impl Drop for CreateGuard<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(pid) = self.child {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = waitpid(Pid::from_raw(pid), None);
+        }
+        if let Some(cg) = &self.cgroup {
+            let _ = cg.remove();
+        }
+        let _ = self.runtime.root.remove(self.id);
+    }
+}
+
+fn default_cgroup_path(id: &str) -> String {
+    format!("/wharf/{id}")
+}
+
+impl Runtime {
+    pub fn new(root: impl Into<PathBuf>) -> Runtime {
+        Runtime {
+            root: StateRoot::new(root),
+            cgroup_root: PathBuf::from(cgroups::DEFAULT_ROOT),
+        }
+    }
+
+    fn cgroup_of(&self, state: &State) -> Result<Cgroup, RuntimeError> {
+        Ok(Cgroup::open(&self.cgroup_root, &state.cgroup_path)?)
+    }
+
+    /// Creates the container: namespaces, cgroup and root filesystem ready, its init waiting
+    /// for `start`. Must be called from a single-threaded process.
+    pub fn create(&self, id: &str, options: &CreateOptions) -> Result<Created, RuntimeError> {
+        spec::check_id(id)?;
+        let bundle = Bundle::load(&options.bundle)?;
+        let spec = &bundle.spec;
+        let linux = spec.linux().as_ref().expect("validated");
+        self.root.create_dir(id)?;
+        let mut guard = CreateGuard {
+            runtime: self,
+            id,
+            cgroup: None,
+            child: None,
+            armed: true,
+        };
+
+        let cgroup_path = linux
+            .cgroups_path()
+            .as_ref()
+            .map(|p| format!("/{}", p.display().to_string().trim_start_matches('/')))
+            .unwrap_or_else(|| default_cgroup_path(id));
+        let cgroup = Cgroup::open(&self.cgroup_root, &cgroup_path)?;
+        cgroup.create()?;
+        let cgroup_v2 = cgroup.version() == 2;
+        guard.cgroup = Some(cgroup);
+        if let Some(resources) = linux.resources() {
+            guard.cgroup.as_ref().expect("set above").apply(resources)?;
+        }
+
+        let fifo = self.root.exec_fifo(id);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622))
+            .map_err(nix_sys(format!("make {}", fifo.display())))?;
+
+        let mut flags = 0u64;
+        let mut join = Vec::new();
+        let mut new_namespaces = Vec::new();
+        for ns in linux.namespaces().iter().flatten() {
+            let clone_flag = CloneFlags::from_bits_truncate(ns.typ() as i32);
+            match ns.path() {
+                // The cgroup namespace is made by the child once it is in its cgroup, so that
+                // the container sees its own cgroup as the root.
+                None if ns.typ() == LinuxNamespaceType::Cgroup => new_namespaces.push(ns.typ()),
+                None => {
+                    flags |= ns.typ() as u64;
+                    new_namespaces.push(ns.typ());
+                }
+                Some(path) if ns.typ() == LinuxNamespaceType::Pid => {
+                    // A pid namespace applies to children: join it here, before cloning.
+                    let f = File::open(path)
+                        .map_err(sys(format!("open namespace {}", path.display())))?;
+                    nix::sched::setns(&f, CloneFlags::CLONE_NEWPID)
+                        .map_err(nix_sys(format!("join {}", path.display())))?;
+                }
+                Some(path) => join.push((path.clone(), clone_flag)),
+            }
+        }
+
+        let (mut parent_end, child_end) = Channel::pair().map_err(sys("make the sync channel"))?;
+        let (error_read, error_write): (OwnedFd, OwnedFd) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(nix_sys("make the exec error pipe"))?;
+
+        let child = process::clone_into(flags).map_err(sys("clone3 into new namespaces"))?;
+        let Some(pid) = child else {
+            drop(parent_end);
+            drop(error_read);
+            init::run(InitArgs {
+                spec,
+                rootfs: &bundle.rootfs,
+                channel: child_end,
+                exec_fifo: &fifo,
+                exec_error: error_write,
+                join,
+                new_namespaces,
+                cgroup_v2,
+            });
+        };
+        guard.child = Some(pid);
+        drop(child_end);
+        drop(error_write);
+
+        guard.cgroup.as_ref().expect("set above").add_task(pid)?;
+        parent_end.send(&Parent::Proceed)?;
+        match parent_end.recv::<Child>("Ready")? {
+            Child::Ready => {}
+            Child::Failed { message } => return Err(RuntimeError::Init(message)),
+        }
+
+        let state = State {
+            id: id.to_owned(),
+            bundle: bundle.dir.clone(),
+            rootfs: bundle.rootfs.clone(),
+            pid,
+            pid_start: process_start_time(pid).unwrap_or(0),
+            created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            cgroup_path,
+            annotations: spec
+                .annotations()
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+            paused: false,
+        };
+        self.root.save(&state)?;
+        if let Some(pid_file) = &options.pid_file {
+            write_pid_file(pid_file, pid)?;
+        }
+        guard.armed = false;
+        Ok(Created {
+            pid,
+            exec_error: File::from(error_read),
+        })
+    }
+
+    /// Lets a created container run its program.
+    pub fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        let state = self.root.load(id)?;
+        let status = self.root.status(&state);
+        if !status.can_start() {
+            return Err(RuntimeError::WrongState {
+                id: id.to_owned(),
+                action: "start",
+                status,
+                hint: "",
+            });
+        }
+        let fifo = self.root.exec_fifo(id);
+        // Non-blocking, so a dead init cannot leave us waiting forever.
+        let reader = nix::fcntl::open(
+            &fifo,
+            nix::fcntl::OFlag::O_RDONLY
+                | nix::fcntl::OFlag::O_NONBLOCK
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map(File::from)
+        .map_err(nix_sys(format!("open {}", fifo.display())))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut byte = [0u8; 1];
+        loop {
+            match (&reader).read(&mut byte) {
+                Ok(1) => break,
+                Ok(_) | Err(_) => {
+                    if !super::state::process_is(state.pid, state.pid_start) {
+                        return Err(RuntimeError::Init(format!(
+                            "the init process of {id:?} died before it was started"
+                        )));
+                    }
+                    if Instant::now() > deadline {
+                        return Err(RuntimeError::Init(format!(
+                            "the init process of {id:?} did not take the start signal"
+                        )));
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+        std::fs::remove_file(&fifo).map_err(sys(format!("remove {}", fifo.display())))?;
+        Ok(())
+    }
+
+    /// Sends `signal` to the init process (or, with `all`, to every process of the container).
+    pub fn kill(&self, id: &str, signal: Signal, all: bool) -> Result<(), RuntimeError> {
+        let state = self.root.load(id)?;
+        let status = self.root.status(&state);
+        if !status.can_kill() {
+            return Err(RuntimeError::WrongState {
+                id: id.to_owned(),
+                action: "kill",
+                status,
+                hint: "",
+            });
+        }
+        if all {
+            for pid in self.cgroup_of(&state)?.pids()? {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);
+            }
+            if status == Status::Paused {
+                self.cgroup_of(&state)?.freeze(false)?;
+            }
+            return Ok(());
+        }
+        nix::sys::signal::kill(Pid::from_raw(state.pid), signal)
+            .map_err(nix_sys(format!("kill {} {signal}", state.pid)))
+    }
+
+    /// Removes a stopped (or, with `force`, any) container: its processes, cgroup and state.
+    pub fn delete(&self, id: &str, force: bool) -> Result<(), RuntimeError> {
+        let state = match self.root.load(id) {
+            Ok(s) => s,
+            Err(StateError::NotFound(_)) if force => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let status = self.root.status(&state);
+        if !status.can_delete() && !force {
+            return Err(RuntimeError::WrongState {
+                id: id.to_owned(),
+                action: "delete",
+                status,
+                hint: ": stop it first, or use --force",
+            });
+        }
+        let cgroup = self.cgroup_of(&state).ok();
+        if status != Status::Stopped {
+            if let Some(cg) = &cgroup {
+                for pid in cg.pids().unwrap_or_default() {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                if status == Status::Paused {
+                    let _ = cg.freeze(false);
+                }
+            }
+            let _ = nix::sys::signal::kill(Pid::from_raw(state.pid), Signal::SIGKILL);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while super::state::process_is(state.pid, state.pid_start) && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        if let Some(cg) = cgroup {
+            // The last processes may still be leaving the cgroup.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while cg.pids().is_ok_and(|p| !p.is_empty()) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            cg.remove()?;
+        }
+        self.root.remove(id)?;
+        Ok(())
+    }
+
+    pub fn pause(&self, id: &str) -> Result<(), RuntimeError> {
+        let mut state = self.root.load(id)?;
+        let status = self.root.status(&state);
+        if !status.can_pause() {
+            return Err(RuntimeError::WrongState {
+                id: id.to_owned(),
+                action: "pause",
+                status,
+                hint: "",
+            });
+        }
+        self.cgroup_of(&state)?.freeze(true)?;
+        state.paused = true;
+        Ok(self.root.save(&state)?)
+    }
+
+    pub fn resume(&self, id: &str) -> Result<(), RuntimeError> {
+        let mut state = self.root.load(id)?;
+        let status = self.root.status(&state);
+        if !status.can_resume() {
+            return Err(RuntimeError::WrongState {
+                id: id.to_owned(),
+                action: "resume",
+                status,
+                hint: "",
+            });
+        }
+        self.cgroup_of(&state)?.freeze(false)?;
+        state.paused = false;
+        Ok(self.root.save(&state)?)
+    }
+
+    /// The OCI state document, with the cgroup's OOM kill count.
+    pub fn state(&self, id: &str) -> Result<serde_json::Value, RuntimeError> {
+        let state = self.root.load(id)?;
+        let mut doc = self.root.oci_state(&state);
+        if let Ok(stats) = self.cgroup_of(&state).and_then(|c| Ok(c.stats()?)) {
+            doc["oomKilled"] = serde_json::json!(stats.oom_kills > 0);
+        }
+        Ok(doc)
+    }
+
+    /// The cgroup statistics of a container.
+    pub fn stats(&self, id: &str) -> Result<cgroups::Stats, RuntimeError> {
+        let state = self.root.load(id)?;
+        Ok(self.cgroup_of(&state)?.stats()?)
+    }
+
+    /// The host pids of the container's processes.
+    pub fn processes(&self, id: &str) -> Result<Vec<i32>, RuntimeError> {
+        let state = self.root.load(id)?;
+        Ok(self.cgroup_of(&state)?.pids()?)
+    }
+
+    /// Every container under the root with its state document.
+    pub fn list(&self) -> Result<Vec<serde_json::Value>, RuntimeError> {
+        let mut out = Vec::new();
+        for id in self.root.list()? {
+            if let Ok(state) = self.root.load(&id) {
+                out.push(self.root.oci_state(&state));
+            }
+        }
+        Ok(out)
+    }
+
+    /// create + start + wait; returns the exit code (128+N for a death by signal N). The
+    /// container is deleted when its program ends.
+    pub fn run(
+        &self,
+        id: &str,
+        options: &CreateOptions,
+        detach: bool,
+    ) -> Result<i32, RuntimeError> {
+        let created = self.create(id, options)?;
+        if let Err(e) = self.start(id) {
+            let _ = self.delete(id, true);
+            return Err(e);
+        }
+        let mut message = String::new();
+        let _ = (&created.exec_error).read_to_string(&mut message);
+        if !message.is_empty() {
+            let _ = waitpid(Pid::from_raw(created.pid), None);
+            let _ = self.delete(id, true);
+            return Err(RuntimeError::Init(message));
+        }
+        if detach {
+            return Ok(0);
+        }
+        let code = wait_forwarding_signals(created.pid)?;
+        self.delete(id, true)?;
+        Ok(code)
+    }
+}
+
+fn write_pid_file(path: &Path, pid: i32) -> Result<(), RuntimeError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, pid.to_string()).map_err(sys(format!("write {}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(sys(format!("write {}", path.display())))
+}
+
+static FORWARD: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn remember_signal(signal: libc::c_int) {
+    FORWARD.store(signal, Ordering::SeqCst);
+}
+
+/// Waits for `pid`, passing on the signals a user sends to `wharf runtime run`.
+fn wait_forwarding_signals(pid: i32) -> Result<i32, RuntimeError> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, sigaction};
+    let action = SigAction::new(
+        SigHandler::Handler(remember_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for signal in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
+    ] {
+        // SAFETY: the handler only stores into an atomic, which is async-signal-safe.
+        unsafe { sigaction(signal, &action) }.map_err(nix_sys("install signal handlers"))?;
+    }
+    loop {
+        match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(128 + signal as i32),
+            Ok(_) => {}
+            Err(nix::Error::EINTR) => {
+                let signal = FORWARD.swap(0, Ordering::SeqCst);
+                if signal != 0 {
+                    // SAFETY: kill with a pid we started and a signal number we received.
+                    unsafe { libc::kill(pid, signal) };
+                }
+            }
+            Err(e) => return Err(nix_sys(format!("wait for {pid}"))(e)),
+        }
+    }
+}
+
+/// Parses `KILL`, `SIGKILL` or `9`.
+pub fn parse_signal(text: &str) -> Result<Signal, RuntimeError> {
+    if let Ok(n) = text.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| RuntimeError::Signal(text.to_owned()));
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<Signal>()
+        .map_err(|_| RuntimeError::Signal(text.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_by_name_or_number() {
+        assert_eq!(parse_signal("KILL").unwrap(), Signal::SIGKILL);
+        assert_eq!(parse_signal("sigterm").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
+        assert!(
+            parse_signal("NOPE")
+                .unwrap_err()
+                .to_string()
+                .contains("\"NOPE\"")
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! The container's init process, from `clone3` to `execve` (the child side of
+//! [`super::channel`]'s protocol). It never returns: it execs the container's program or exits.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use super::channel::{Channel, Child, Parent};
+use super::process;
+use super::rootfs;
+
+/// What the init process needs, prepared by the parent before `clone3`.
+pub struct InitArgs<'a> {
+    pub spec: &'a Spec,
+    pub rootfs: &'a Path,
+    pub channel: Channel,
+    pub exec_fifo: &'a Path,
+    /// Write end of the CLOEXEC pipe on which an `execve` failure is reported.
+    pub exec_error: OwnedFd,
+    /// Namespaces to join by path (all but pid, which the parent joined before cloning).
+    pub join: Vec<(PathBuf, nix::sched::CloneFlags)>,
+    pub new_namespaces: Vec<LinuxNamespaceType>,
+    pub cgroup_v2: bool,
+}
+
+/// Everything checked and made ready before the container waits to be started.
+struct Prepared {
+    fifo: File,
+    program: PathBuf,
+}
+
+/// Runs in the child. Never returns.
+pub fn run(mut args: InitArgs) -> ! {
+    // SAFETY: restoring the default disposition of SIGPIPE, which the Rust runtime ignores; an
+    // ignored signal would stay ignored in the container's program.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let prepared = match prepare(&mut args) {
+        Ok(p) => p,
+        Err(message) => {
+            let _ = args.channel.send(&Child::Failed { message });
+            std::process::exit(1);
+        }
+    };
+    if args.channel.send(&Child::Ready).is_err() {
+        std::process::exit(1);
+    }
+    drop(args.channel);
+    let message = match wait_for_start(&prepared.fifo).and_then(|()| finish(args.spec)) {
+        Ok(()) => {
+            let process = args.spec.process().as_ref().expect("validated");
+            let argv = process.args().clone().unwrap_or_default();
+            let env = process.env().clone().unwrap_or_default();
+            process::exec(&prepared.program, &argv, &env)
+        }
+        Err(message) => message,
+    };
+    let mut pipe = File::from(args.exec_error);
+    let _ = pipe.write_all(message.as_bytes());
+    let _ = writeln!(std::io::stderr(), "wharf runtime: {message}");
+    std::process::exit(127);
+}
+
+fn prepare(args: &mut InitArgs) -> Result<Prepared, String> {
+    let _: Parent = args.channel.recv("Proceed").map_err(|e| e.to_string())?;
+    for (path, flag) in &args.join {
+        let ns = File::open(path).map_err(|e| {
+            format!(
+                "open namespace {}: {}",
+                path.display(),
+                process::io_message(&e)
+            )
+        })?;
+        nix::sched::setns(&ns, *flag)
+            .map_err(|e| format!("join namespace {}: {}", path.display(), e.desc()))?;
+    }
+    let spec = args.spec;
+    if args.new_namespaces.contains(&LinuxNamespaceType::Cgroup) {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+            .map_err(|e| format!("make the cgroup namespace: {}", e.desc()))?;
+    }
+    if args.new_namespaces.contains(&LinuxNamespaceType::Uts) {
+        if let Some(hostname) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+            nix::unistd::sethostname(hostname)
+                .map_err(|e| format!("set hostname {hostname:?}: {}", e.desc()))?;
+        }
+        if let Some(domain) = spec.domainname().as_deref().filter(|d| !d.is_empty()) {
+            // SAFETY: a valid pointer and length.
+            if unsafe { libc::setdomainname(domain.as_ptr().cast(), domain.len()) } != 0 {
+                return Err(format!(
+                    "set domain name {domain:?}: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+    }
+    if args.new_namespaces.contains(&LinuxNamespaceType::Network) {
+        rootfs::loopback_up().map_err(|e| format!("bring up lo: {}", process::io_message(&e)))?;
+    }
+    // The fifo is reached by descriptor after pivot_root, when its host path is gone.
+    let fifo = nix::fcntl::open(
+        args.exec_fifo,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map(File::from)
+    .map_err(|e| format!("open {}: {}", args.exec_fifo.display(), e.desc()))?;
+    rootfs::prepare(spec, args.rootfs, args.cgroup_v2).map_err(|e| e.to_string())?;
+    rootfs::finish(spec).map_err(|e| e.to_string())?;
+
+    let process = spec.process().as_ref().expect("validated");
+    let argv = process.args().as_deref().unwrap_or_default();
+    let env = process.env().as_deref().unwrap_or_default();
+    let program =
+        process::find_executable(&argv[0], env).map_err(|e| format!("exec failed: {e}"))?;
+    if !process.cwd().exists() {
+        return Err(format!(
+            "cwd {} does not exist in the container",
+            process.cwd().display()
+        ));
+    }
+    Ok(Prepared { fifo, program })
+}
+
+/// Blocks until `start` opens the fifo for reading, then tells it we go.
+fn wait_for_start(fifo: &File) -> Result<(), String> {
+    let path = format!("/proc/self/fd/{}", fifo.as_raw_fd());
+    let mut writer = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("open the exec fifo: {}", process::io_message(&e)))?;
+    writer
+        .write_all(b"0")
+        .map_err(|e| format!("write the exec fifo: {}", process::io_message(&e)))
+}
+
+/// The last steps, in the order the kernel needs them.
+fn finish(spec: &Spec) -> Result<(), String> {
+    let process = spec.process().as_ref().expect("validated");
+    process::set_rlimits(process)?;
+    if let Some(adj) = process.oom_score_adj() {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .map_err(|e| format!("set oom_score_adj {adj}: {}", process::io_message(&e)))?;
+    }
+    if let Some(mask) = process.user().umask() {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    }
+    process::drop_privileges(process)?;
+    process::enter_cwd(process.cwd())?;
+    process::close_extra_fds()
+}
