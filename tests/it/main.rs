@@ -10,6 +10,7 @@ mod browser;
 mod cli;
 mod config;
 mod database;
+mod runtime;
 mod startup;
 mod tls;
 mod web;
