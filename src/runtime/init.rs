@@ -11,6 +11,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use super::channel::{Channel, Child, Parent};
 use super::process;
 use super::rootfs;
+use super::seccomp;
 
 /// What the init process needs, prepared by the parent before `clone3`.
 pub struct InitArgs<'a> {
@@ -30,6 +31,7 @@ pub struct InitArgs<'a> {
 struct Prepared {
     fifo: File,
     program: PathBuf,
+    seccomp: Option<libseccomp::ScmpFilterContext>,
 }
 
 /// Runs in the child. Never returns.
@@ -50,7 +52,9 @@ pub fn run(mut args: InitArgs) -> ! {
         std::process::exit(1);
     }
     drop(args.channel);
-    let message = match wait_for_start(&prepared.fifo).and_then(|()| finish(args.spec)) {
+    let message = match wait_for_start(&prepared.fifo)
+        .and_then(|()| finish(args.spec, prepared.seccomp.as_ref()))
+    {
         Ok(()) => {
             let process = args.spec.process().as_ref().expect("validated");
             let argv = process.args().clone().unwrap_or_default();
@@ -123,7 +127,15 @@ fn prepare(args: &mut InitArgs) -> Result<Prepared, String> {
             process.cwd().display()
         ));
     }
-    Ok(Prepared { fifo, program })
+    let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        Some(profile) => Some(seccomp::compile(profile).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    Ok(Prepared {
+        fifo,
+        program,
+        seccomp,
+    })
 }
 
 /// Blocks until `start` opens the fifo for reading, then tells it we go.
@@ -138,9 +150,12 @@ fn wait_for_start(fifo: &File) -> Result<(), String> {
         .map_err(|e| format!("write the exec fifo: {}", process::io_message(&e)))
 }
 
-/// The last steps, in the order the kernel needs them.
-fn finish(spec: &Spec) -> Result<(), String> {
+/// The last steps, in the order the kernel needs them. The seccomp filter goes last, so it
+/// need not allow our own set-up; without no_new_privs it must go in while we still hold
+/// CAP_SYS_ADMIN, before privileges are dropped.
+fn finish(spec: &Spec, filter: Option<&libseccomp::ScmpFilterContext>) -> Result<(), String> {
     let process = spec.process().as_ref().expect("validated");
+    let nnp = process.no_new_privileges() == Some(true);
     process::set_rlimits(process)?;
     if let Some(adj) = process.oom_score_adj() {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string())
@@ -149,7 +164,14 @@ fn finish(spec: &Spec) -> Result<(), String> {
     if let Some(mask) = process.user().umask() {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
+    if let (Some(filter), false) = (filter, nnp) {
+        seccomp::load(filter).map_err(|e| e.to_string())?;
+    }
     process::drop_privileges(process)?;
     process::enter_cwd(process.cwd())?;
-    process::close_extra_fds()
+    process::close_extra_fds()?;
+    if let (Some(filter), true) = (filter, nnp) {
+        seccomp::load(filter).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }

@@ -11,6 +11,7 @@ mod init;
 pub mod inroot;
 pub mod process;
 pub mod rootfs;
+pub mod seccomp;
 pub mod spec;
 pub mod state;
 

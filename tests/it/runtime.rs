@@ -271,7 +271,11 @@ fn isolation_as_seen_from_inside() {
     assert_eq!(line("user"), "0:0");
     // "/" is the bundle's rootfs (pivot_root happened) and the host's root is gone.
     assert_eq!(line("rootmount"), t.rootfs().to_str().unwrap());
-    assert_eq!(line("othermounts"), "0", "its own mount table: /, /proc, /dev and /sys only");
+    assert_eq!(
+        line("othermounts"),
+        "0",
+        "its own mount table: /, /proc, /dev and /sys only"
+    );
 
     // No host descriptor reaches the program: `ls` (PID 1) sees stdio and its own directory.
     let t = TestBundle::new("runtime::isolation", &["ls", "-l", "/proc/self/fd"], |_| {}).unwrap();
@@ -280,7 +284,14 @@ fn isolation_as_seen_from_inside() {
     let fds: Vec<&str> = out
         .lines()
         .filter(|l| l.starts_with('l'))
-        .map(|l| l.split(" -> ").next().unwrap().split_whitespace().last().unwrap())
+        .map(|l| {
+            l.split(" -> ")
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .last()
+                .unwrap()
+        })
         .collect();
     assert_eq!(fds, ["0", "1", "2", "3"], "{out}");
     if Path::new("/proc/kcore").exists() {
@@ -577,6 +588,52 @@ fn a_bad_spec_is_refused_before_anything_is_made() {
     let (status, _, err) = t.wharf(&["kill", "nope", "NOTASIGNAL"]);
     assert!(
         !status.success() && err.contains("unknown signal \"NOTASIGNAL\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_seccomp_profile_is_enforced() {
+    let profile = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_AARCH64"],
+        "syscalls": [
+            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+            {"names": ["sethostname"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}
+        ]
+    });
+    let script = "grep '^Seccomp:' /proc/self/status; mkdir /tmp/blocked || echo mkdir-refused; hostname other 2>&1; touch /tmp/allowed && echo touch-ok";
+    for nnp in [true, false] {
+        let Some(t) = TestBundle::new("runtime::seccomp", &["sh", "-c", script], |spec| {
+            spec["linux"]["seccomp"] = profile.clone();
+            spec["process"]["noNewPrivileges"] = nnp.into();
+            // sethostname needs CAP_SYS_ADMIN to get as far as seccomp's refusal mattering;
+            // the ERRNO comes first either way.
+        }) else {
+            return;
+        };
+        let (status, out, err) = t.run();
+        assert!(status.success(), "{out} {err}");
+        assert!(out.contains("Seccomp:\t2"), "a filter is loaded: {out}");
+        assert!(
+            out.contains("mkdir-refused") && err.contains("Operation not permitted"),
+            "{out} {err}"
+        );
+        assert!(
+            out.contains("Function not implemented"),
+            "errnoRet 38 is ENOSYS: {out}"
+        );
+        assert!(out.contains("touch-ok"), "{out}");
+    }
+    let Some(t) = TestBundle::new("runtime::seccomp", &["true"], |spec| {
+        spec["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_NOTIFY"});
+    }) else {
+        return;
+    };
+    let (status, _, err) = t.run();
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        err.contains("SCMP_ACT_NOTIFY (a seccomp agent) is not supported"),
         "{err}"
     );
 }
