@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use crate::runtime::container::{CreateOptions, Runtime, parse_signal};
+use crate::runtime::container::{CreateOptions, ExecOptions, Runtime, parse_signal};
 
 /// Where container state lives unless `--root` says otherwise.
 pub const DEFAULT_ROOT: &str = "/run/wharf/runtime";
@@ -71,6 +71,8 @@ pub enum RuntimeCommand {
         detach: bool,
         id: String,
     },
+    /// Run another process in a running container
+    Exec(ExecArgs),
     /// Print the state of a container (OCI JSON)
     State { id: String },
     /// Send a signal (default SIGTERM) to a container
@@ -119,6 +121,34 @@ pub enum RuntimeCommand {
     },
 }
 
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// An OCI process.json to run (instead of COMMAND)
+    #[arg(long, short = 'p')]
+    pub process: Option<PathBuf>,
+    /// Do not wait for the process
+    #[arg(long, short = 'd')]
+    pub detach: bool,
+    #[arg(long)]
+    pub pid_file: Option<PathBuf>,
+    #[arg(long)]
+    pub console_socket: Option<PathBuf>,
+    /// Give the process a terminal (needs --console-socket)
+    #[arg(long, short = 't')]
+    pub tty: bool,
+    #[arg(long)]
+    pub cwd: Option<String>,
+    /// Extra environment, KEY=VALUE (repeatable)
+    #[arg(long = "env", short = 'e')]
+    pub env: Vec<String>,
+    /// UID[:GID]
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    pub id: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
 fn fail(args: &RuntimeArgs, message: &str) -> ExitCode {
     eprintln!("wharf runtime: {message}");
     if let Some(log) = &args.log {
@@ -144,13 +174,54 @@ fn fail(args: &RuntimeArgs, message: &str) -> ExitCode {
 }
 
 fn create_options(b: &BundleArgs) -> Result<CreateOptions, String> {
-    if b.console_socket.is_some() {
-        return Err("--console-socket: terminals (process.terminal) are not supported yet".into());
-    }
     Ok(CreateOptions {
         bundle: b.bundle.clone(),
         pid_file: b.pid_file.clone(),
+        console_socket: b.console_socket.clone(),
     })
+}
+
+/// The process `exec` runs: from `--process`, or the container's own process with another
+/// command (and extra environment, cwd, user, terminal).
+fn exec_process(runtime: &Runtime, e: &ExecArgs) -> Result<oci_spec::runtime::Process, String> {
+    if let Some(path) = &e.process {
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| format!("read {}: {err}", path.display()))?;
+        return serde_json::from_str(&text)
+            .map_err(|err| format!("{}: not an OCI process: {err}", path.display()));
+    }
+    if e.command.is_empty() {
+        return Err("exec needs a command, or --process with a process.json".into());
+    }
+    let state = runtime.root.load(&e.id).map_err(|err| err.to_string())?;
+    let bundle =
+        crate::runtime::spec::Bundle::load(&state.bundle).map_err(|err| err.to_string())?;
+    let mut value = serde_json::to_value(bundle.spec.process().clone().unwrap_or_default())
+        .expect("a process serializes");
+    value["args"] = serde_json::json!(e.command);
+    value["terminal"] = e.tty.into();
+    if let Some(cwd) = &e.cwd {
+        value["cwd"] = cwd.clone().into();
+    }
+    if let Some(user) = &e.user {
+        let (uid, gid) = user.split_once(':').unwrap_or((user.as_str(), "0"));
+        value["user"]["uid"] = uid
+            .parse::<u32>()
+            .map_err(|_| format!("--user {user}: expected UID[:GID]"))?
+            .into();
+        value["user"]["gid"] = gid
+            .parse::<u32>()
+            .map_err(|_| format!("--user {user}: expected UID[:GID]"))?
+            .into();
+    }
+    if let Some(env) = value["env"].as_array_mut() {
+        for kv in &e.env {
+            let key = kv.split('=').next().unwrap_or_default();
+            env.retain(|v| v.as_str().is_none_or(|s| s.split('=').next() != Some(key)));
+            env.push(kv.clone().into());
+        }
+    }
+    serde_json::from_value(value).map_err(|err| format!("exec process: {err}"))
 }
 
 /// Runs one runtime command; errors go to stderr (and `--log`), exit status 1.
@@ -177,6 +248,21 @@ pub fn run(args: RuntimeArgs) -> ExitCode {
             let code = runtime
                 .run(id, &create_options(bundle)?, *detach)
                 .map_err(|e| e.to_string())?;
+            Ok(ExitCode::from(code.clamp(0, 255) as u8))
+        }
+        RuntimeCommand::Exec(e) => {
+            let process = exec_process(&runtime, e)?;
+            let code = runtime
+                .exec(
+                    &e.id,
+                    &ExecOptions {
+                        process,
+                        detach: e.detach,
+                        pid_file: e.pid_file.clone(),
+                        console_socket: e.console_socket.clone(),
+                    },
+                )
+                .map_err(|err| err.to_string())?;
             Ok(ExitCode::from(code.clamp(0, 255) as u8))
         }
         RuntimeCommand::State { id } => {

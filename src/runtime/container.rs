@@ -75,6 +75,37 @@ pub struct Runtime {
 pub struct CreateOptions {
     pub bundle: PathBuf,
     pub pid_file: Option<PathBuf>,
+    /// Where to send the pty master when `process.terminal` is set.
+    pub console_socket: Option<PathBuf>,
+}
+
+/// What `exec` runs in a container.
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    pub process: oci_spec::runtime::Process,
+    pub detach: bool,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+}
+
+/// Connects to the console socket when the process wants a terminal.
+fn console_for(
+    wants_terminal: bool,
+    socket: Option<&Path>,
+) -> Result<Option<std::os::unix::net::UnixStream>, RuntimeError> {
+    match (wants_terminal, socket) {
+        (false, _) => Ok(None),
+        (true, None) => Err(RuntimeError::Init(
+            "process.terminal is set but no --console-socket was given to send the terminal to"
+                .into(),
+        )),
+        (true, Some(path)) => std::os::unix::net::UnixStream::connect(path)
+            .map(Some)
+            .map_err(sys(format!(
+                "connect to the console socket {}",
+                path.display()
+            ))),
+    }
 }
 
 /// A container just created by this process (its init is our child).
@@ -181,6 +212,8 @@ impl Runtime {
             }
         }
 
+        let wants_terminal = spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
+        let console = console_for(wants_terminal, options.console_socket.as_deref())?;
         let (mut parent_end, child_end) = Channel::pair().map_err(sys("make the sync channel"))?;
         let (error_read, error_write): (OwnedFd, OwnedFd) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -199,9 +232,11 @@ impl Runtime {
                 join,
                 new_namespaces,
                 cgroup_v2,
+                console,
             });
         };
         guard.child = Some(pid);
+        drop(console);
         drop(child_end);
         drop(error_write);
 
@@ -421,6 +456,106 @@ impl Runtime {
         Ok(out)
     }
 
+    /// Runs another process in a running container: it joins the init's namespaces and cgroup,
+    /// takes the spec's identity, capabilities and seccomp profile, and never sees a host
+    /// descriptor. Returns its exit code (0 at once with `detach`).
+    pub fn exec(&self, id: &str, options: &ExecOptions) -> Result<i32, RuntimeError> {
+        let state = self.root.load(id)?;
+        let status = self.root.status(&state);
+        if !matches!(status, Status::Running | Status::Created) {
+            return Err(RuntimeError::WrongState {
+                id: id.to_owned(),
+                action: "exec in",
+                status,
+                hint: "",
+            });
+        }
+        let bundle = Bundle::load(&state.bundle)?;
+        let linux = bundle.spec.linux().as_ref().expect("validated");
+        let order = [
+            LinuxNamespaceType::User,
+            LinuxNamespaceType::Ipc,
+            LinuxNamespaceType::Uts,
+            LinuxNamespaceType::Network,
+            LinuxNamespaceType::Cgroup,
+            LinuxNamespaceType::Pid,
+            LinuxNamespaceType::Mount,
+        ];
+        let wanted: Vec<LinuxNamespaceType> = linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .map(|n| n.typ())
+            .collect();
+        let mut namespaces = Vec::new();
+        for typ in order.into_iter().filter(|t| wanted.contains(t)) {
+            let path = format!("/proc/{}/ns/{typ}", state.pid);
+            let file = File::open(&path).map_err(sys(format!("open {path}")))?;
+            namespaces.push((typ, file));
+        }
+        let console = console_for(
+            options.process.terminal() == Some(true),
+            options.console_socket.as_deref(),
+        )?;
+        let cgroup = self.cgroup_of(&state)?;
+        let (error_read, error_write): (OwnedFd, OwnedFd) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(nix_sys("make the exec error pipe"))?;
+        let (go_read, go_write): (OwnedFd, OwnedFd) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(nix_sys("make the start pipe"))?;
+        // No process in the container may reach into this one, or through /proc/<pid>/exe to
+        // the host's wharf binary (CVE-2019-5736).
+        // SAFETY: prctl with integer arguments only.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+        // The pid namespace applies to children: join it here; the child joins the others.
+        if let Some((_, pid_ns)) = namespaces
+            .iter()
+            .find(|(t, _)| *t == LinuxNamespaceType::Pid)
+        {
+            nix::sched::setns(pid_ns, CloneFlags::CLONE_NEWPID)
+                .map_err(nix_sys("join the pid namespace"))?;
+        }
+        let child = process::clone_into(0).map_err(sys("fork the exec process"))?;
+        let Some(pid) = child else {
+            drop(error_read);
+            drop(go_write);
+            let message = exec_child(
+                go_read,
+                &namespaces,
+                console.as_ref(),
+                &options.process,
+                &bundle,
+            );
+            let mut pipe = File::from(error_write);
+            let _ = std::io::Write::write_all(&mut pipe, message.as_bytes());
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("wharf runtime: {message}\n").as_bytes(),
+            );
+            std::process::exit(127);
+        };
+        drop(error_write);
+        drop(go_read);
+        drop(console);
+        let joined = cgroup.add_task(pid);
+        drop(go_write); // EOF tells the child to go on
+        joined?;
+        let mut message = String::new();
+        let _ = (&File::from(error_read)).read_to_string(&mut message);
+        if !message.is_empty() {
+            let _ = waitpid(Pid::from_raw(pid), None);
+            return Err(RuntimeError::Init(message));
+        }
+        if let Some(pid_file) = &options.pid_file {
+            write_pid_file(pid_file, pid)?;
+        }
+        if options.detach {
+            return Ok(0);
+        }
+        wait_forwarding_signals(pid)
+    }
+
     /// create + start + wait; returns the exit code (128+N for a death by signal N). The
     /// container is deleted when its program ends.
     pub fn run(
@@ -447,6 +582,65 @@ impl Runtime {
         let code = wait_forwarding_signals(created.pid)?;
         self.delete(id, true)?;
         Ok(code)
+    }
+}
+
+/// The exec child: wait for the parent, join the namespaces (mount last), take the terminal,
+/// then the process's limits, identity, capabilities, cwd and seccomp, and exec. Returns only
+/// the reason it failed.
+fn exec_child(
+    go: OwnedFd,
+    namespaces: &[(LinuxNamespaceType, File)],
+    console: Option<&std::os::unix::net::UnixStream>,
+    process: &oci_spec::runtime::Process,
+    bundle: &Bundle,
+) -> String {
+    let run = || -> Result<std::convert::Infallible, String> {
+        let mut byte = [0u8; 1];
+        let _ = (&File::from(go)).read(&mut byte);
+        for (typ, file) in namespaces
+            .iter()
+            .filter(|(t, _)| *t != LinuxNamespaceType::Pid)
+        {
+            nix::sched::setns(file, CloneFlags::empty())
+                .map_err(|e| format!("join the {typ} namespace: {}", e.desc()))?;
+        }
+        nix::unistd::chdir("/").map_err(|e| format!("chdir to /: {}", e.desc()))?;
+        if let Some(socket) = console {
+            let size = process
+                .console_size()
+                .map(|b| (b.height() as u16, b.width() as u16));
+            super::console::setup(socket, size)?;
+        }
+        let argv = process.args().clone().unwrap_or_default();
+        let env = process.env().clone().unwrap_or_default();
+        let program = process::find_executable(argv.first().map_or("", String::as_str), &env)?;
+        let filter = match bundle
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.seccomp().as_ref())
+        {
+            Some(profile) => Some(super::seccomp::compile(profile).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        process::set_rlimits(process)?;
+        let nnp = process.no_new_privileges() == Some(true);
+        if let (Some(f), false) = (&filter, nnp) {
+            super::seccomp::load(f).map_err(|e| e.to_string())?;
+        }
+        process::drop_privileges(process)?;
+        process::enter_cwd(process.cwd())?;
+        process::close_extra_fds()?;
+        if let (Some(f), true) = (&filter, nnp) {
+            super::seccomp::load(f).map_err(|e| e.to_string())?;
+        }
+        Err(process::exec(&program, &argv, &env))
+    };
+    match run() {
+        Ok(never) => match never {},
+        Err(message) if message.starts_with("exec failed") => message,
+        Err(message) => format!("exec failed: {message}"),
     }
 }
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use super::channel::{Channel, Child, Parent};
+use super::console;
 use super::process;
 use super::rootfs;
 use super::seccomp;
@@ -25,6 +26,8 @@ pub struct InitArgs<'a> {
     pub join: Vec<(PathBuf, nix::sched::CloneFlags)>,
     pub new_namespaces: Vec<LinuxNamespaceType>,
     pub cgroup_v2: bool,
+    /// Connected to `--console-socket`, when the process wants a terminal.
+    pub console: Option<std::os::unix::net::UnixStream>,
 }
 
 /// Everything checked and made ready before the container waits to be started.
@@ -115,6 +118,14 @@ fn prepare(args: &mut InitArgs) -> Result<Prepared, String> {
     .map_err(|e| format!("open {}: {}", args.exec_fifo.display(), e.desc()))?;
     rootfs::prepare(spec, args.rootfs, args.cgroup_v2).map_err(|e| e.to_string())?;
     rootfs::finish(spec).map_err(|e| e.to_string())?;
+    if let Some(socket) = &args.console {
+        let size = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.console_size())
+            .map(|b| (b.height() as u16, b.width() as u16));
+        console::setup(socket, size)?;
+    }
 
     let process = spec.process().as_ref().expect("validated");
     let argv = process.args().as_deref().unwrap_or_default();

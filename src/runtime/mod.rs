@@ -6,6 +6,7 @@
 
 pub mod cgroups;
 pub mod channel;
+pub mod console;
 pub mod container;
 mod init;
 pub mod inroot;

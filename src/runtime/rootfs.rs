@@ -370,6 +370,32 @@ fn device_kind(t: LinuxDeviceType) -> Option<libc::mode_t> {
     }
 }
 
+/// Bind-mounts the host's device node at `path` (inside the root) when mknod is not allowed.
+fn bind_host_device(
+    root: &Root,
+    path: &Path,
+    kind: libc::mode_t,
+    wanted: libc::dev_t,
+) -> Result<(), RootfsError> {
+    let host = std::fs::symlink_metadata(path).map_err(err("bind host device", path))?;
+    if host.mode() & libc::S_IFMT != kind || host.rdev() != wanted {
+        return Err(fail("bind host device", path)(format_args!(
+            "the host's node is another device"
+        )));
+    }
+    let target = root
+        .resolve(path, Make::File)
+        .map_err(err("make device mount point", path))?;
+    mount(
+        Some(path),
+        &fd_path(&target),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(err("bind host device", path))
+}
+
 /// One device node to make.
 struct DeviceNode {
     path: PathBuf,
@@ -445,14 +471,31 @@ fn make_devices(root: &Root, devices: &[LinuxDevice], spec: &Spec) -> Result<(),
             Err(nix::Error::ENOENT) => {}
             Err(e) => return Err(err("stat device", &path)(e)),
         }
-        nix::sys::stat::mknodat(
+        let made = nix::sys::stat::mknodat(
             &dir,
             name,
             nix::sys::stat::SFlag::from_bits_truncate(kind),
             nix::sys::stat::Mode::from_bits_truncate(mode),
             wanted,
+        );
+        match made {
+            Ok(()) => {}
+            // The devices cgroup (or a user namespace) forbids mknod: bind the host's node
+            // instead, as runc does. It must be the same device.
+            Err(nix::Error::EPERM) => {
+                bind_host_device(root, &path, kind, wanted)?;
+                continue;
+            }
+            Err(e) => return Err(err("make device", &path)(e)),
+        }
+        // mknod applied the umask: set the mode the spec asks for.
+        nix::sys::stat::fchmodat(
+            &dir,
+            name,
+            nix::sys::stat::Mode::from_bits_truncate(mode),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
         )
-        .map_err(err("make device", &path))?;
+        .map_err(err("chmod device", &path))?;
         nix::unistd::fchownat(
             &dir,
             name,

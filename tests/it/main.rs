@@ -10,6 +10,7 @@ mod browser;
 mod cli;
 mod config;
 mod database;
+mod dockerd;
 mod runtime;
 mod startup;
 mod tls;

@@ -15,6 +15,22 @@ const CONTROLLERS: [&str; 8] = [
     "cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "devices", "blkio",
 ];
 
+/// Device rules appended after the spec's (see `apply`).
+const DEFAULT_ALLOWED_DEVICES: [&str; 12] = [
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+    "c 10:200 rwm",
+];
+
 pub struct V1 {
     root: PathBuf,
     path: String,
@@ -164,6 +180,12 @@ impl Backend for V1 {
                     "devices.deny"
                 };
                 write_file(&dir.join(file), &line)?;
+            }
+            // After the spec's rules, the devices every container needs (as runc appends
+            // them): mknod of any node (using one still needs a rule), the standard character
+            // devices, the pty multiplexer and its terminals, and tun.
+            for line in DEFAULT_ALLOWED_DEVICES {
+                write_file(&dir.join("devices.allow"), line)?;
             }
         }
         Ok(())
