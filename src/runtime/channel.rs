@@ -6,10 +6,14 @@
 //!   ─────────────────────────────────              ────────────────────────────────────────────
 //!   socketpair, exec fifo, clone3(ns flags) ──▶    (starts; new pid/mnt/uts/ipc/net/cgroup ns)
 //!   cgroup: write child pid to cgroup.procs        recv ─ waits
-//!   send  Parent::Proceed  ───────────────────▶    hostname, rootfs + mounts, devices,
-//!                                                  pivot_root, masked/readonly paths, sysctls,
-//!                                                  executable resolved inside the rootfs
-//!         ◀──────────────────────────────────      send Child::Ready  (or Child::Failed{message})
+//!   send  Parent::Proceed  ───────────────────▶    cgroup ns, hostname, lo, rootfs mounts, devices
+//!         ◀──────────────────────────────────      send Child::Mounted
+//!   prestart + createRuntime hooks
+//!   send  Parent::HooksDone ──────────────────▶    createContainer hooks, pivot_root, sysctls,
+//!                                                  masked/readonly paths, terminal, executable
+//!                                                  resolved inside the rootfs
+//!         ◀──────────────────────────────────      send Child::Ready  (or Child::Failed{message}
+//!                                                  at any step)
 //!   state.json written: "created"                  opens exec fifo O_WRONLY ─ blocks
 //!   ... `start` opens the fifo O_RDONLY  ──────▶   writes one byte, drops privileges, execve
 //! ```
@@ -27,11 +31,15 @@ use serde::{Deserialize, Serialize};
 pub enum Parent {
     /// The child is in its cgroup; it may set itself up.
     Proceed,
+    /// The runtime's hooks ran; the child may pivot into its root.
+    HooksDone,
 }
 
 /// What the child tells the parent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Child {
+    /// The mounts are made, the root not yet pivoted into: time for the runtime's hooks.
+    Mounted,
     /// The container is set up and waits on the exec fifo.
     Ready,
     /// Set-up failed; the message names the step and the cause.

@@ -224,6 +224,8 @@ impl Runtime {
             drop(parent_end);
             drop(error_read);
             init::run(InitArgs {
+                id: id.to_owned(),
+                bundle: &bundle.dir,
                 spec,
                 rootfs: &bundle.rootfs,
                 channel: child_end,
@@ -242,9 +244,44 @@ impl Runtime {
 
         guard.cgroup.as_ref().expect("set above").add_task(pid)?;
         parent_end.send(&Parent::Proceed)?;
+        match parent_end.recv::<Child>("Mounted")? {
+            Child::Mounted => {}
+            Child::Failed { message } => return Err(RuntimeError::Init(message)),
+            Child::Ready => {
+                return Err(RuntimeError::Init(
+                    "the container init skipped a step: Ready before Mounted".into(),
+                ));
+            }
+        }
+        let annotations: std::collections::BTreeMap<String, String> = spec
+            .annotations()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let hook_state = super::hooks::state_json(id, "creating", pid, &bundle.dir, &annotations);
+        let hooks = spec.hooks().as_ref();
+        super::hooks::run(
+            "prestart",
+            hooks.and_then(|h| h.prestart().as_ref()),
+            &hook_state,
+        )
+        .map_err(RuntimeError::Init)?;
+        super::hooks::run(
+            "createRuntime",
+            hooks.and_then(|h| h.create_runtime().as_ref()),
+            &hook_state,
+        )
+        .map_err(RuntimeError::Init)?;
+        parent_end.send(&Parent::HooksDone)?;
         match parent_end.recv::<Child>("Ready")? {
             Child::Ready => {}
             Child::Failed { message } => return Err(RuntimeError::Init(message)),
+            Child::Mounted => {
+                return Err(RuntimeError::Init(
+                    "the container init sent Mounted twice".into(),
+                ));
+            }
         }
 
         let state = State {
@@ -318,6 +355,24 @@ impl Runtime {
             }
         }
         std::fs::remove_file(&fifo).map_err(sys(format!("remove {}", fifo.display())))?;
+        if let Ok(bundle) = Bundle::load(&state.bundle)
+            && let Some(hooks) = bundle
+                .spec
+                .hooks()
+                .as_ref()
+                .and_then(|h| h.poststart().as_ref())
+        {
+            let hook_state = super::hooks::state_json(
+                id,
+                "running",
+                state.pid,
+                &state.bundle,
+                &state.annotations,
+            );
+            if let Err(message) = super::hooks::run("poststart", Some(hooks), &hook_state) {
+                eprintln!("wharf runtime: warning: {message}");
+            }
+        }
         Ok(())
     }
 
@@ -386,6 +441,19 @@ impl Runtime {
                 std::thread::sleep(Duration::from_millis(2));
             }
             cg.remove()?;
+        }
+        if let Ok(bundle) = Bundle::load(&state.bundle)
+            && let Some(hooks) = bundle
+                .spec
+                .hooks()
+                .as_ref()
+                .and_then(|h| h.poststop().as_ref())
+        {
+            let hook_state =
+                super::hooks::state_json(id, "stopped", 0, &state.bundle, &state.annotations);
+            if let Err(message) = super::hooks::run("poststop", Some(hooks), &hook_state) {
+                eprintln!("wharf runtime: warning: {message}");
+            }
         }
         self.root.remove(id)?;
         Ok(())

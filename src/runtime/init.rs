@@ -10,12 +10,15 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use super::channel::{Channel, Child, Parent};
 use super::console;
+use super::hooks;
 use super::process;
 use super::rootfs;
 use super::seccomp;
 
 /// What the init process needs, prepared by the parent before `clone3`.
 pub struct InitArgs<'a> {
+    pub id: String,
+    pub bundle: &'a Path,
     pub spec: &'a Spec,
     pub rootfs: &'a Path,
     pub channel: Channel,
@@ -55,9 +58,22 @@ pub fn run(mut args: InitArgs) -> ! {
         std::process::exit(1);
     }
     drop(args.channel);
-    let message = match wait_for_start(&prepared.fifo)
-        .and_then(|()| finish(args.spec, prepared.seccomp.as_ref()))
-    {
+    let started = wait_for_start(&prepared.fifo).and_then(|()| {
+        let state = hooks::state_json(
+            &args.id,
+            "created",
+            std::process::id() as i32,
+            args.bundle,
+            &Default::default(),
+        );
+        let hooks = args
+            .spec
+            .hooks()
+            .as_ref()
+            .and_then(|h| h.start_container().as_ref());
+        hooks::run("startContainer", hooks, &state)
+    });
+    let message = match started.and_then(|()| finish(args.spec, prepared.seccomp.as_ref())) {
         Ok(()) => {
             let process = args.spec.process().as_ref().expect("validated");
             let argv = process.args().clone().unwrap_or_default();
@@ -117,6 +133,25 @@ fn prepare(args: &mut InitArgs) -> Result<Prepared, String> {
     .map(File::from)
     .map_err(|e| format!("open {}: {}", args.exec_fifo.display(), e.desc()))?;
     rootfs::prepare(spec, args.rootfs, args.cgroup_v2).map_err(|e| e.to_string())?;
+    args.channel
+        .send(&Child::Mounted)
+        .map_err(|e| e.to_string())?;
+    let _: Parent = args.channel.recv("HooksDone").map_err(|e| e.to_string())?;
+    let state = hooks::state_json(
+        &args.id,
+        "creating",
+        std::process::id() as i32,
+        args.bundle,
+        &Default::default(),
+    );
+    hooks::run(
+        "createContainer",
+        spec.hooks()
+            .as_ref()
+            .and_then(|h| h.create_container().as_ref()),
+        &state,
+    )?;
+    rootfs::pivot(args.rootfs).map_err(|e| e.to_string())?;
     rootfs::finish(spec).map_err(|e| e.to_string())?;
     if let Some(socket) = &args.console {
         let size = spec

@@ -8,6 +8,7 @@ pub mod cgroups;
 pub mod channel;
 pub mod console;
 pub mod container;
+pub mod hooks;
 mod init;
 pub mod inroot;
 pub mod process;

@@ -122,8 +122,8 @@ fn default_devices() -> Vec<(&'static str, u64, u64)> {
     ]
 }
 
-/// Everything up to and including `pivot_root`. Runs in the init process, in its own mount
-/// namespace, before the root changes.
+/// Everything before `pivot_root`: propagation, mounts and devices. Runs in the init process, in
+/// its own mount namespace.
 pub fn prepare(spec: &Spec, rootfs: &Path, cgroup_v2: bool) -> Result<(), RootfsError> {
     let linux = spec.linux().as_ref();
     let propagation = match linux.and_then(|l| l.rootfs_propagation().as_deref()) {
@@ -167,8 +167,7 @@ pub fn prepare(spec: &Spec, rootfs: &Path, cgroup_v2: bool) -> Result<(), Rootfs
             .and_then(|l| l.devices().as_ref())
             .map_or(&[][..], |d| &d[..]),
         spec,
-    )?;
-    pivot(rootfs)
+    )
 }
 
 fn mount_one(root: &Root, m: &Mount, cgroup_v2: bool) -> Result<(), RootfsError> {
@@ -523,7 +522,7 @@ fn make_devices(root: &Root, devices: &[LinuxDevice], spec: &Spec) -> Result<(),
 }
 
 /// Makes `rootfs` the root: `pivot_root(".", ".")` then detach the old root stacked under it.
-fn pivot(rootfs: &Path) -> Result<(), RootfsError> {
+pub fn pivot(rootfs: &Path) -> Result<(), RootfsError> {
     nix::unistd::chdir(rootfs).map_err(err("chdir to", rootfs))?;
     nix::unistd::pivot_root(".", ".").map_err(err("pivot_root to", rootfs))?;
     // The old root is now on top of "/": keep its unmount from reaching the host, then drop it.

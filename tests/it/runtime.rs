@@ -637,3 +637,63 @@ fn the_seccomp_profile_is_enforced() {
         "{err}"
     );
 }
+
+#[test]
+fn hooks_run_at_their_points_with_the_state_on_stdin() {
+    let Some(t) = TestBundle::new(
+        "runtime::hooks",
+        &["sh", "-c", "cat /started-by-hook"],
+        |_| {},
+    ) else {
+        return;
+    };
+    let out = t.dir.path().join("hooks");
+    std::fs::create_dir(&out).unwrap();
+    let save = |name: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}/{name}.json", out.display())]});
+    let mut spec: Value =
+        serde_json::from_slice(&std::fs::read(t.bundle.join("config.json")).unwrap()).unwrap();
+    spec["hooks"] = json!({
+        "prestart": [save("prestart")],
+        "createRuntime": [save("createRuntime")],
+        "createContainer": [save("createContainer")],
+        // runs inside the container, after pivot_root: its paths are the container's
+        "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "echo from-startContainer > /started-by-hook"]}],
+        "poststart": [save("poststart")],
+        "poststop": [save("poststop")]
+    });
+    std::fs::write(
+        t.bundle.join("config.json"),
+        serde_json::to_vec(&spec).unwrap(),
+    )
+    .unwrap();
+    let (status, stdout, err) = t.run();
+    assert!(status.success(), "{err}");
+    assert_eq!(stdout, "from-startContainer\n");
+    for (name, status) in [
+        ("prestart", "creating"),
+        ("createRuntime", "creating"),
+        ("createContainer", "creating"),
+        ("poststart", "running"),
+        ("poststop", "stopped"),
+    ] {
+        let text = std::fs::read_to_string(out.join(format!("{name}.json")))
+            .unwrap_or_else(|_| panic!("{name} did not run"));
+        let state: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(state["id"], t.id.as_str(), "{name}");
+        assert_eq!(state["status"], status, "{name}");
+        assert_eq!(state["bundle"], t.bundle.to_str().unwrap(), "{name}");
+    }
+
+    // A failing createRuntime hook stops the creation and leaves nothing behind.
+    let t = TestBundle::new("runtime::hooks", &["true"], |spec| {
+        spec["hooks"] = json!({"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "echo no-network >&2; exit 2"]}]});
+    })
+    .unwrap();
+    let (status, _, err) = t.run();
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        err.contains("createRuntime hook /bin/sh exited with 2: no-network"),
+        "{err}"
+    );
+    assert!(!t.root.join(&t.id).exists() && !t.cgroup_dir("pids").exists());
+}
