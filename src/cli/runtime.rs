@@ -44,7 +44,7 @@ pub struct BundleArgs {
     /// Unix socket to send the terminal's master end to (for process.terminal)
     #[arg(long)]
     pub console_socket: Option<PathBuf>,
-    /// Do not use pivot_root (accepted; wharf always pivots)
+    /// Move the root and chroot instead of pivot_root (for a rootfs on ramfs)
     #[arg(long)]
     pub no_pivot: bool,
     /// Accepted for runc compatibility
@@ -114,6 +114,8 @@ pub enum RuntimeCommand {
         stats: bool,
         id: String,
     },
+    /// Print what this runtime supports (OCI features JSON)
+    Features,
     /// Write a default config.json into the bundle
     Spec {
         #[arg(long, short = 'b', default_value = ".")]
@@ -178,6 +180,7 @@ fn create_options(b: &BundleArgs) -> Result<CreateOptions, String> {
         bundle: b.bundle.clone(),
         pid_file: b.pid_file.clone(),
         console_socket: b.console_socket.clone(),
+        no_pivot: b.no_pivot,
     })
 }
 
@@ -344,6 +347,14 @@ pub fn run(args: RuntimeArgs) -> ExitCode {
             println!(
                 "{}",
                 serde_json::json!({"type": "stats", "id": id, "data": stats})
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        RuntimeCommand::Features => {
+            let doc = crate::runtime::features();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&doc).expect("features serialize")
             );
             Ok(ExitCode::SUCCESS)
         }

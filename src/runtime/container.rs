@@ -77,7 +77,12 @@ pub struct CreateOptions {
     pub pid_file: Option<PathBuf>,
     /// Where to send the pty master when `process.terminal` is set.
     pub console_socket: Option<PathBuf>,
+    /// Use MS_MOVE + chroot instead of pivot_root.
+    pub no_pivot: bool,
 }
+
+/// The annotation that asks for the built-in minimal init (`docker run --init`).
+pub const INIT_ANNOTATION: &str = "io.wharf.init";
 
 /// What `exec` runs in a container.
 #[derive(Debug, Clone)]
@@ -187,6 +192,9 @@ impl Runtime {
         let fifo = self.root.exec_fifo(id);
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622))
             .map_err(nix_sys(format!("make {}", fifo.display())))?;
+        // mkfifo applied the umask; the init (maybe another uid in a user namespace) must write.
+        std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o622))
+            .map_err(sys(format!("chmod {}", fifo.display())))?;
 
         let mut flags = 0u64;
         let mut join = Vec::new();
@@ -214,6 +222,9 @@ impl Runtime {
 
         let wants_terminal = spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
         let console = console_for(wants_terminal, options.console_socket.as_deref())?;
+        let new_user_ns = new_namespaces.contains(&LinuxNamespaceType::User);
+        // A user namespace given by path is joined first, so the others are joined as its root.
+        join.sort_by_key(|(_, flag)| *flag != CloneFlags::CLONE_NEWUSER);
         let (mut parent_end, child_end) = Channel::pair().map_err(sys("make the sync channel"))?;
         let (error_read, error_write): (OwnedFd, OwnedFd) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -234,6 +245,12 @@ impl Runtime {
                 join,
                 new_namespaces,
                 cgroup_v2,
+                no_pivot: options.no_pivot,
+                reaper: spec
+                    .annotations()
+                    .as_ref()
+                    .and_then(|a| a.get(INIT_ANNOTATION))
+                    .is_some_and(|v| v == "true"),
                 console,
             });
         };
@@ -242,6 +259,9 @@ impl Runtime {
         drop(child_end);
         drop(error_write);
 
+        if new_user_ns {
+            write_id_maps(pid, linux)?;
+        }
         guard.cgroup.as_ref().expect("set above").add_task(pid)?;
         parent_end.send(&Parent::Proceed)?;
         match parent_end.recv::<Child>("Mounted")? {
@@ -597,10 +617,6 @@ impl Runtime {
             );
             let mut pipe = File::from(error_write);
             let _ = std::io::Write::write_all(&mut pipe, message.as_bytes());
-            let _ = std::io::Write::write_all(
-                &mut std::io::stderr(),
-                format!("wharf runtime: {message}\n").as_bytes(),
-            );
             std::process::exit(127);
         };
         drop(error_write);
@@ -710,6 +726,27 @@ fn exec_child(
         Err(message) if message.starts_with("exec failed") => message,
         Err(message) => format!("exec failed: {message}"),
     }
+}
+
+/// Writes the spec's uid and gid mappings for a child in a new user namespace (as root, so
+/// setgroups stays allowed).
+fn write_id_maps(pid: i32, linux: &oci_spec::runtime::Linux) -> Result<(), RuntimeError> {
+    for (file, mappings) in [
+        ("uid_map", linux.uid_mappings()),
+        ("gid_map", linux.gid_mappings()),
+    ] {
+        let text: String = mappings
+            .iter()
+            .flatten()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect();
+        let path = format!("/proc/{pid}/{file}");
+        std::fs::write(&path, &text).map_err(sys(format!(
+            "write {path} ({})",
+            text.trim().replace('\n', ", ")
+        )))?;
+    }
+    Ok(())
 }
 
 fn write_pid_file(path: &Path, pid: i32) -> Result<(), RuntimeError> {

@@ -12,6 +12,7 @@ use super::channel::{Channel, Child, Parent};
 use super::console;
 use super::hooks;
 use super::process;
+use super::reaper;
 use super::rootfs;
 use super::seccomp;
 
@@ -29,6 +30,10 @@ pub struct InitArgs<'a> {
     pub join: Vec<(PathBuf, nix::sched::CloneFlags)>,
     pub new_namespaces: Vec<LinuxNamespaceType>,
     pub cgroup_v2: bool,
+    /// `--no-pivot`: move the root and chroot instead of pivot_root.
+    pub no_pivot: bool,
+    /// Run a minimal init as PID 1 that forwards signals and reaps zombies.
+    pub reaper: bool,
     /// Connected to `--console-socket`, when the process wants a terminal.
     pub console: Option<std::os::unix::net::UnixStream>,
 }
@@ -78,7 +83,18 @@ pub fn run(mut args: InitArgs) -> ! {
             let process = args.spec.process().as_ref().expect("validated");
             let argv = process.args().clone().unwrap_or_default();
             let env = process.env().clone().unwrap_or_default();
-            process::exec(&prepared.program, &argv, &env)
+            if args.reaper {
+                match reaper::fork_program() {
+                    Ok(reaper::Role::Program) => process::exec(&prepared.program, &argv, &env),
+                    Ok(reaper::Role::Reaper(child)) => {
+                        drop(args.exec_error);
+                        reaper::serve(child)
+                    }
+                    Err(message) => message,
+                }
+            } else {
+                process::exec(&prepared.program, &argv, &env)
+            }
         }
         Err(message) => message,
     };
@@ -90,6 +106,13 @@ pub fn run(mut args: InitArgs) -> ! {
 
 fn prepare(args: &mut InitArgs) -> Result<Prepared, String> {
     let _: Parent = args.channel.recv("Proceed").map_err(|e| e.to_string())?;
+    if args.new_namespaces.contains(&LinuxNamespaceType::User) {
+        // The parent has written our id maps: become the namespace's root.
+        nix::unistd::setresgid(0.into(), 0.into(), 0.into())
+            .map_err(|e| format!("become gid 0 in the user namespace: {}", e.desc()))?;
+        nix::unistd::setresuid(0.into(), 0.into(), 0.into())
+            .map_err(|e| format!("become uid 0 in the user namespace: {}", e.desc()))?;
+    }
     for (path, flag) in &args.join {
         let ns = File::open(path).map_err(|e| {
             format!(
@@ -151,7 +174,11 @@ fn prepare(args: &mut InitArgs) -> Result<Prepared, String> {
             .and_then(|h| h.create_container().as_ref()),
         &state,
     )?;
-    rootfs::pivot(args.rootfs).map_err(|e| e.to_string())?;
+    if args.no_pivot {
+        rootfs::move_root(args.rootfs).map_err(|e| e.to_string())?;
+    } else {
+        rootfs::pivot(args.rootfs).map_err(|e| e.to_string())?;
+    }
     rootfs::finish(spec).map_err(|e| e.to_string())?;
     if let Some(socket) = &args.console {
         let size = spec

@@ -12,12 +12,52 @@ pub mod hooks;
 mod init;
 pub mod inroot;
 pub mod process;
+mod reaper;
 pub mod rootfs;
 pub mod seccomp;
 pub mod spec;
 pub mod state;
 
 use oci_spec::runtime::Spec;
+
+/// What this runtime supports, in the OCI features document format (`wharf runtime features`).
+pub fn features() -> serde_json::Value {
+    let capabilities: Vec<String> = caps::all().into_iter().map(|c| c.to_string()).collect();
+    serde_json::json!({
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": "1.2.0",
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
+        "mountOptions": [
+            "ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "sync", "async", "dirsync",
+            "remount", "mand", "nomand", "atime", "noatime", "diratime", "nodiratime", "relatime",
+            "norelatime", "strictatime", "bind", "rbind", "private", "rprivate", "shared", "rshared",
+            "slave", "rslave", "unbindable", "runbindable"
+        ],
+        "linux": {
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
+            "capabilities": capabilities,
+            "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false},
+            "seccomp": {
+                "enabled": true,
+                "actions": [
+                    "SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS",
+                    "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG", "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"
+                ],
+                "operators": [
+                    "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE", "SCMP_CMP_LT",
+                    "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"
+                ],
+                "supportedFlags": ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_TSYNC"]
+            },
+            "apparmor": {"enabled": false},
+            "selinux": {"enabled": false}
+        },
+        "annotations": {
+            "io.wharf.runtime.version": crate::VERSION,
+            "io.wharf.init": "set to \"true\" for a minimal init as PID 1 that forwards signals and reaps zombies"
+        }
+    })
+}
 
 /// The capabilities a container gets unless its spec says otherwise: the 11 that Podman grants.
 pub const DEFAULT_CAPABILITIES: [&str; 11] = [

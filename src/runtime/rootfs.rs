@@ -521,6 +521,18 @@ fn make_devices(root: &Root, devices: &[LinuxDevice], spec: &Spec) -> Result<(),
     Ok(())
 }
 
+/// Makes `rootfs` the root without `pivot_root` (`--no-pivot`, for roots on a ramfs where
+/// pivot_root cannot work): move the root mount over `/` and chroot into it. The host's root
+/// stays reachable from outside the chroot, so pivot_root is preferred whenever it works.
+pub fn move_root(rootfs: &Path) -> Result<(), RootfsError> {
+    nix::unistd::chdir(rootfs).map_err(err("chdir to", rootfs))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(err("move the root mount of", rootfs))?;
+    nix::unistd::chroot(".").map_err(err("chroot into", rootfs))?;
+    nix::unistd::chdir("/").map_err(err("chdir to", Path::new("/")))?;
+    Ok(())
+}
+
 /// Makes `rootfs` the root: `pivot_root(".", ".")` then detach the old root stacked under it.
 pub fn pivot(rootfs: &Path) -> Result<(), RootfsError> {
     nix::unistd::chdir(rootfs).map_err(err("chdir to", rootfs))?;

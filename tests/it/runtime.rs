@@ -697,3 +697,186 @@ fn hooks_run_at_their_points_with_the_state_on_stdin() {
     );
     assert!(!t.root.join(&t.id).exists() && !t.cgroup_dir("pids").exists());
 }
+
+#[test]
+fn the_built_in_init_reaps_orphans_and_forwards_signals() {
+    // An orphan whose parent exits at once is reparented to PID 1, which must reap it.
+    let script = "echo pid=$$; sh -c 'sleep 0.2 &'; sleep 0.8; \
+                  echo zombies=$(cat /proc/[0-9]*/stat 2>/dev/null | awk '$3 == \"Z\"' | wc -l); \
+                  echo init=$(tr '\\0' ' ' < /proc/1/cmdline | cut -c1-40)";
+    let Some(t) = TestBundle::new("runtime::init", &["sh", "-c", script], |spec| {
+        spec["annotations"] = json!({"io.wharf.init": "true"});
+    }) else {
+        return;
+    };
+    let (status, out, err) = t.run();
+    assert!(status.success(), "{out} {err}");
+    assert!(out.contains("pid=2\n"), "the program is not PID 1: {out}");
+    assert!(out.contains("zombies=0\n"), "{out}");
+
+    // SIGTERM to the container reaches the program through the init; its status comes back.
+    let t = TestBundle::new(
+        "runtime::init",
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 42' TERM; while true; do sleep 0.05; done",
+        ],
+        |spec| {
+            spec["annotations"] = json!({"io.wharf.init": "true"});
+        },
+    )
+    .unwrap();
+    let mut running = t
+        .cmd(&["run", "--bundle", t.bundle.to_str().unwrap(), &t.id])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    t.wait_for("running");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(t.wharf(&["kill", &t.id, "TERM"]).0.success());
+    assert_eq!(running.wait().unwrap().code(), Some(42));
+}
+
+#[test]
+fn no_pivot_moves_the_root_instead() {
+    let Some(t) = TestBundle::new(
+        "runtime::no_pivot",
+        &["sh", "-c", "cat /etc/passwd | head -1; ls /"],
+        |_| {},
+    ) else {
+        return;
+    };
+    let (status, out, err) = t.wharf(&[
+        "run",
+        "--no-pivot",
+        "--bundle",
+        t.bundle.to_str().unwrap(),
+        &t.id,
+    ]);
+    assert!(status.success(), "{err}");
+    assert!(
+        out.starts_with("root:x:0:0:root:/root:/bin/sh\n"),
+        "the container's own /etc: {out}"
+    );
+    assert!(!out.contains("work\n") && out.contains("proc\n"), "{out}");
+}
+
+#[test]
+fn a_user_namespace_maps_container_root_to_an_unprivileged_host_uid() {
+    let script = "echo uid=$(id -u); cat /proc/self/uid_map; touch /owned-by-host-root 2>&1 || true; sleep 0.3";
+    let Some(t) = TestBundle::new("runtime::userns", &["sh", "-c", script], |spec| {
+        spec["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "user"}));
+        spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        // cgroup v1 hierarchies cannot be mounted from a user namespace
+        spec["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|m| m["type"] != "cgroup");
+    }) else {
+        return;
+    };
+    let (status, out, err) = t.run();
+    assert!(status.success(), "{out} {err}");
+    assert!(out.contains("uid=0\n"), "{out}");
+    assert!(
+        out.split_whitespace()
+            .collect::<Vec<_>>()
+            .windows(3)
+            .any(|w| w == ["0", "100000", "65536"]),
+        "{out}"
+    );
+    assert!(
+        out.contains("Permission denied") || out.contains("Read-only"),
+        "host root's files are not the container root's: {out}"
+    );
+}
+
+#[test]
+fn exec_enters_a_running_container_and_features_are_listed() {
+    let Some(t) = TestBundle::new("runtime::exec", &["sleep", "300"], |spec| {
+        spec["hostname"] = "exec-target".into();
+    }) else {
+        return;
+    };
+    assert!(t.create().0.success());
+    assert!(t.wharf(&["start", &t.id]).0.success());
+    let (status, out, err) = t.wharf(&[
+        "exec",
+        &t.id,
+        "sh",
+        "-c",
+        "echo $$ $(hostname); ls /proc/self/fd | wc -l; exit 9",
+    ]);
+    assert_eq!(status.code(), Some(9), "{err}");
+    assert_eq!(
+        out, "2 exec-target\n4\n",
+        "pid 2 in the container's pid namespace, its hostname, stdio only"
+    );
+    let (status, out, err) = t.wharf(&[
+        "exec",
+        "-e",
+        "GREETING=hello",
+        "-u",
+        "65534:65534",
+        &t.id,
+        "sh",
+        "-c",
+        "echo $GREETING $(id -u):$(id -g)",
+    ]);
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "hello 65534:65534\n");
+    let (status, _, err) = t.wharf(&["exec", &t.id, "/bin/nope"]);
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        err.contains("exec failed: /bin/nope: No such file or directory"),
+        "{err}"
+    );
+    let pid_file = t.dir.path().join("exec.pid");
+    // Detached, the process keeps its stdio: give it none, or `output()` would wait for it.
+    let status = t
+        .cmd(&[
+            "exec",
+            "--detach",
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            &t.id,
+            "sleep",
+            "300",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    let procs = std::fs::read_to_string(t.cgroup_dir("pids").join("cgroup.procs")).unwrap();
+    assert!(
+        procs.lines().any(|l| l == pid.to_string()),
+        "the exec'd process is in the container's cgroup"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.contains("NoNewPrivs:\t1"));
+
+    let (status, out, _) = t.wharf(&["features"]);
+    assert!(status.success());
+    let features: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(features["linux"]["seccomp"]["enabled"], true);
+    assert!(
+        features["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("user"))
+    );
+    assert!(
+        features["hooks"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("createRuntime"))
+    );
+}
