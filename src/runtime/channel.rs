@@ -5,11 +5,13 @@
 //!   parent (wharf runtime create/run)              child (container init, PID 1 of its pid ns)
 //!   ─────────────────────────────────              ────────────────────────────────────────────
 //!   socketpair, exec fifo, clone3(ns flags) ──▶    (starts; new pid/mnt/uts/ipc/net/cgroup ns)
-//!   cgroup: write child pid to cgroup.procs        recv ─ waits
-//!   send  Parent::Proceed  ───────────────────▶    cgroup ns, hostname, lo, rootfs mounts, devices
+//!   (user namespace: write uid_map, gid_map)       recv ─ waits
+//!   send  Parent::Proceed  ───────────────────▶    hostname, lo, rootfs mounts, devices
+//!   cgroup: write child pid to cgroup.procs        (overlapped: v1 waits an RCU grace period)
 //!         ◀──────────────────────────────────      send Child::Mounted
 //!   prestart + createRuntime hooks
-//!   send  Parent::HooksDone ──────────────────▶    createContainer hooks, pivot_root, sysctls,
+//!   send  Parent::HooksDone ──────────────────▶    cgroup ns, cgroup mounts, createContainer
+//!                                                  hooks, pivot_root, sysctls,
 //!                                                  masked/readonly paths, terminal, executable
 //!                                                  resolved inside the rootfs
 //!         ◀──────────────────────────────────      send Child::Ready  (or Child::Failed{message}

@@ -262,8 +262,11 @@ impl Runtime {
         if new_user_ns {
             write_id_maps(pid, linux)?;
         }
-        guard.cgroup.as_ref().expect("set above").add_task(pid)?;
+        // The child mounts its root filesystem while we move it into its cgroup: on cgroup v1
+        // that move waits for an RCU grace period (milliseconds), which the overlap hides. The
+        // child makes its cgroup namespace, and runs no program of the spec, before HooksDone.
         parent_end.send(&Parent::Proceed)?;
+        guard.cgroup.as_ref().expect("set above").add_task(pid)?;
         match parent_end.recv::<Child>("Mounted")? {
             Child::Mounted => {}
             Child::Failed { message } => return Err(RuntimeError::Init(message)),
@@ -370,7 +373,8 @@ impl Runtime {
                             "the init process of {id:?} did not take the start signal"
                         )));
                     }
-                    std::thread::sleep(Duration::from_millis(1));
+                    let mut fds = [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&reader), nix::poll::PollFlags::POLLIN)];
+                    let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(50u16));
                 }
             }
         }

@@ -125,10 +125,6 @@ fn prepare(args: &mut InitArgs) -> Result<Prepared, String> {
             .map_err(|e| format!("join namespace {}: {}", path.display(), e.desc()))?;
     }
     let spec = args.spec;
-    if args.new_namespaces.contains(&LinuxNamespaceType::Cgroup) {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
-            .map_err(|e| format!("make the cgroup namespace: {}", e.desc()))?;
-    }
     if args.new_namespaces.contains(&LinuxNamespaceType::Uts) {
         if let Some(hostname) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
             nix::unistd::sethostname(hostname)
@@ -159,7 +155,13 @@ fn prepare(args: &mut InitArgs) -> Result<Prepared, String> {
     args.channel
         .send(&Child::Mounted)
         .map_err(|e| e.to_string())?;
+    // HooksDone also means we are in our cgroup (the parent moved us while we mounted).
     let _: Parent = args.channel.recv("HooksDone").map_err(|e| e.to_string())?;
+    if args.new_namespaces.contains(&LinuxNamespaceType::Cgroup) {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+            .map_err(|e| format!("make the cgroup namespace: {}", e.desc()))?;
+    }
+    rootfs::mount_cgroups(spec, args.rootfs, args.cgroup_v2).map_err(|e| e.to_string())?;
     let state = hooks::state_json(
         &args.id,
         "creating",

@@ -158,7 +158,8 @@ pub fn prepare(spec: &Spec, rootfs: &Path, cgroup_v2: bool) -> Result<(), Rootfs
     .map_err(err("bind the root filesystem", rootfs))?;
     let root = Root::open(rootfs).map_err(err("open the root filesystem", rootfs))?;
 
-    for m in spec.mounts().iter().flatten() {
+    // cgroup file systems wait for `mount_cgroups`, once the cgroup namespace exists.
+    for m in spec.mounts().iter().flatten().filter(|m| !is_cgroup_mount(m)) {
         mount_one(&root, m, cgroup_v2)?;
     }
     make_devices(
@@ -168,6 +169,20 @@ pub fn prepare(spec: &Spec, rootfs: &Path, cgroup_v2: bool) -> Result<(), Rootfs
             .map_or(&[][..], |d| &d[..]),
         spec,
     )
+}
+
+fn is_cgroup_mount(m: &Mount) -> bool {
+    matches!(m.typ().as_deref(), Some("cgroup") | Some("cgroup2"))
+}
+
+/// The spec's cgroup file system mounts, made after the init has joined its cgroup and made its
+/// cgroup namespace (so they show the container's own cgroup as the root). Before pivot_root.
+pub fn mount_cgroups(spec: &Spec, rootfs: &Path, cgroup_v2: bool) -> Result<(), RootfsError> {
+    let root = Root::open(rootfs).map_err(err("open the root filesystem", rootfs))?;
+    for m in spec.mounts().iter().flatten().filter(|m| is_cgroup_mount(m)) {
+        mount_one(&root, m, cgroup_v2)?;
+    }
+    Ok(())
 }
 
 fn mount_one(root: &Root, m: &Mount, cgroup_v2: bool) -> Result<(), RootfsError> {
