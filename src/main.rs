@@ -10,9 +10,14 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = wharf::cli::Cli::parse();
-    if !matches!(cli.command, wharf::cli::Command::Serve(_)) {
+    if !matches!(
+        cli.command,
+        wharf::cli::Command::Serve(_) | wharf::cli::Command::Runtime(_)
+    ) {
         // A client whose output is piped into `head` should end quietly, as other Unix tools do,
-        // not panic on EPIPE. The daemon keeps Rust's default (SIGPIPE ignored).
+        // not panic on EPIPE. The daemon and the runtime keep Rust's default (SIGPIPE ignored):
+        // the runtime writes to hooks and pipes that may close early, and resets SIGPIPE for
+        // every process it starts.
         // SAFETY: restoring a signal's default disposition has no memory-safety preconditions,
         // and no other thread exists yet.
         unsafe {

@@ -5,9 +5,11 @@
 //!   parent (wharf runtime create/run)              child (container init, PID 1 of its pid ns)
 //!   ─────────────────────────────────              ────────────────────────────────────────────
 //!   socketpair, exec fifo, clone3(ns flags) ──▶    (starts; new pid/mnt/uts/ipc/net/cgroup ns)
-//!   (user namespace: write uid_map, gid_map)       recv ─ waits
-//!   send  Parent::Proceed  ───────────────────▶    hostname, lo, rootfs mounts, devices
-//!   cgroup: write child pid to cgroup.procs        (overlapped: v1 waits an RCU grace period)
+//!   (user namespace: write uid_map, gid_map,       recv ─ waits
+//!    and move the child into its cgroup)
+//!   send  Parent::Proceed  ───────────────────▶    cgroup v1: write 0 to each `tasks` file
+//!                                                  (v2: clone3 put us in it already);
+//!                                                  hostname, lo, rootfs mounts, devices
 //!         ◀──────────────────────────────────      send Child::Mounted
 //!   prestart + createRuntime hooks
 //!   send  Parent::HooksDone ──────────────────▶    cgroup ns, cgroup mounts, createContainer

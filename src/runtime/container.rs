@@ -230,7 +230,18 @@ impl Runtime {
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
                 .map_err(nix_sys("make the exec error pipe"))?;
 
-        let child = process::clone_into(flags).map_err(sys("clone3 into new namespaces"))?;
+        // Enter the cgroup without the global threadgroup lock where possible (see
+        // Cgroup::entry); a child in a new user namespace cannot write the host's cgroup files,
+        // so the parent moves it.
+        let entry = guard.cgroup.as_ref().expect("set above").entry()?;
+        let (clone_cgroup, self_join) = match entry {
+            cgroups::Entry::CloneInto(dir) => (Some(dir), Vec::new()),
+            cgroups::Entry::SelfJoin(files) if !new_user_ns => (None, files),
+            cgroups::Entry::SelfJoin(_) => (None, Vec::new()),
+        };
+        let parent_moves_child = clone_cgroup.is_none() && self_join.is_empty();
+        let child = process::clone_into_cgroup(flags, clone_cgroup.as_ref())
+            .map_err(sys("clone3 into new namespaces"))?;
         let Some(pid) = child else {
             drop(parent_end);
             drop(error_read);
@@ -246,6 +257,7 @@ impl Runtime {
                 new_namespaces,
                 cgroup_v2,
                 no_pivot: options.no_pivot,
+                join_cgroup: self_join,
                 reaper: spec
                     .annotations()
                     .as_ref()
@@ -262,11 +274,10 @@ impl Runtime {
         if new_user_ns {
             write_id_maps(pid, linux)?;
         }
-        // The child mounts its root filesystem while we move it into its cgroup: on cgroup v1
-        // that move waits for an RCU grace period (milliseconds), which the overlap hides. The
-        // child makes its cgroup namespace, and runs no program of the spec, before HooksDone.
+        if parent_moves_child {
+            guard.cgroup.as_ref().expect("set above").add_task(pid)?;
+        }
         parent_end.send(&Parent::Proceed)?;
-        guard.cgroup.as_ref().expect("set above").add_task(pid)?;
         match parent_end.recv::<Child>("Mounted")? {
             Child::Mounted => {}
             Child::Failed { message } => return Err(RuntimeError::Init(message)),
@@ -322,6 +333,7 @@ impl Runtime {
                 .into_iter()
                 .collect(),
             paused: false,
+            late_hooks: hooks.is_some_and(|h| h.poststart().is_some() || h.poststop().is_some()),
         };
         self.root.save(&state)?;
         if let Some(pid_file) = &options.pid_file {
@@ -373,7 +385,10 @@ impl Runtime {
                             "the init process of {id:?} did not take the start signal"
                         )));
                     }
-                    let mut fds = [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&reader), nix::poll::PollFlags::POLLIN)];
+                    let mut fds = [nix::poll::PollFd::new(
+                        std::os::fd::AsFd::as_fd(&reader),
+                        nix::poll::PollFlags::POLLIN,
+                    )];
                     let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(50u16));
                 }
             }
@@ -684,6 +699,11 @@ fn exec_child(
     bundle: &Bundle,
 ) -> String {
     let run = || -> Result<std::convert::Infallible, String> {
+        // SAFETY: restoring SIGPIPE's default disposition, which the runtime ignores, so the
+        // program does not inherit an ignored SIGPIPE.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
         let mut byte = [0u8; 1];
         let _ = (&File::from(go)).read(&mut byte);
         for (typ, file) in namespaces

@@ -30,6 +30,8 @@ pub struct InitArgs<'a> {
     pub join: Vec<(PathBuf, nix::sched::CloneFlags)>,
     pub new_namespaces: Vec<LinuxNamespaceType>,
     pub cgroup_v2: bool,
+    /// cgroup v1 `tasks` files this process writes itself into (see `Cgroup::entry`).
+    pub join_cgroup: Vec<PathBuf>,
     /// `--no-pivot`: move the root and chroot instead of pivot_root.
     pub no_pivot: bool,
     /// Run a minimal init as PID 1 that forwards signals and reaps zombies.
@@ -106,6 +108,7 @@ pub fn run(mut args: InitArgs) -> ! {
 
 fn prepare(args: &mut InitArgs) -> Result<Prepared, String> {
     let _: Parent = args.channel.recv("Proceed").map_err(|e| e.to_string())?;
+    super::cgroups::join_self(&args.join_cgroup).map_err(|e| e.to_string())?;
     if args.new_namespaces.contains(&LinuxNamespaceType::User) {
         // The parent has written our id maps: become the namespace's root.
         nix::unistd::setresgid(0.into(), 0.into(), 0.into())
@@ -155,7 +158,7 @@ fn prepare(args: &mut InitArgs) -> Result<Prepared, String> {
     args.channel
         .send(&Child::Mounted)
         .map_err(|e| e.to_string())?;
-    // HooksDone also means we are in our cgroup (the parent moved us while we mounted).
+    // The parent moved us into our cgroup before Proceed: the namespace shows it as the root.
     let _: Parent = args.channel.recv("HooksDone").map_err(|e| e.to_string())?;
     if args.new_namespaces.contains(&LinuxNamespaceType::Cgroup) {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)

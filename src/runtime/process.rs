@@ -13,12 +13,22 @@ use oci_spec::runtime::{Capabilities, LinuxCapabilities, PosixRlimitType, Proces
 /// `clone3` with `flags` (CLONE_NEW* bits): like `fork`, returns `None` in the child and the
 /// child's pid in the parent. Only call it from a single-threaded process.
 pub fn clone_into(flags: u64) -> io::Result<Option<i32>> {
+    clone_into_cgroup(flags, None)
+}
+
+/// [`clone_into`], the child starting in the cgroup v2 directory `cgroup` (CLONE_INTO_CGROUP).
+pub fn clone_into_cgroup(flags: u64, cgroup: Option<&std::fs::File>) -> io::Result<Option<i32>> {
+    use std::os::fd::AsRawFd;
     // SAFETY: clone_args is plain data; zero is valid for every field; we set flags and the
     // exit signal. Without a stack, clone3 behaves like fork: the child gets a copy of this
     // (single-threaded) process and returns 0.
     let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
     args.flags = flags;
     args.exit_signal = libc::SIGCHLD as u64;
+    if let Some(dir) = cgroup {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = dir.as_raw_fd() as u64;
+    }
     // SAFETY: a valid pointer and size for clone_args.
     let pid = unsafe {
         libc::syscall(
@@ -33,6 +43,9 @@ pub fn clone_into(flags: u64) -> io::Result<Option<i32>> {
         pid => Ok(Some(pid as i32)),
     }
 }
+
+/// `CLONE_INTO_CGROUP` (linux/sched.h; the libc crate does not name it).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// Finds `program` as `execve` would with `PATH` from `env` (inside the current root).
 pub fn find_executable(program: &str, env: &[String]) -> Result<PathBuf, String> {

@@ -159,7 +159,12 @@ pub fn prepare(spec: &Spec, rootfs: &Path, cgroup_v2: bool) -> Result<(), Rootfs
     let root = Root::open(rootfs).map_err(err("open the root filesystem", rootfs))?;
 
     // cgroup file systems wait for `mount_cgroups`, once the cgroup namespace exists.
-    for m in spec.mounts().iter().flatten().filter(|m| !is_cgroup_mount(m)) {
+    for m in spec
+        .mounts()
+        .iter()
+        .flatten()
+        .filter(|m| !is_cgroup_mount(m))
+    {
         mount_one(&root, m, cgroup_v2)?;
     }
     make_devices(
@@ -179,7 +184,12 @@ fn is_cgroup_mount(m: &Mount) -> bool {
 /// cgroup namespace (so they show the container's own cgroup as the root). Before pivot_root.
 pub fn mount_cgroups(spec: &Spec, rootfs: &Path, cgroup_v2: bool) -> Result<(), RootfsError> {
     let root = Root::open(rootfs).map_err(err("open the root filesystem", rootfs))?;
-    for m in spec.mounts().iter().flatten().filter(|m| is_cgroup_mount(m)) {
+    for m in spec
+        .mounts()
+        .iter()
+        .flatten()
+        .filter(|m| is_cgroup_mount(m))
+    {
         mount_one(&root, m, cgroup_v2)?;
     }
     Ok(())

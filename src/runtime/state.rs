@@ -75,6 +75,9 @@ pub struct State {
     /// Set by `pause`, cleared by `resume`.
     #[serde(default)]
     pub paused: bool,
+    /// Whether the spec has poststart or poststop hooks (so start and delete read it again).
+    #[serde(default)]
+    pub late_hooks: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,8 +144,9 @@ impl StateRoot {
         let path = self.container_dir(&state.id).join("state.json");
         let tmp = path.with_extension("json.tmp");
         let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        file.write_all(&serde_json::to_vec_pretty(state).expect("state serializes"))
-            .and_then(|()| file.sync_all())
+        // No fsync: the state lives in /run (tmpfs) and describes processes that a reboot ends
+        // anyway; the rename alone keeps readers from seeing a partial file.
+        file.write_all(&serde_json::to_vec(state).expect("state serializes"))
             .map_err(io(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io(&path))
     }
@@ -272,6 +276,7 @@ mod tests {
             cgroup_path: "/x".into(),
             annotations: Default::default(),
             paused: false,
+            late_hooks: false,
         };
         root.save(&state).unwrap();
         assert_eq!(root.load("c1").unwrap().bundle, PathBuf::from("/b"));

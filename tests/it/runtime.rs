@@ -220,7 +220,7 @@ fn lifecycle_create_start_kill_delete_with_clear_wrong_state_errors() {
 
 #[test]
 fn isolation_as_seen_from_inside() {
-    let script = "echo pid=$$; echo host=$(hostname); grep -E '^(CapBnd|CapEff|NoNewPrivs):' /proc/self/status; \
+    let script = "echo pid=$$; echo host=$(hostname); grep -E '^(CapBnd|CapEff|NoNewPrivs|SigIgn):' /proc/self/status; \
                   echo ifaces=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\\n' ,); \
                   echo keys=$(wc -c < /proc/keys); \
                   echo 1 > /proc/sys/kernel/shmmax && echo sys=writable || echo sys=read-only; \
@@ -259,6 +259,12 @@ fn isolation_as_seen_from_inside() {
     assert_eq!(line("host"), "isolated-box");
     assert_eq!(line("ifaces"), "lo,", "only the loopback interface");
     assert_eq!(line("NoNewPrivs"), "1");
+    let ignored = u64::from_str_radix(&line("SigIgn"), 16).unwrap();
+    assert_eq!(
+        ignored & (1 << (libc::SIGPIPE - 1)),
+        0,
+        "SIGPIPE is not left ignored"
+    );
     // The 11 default capabilities: CHOWN 0, DAC_OVERRIDE 1, FOWNER 3, FSETID 4, KILL 5, SETGID 6,
     // SETUID 7, SETPCAP 8, NET_BIND_SERVICE 10, SYS_CHROOT 18, SETFCAP 31.
     let expected = [0, 1, 3, 4, 5, 6, 7, 8, 10, 18, 31]

@@ -161,6 +161,31 @@ impl Cgroup {
     pub fn remove(&self) -> Result<(), CgroupError> {
         self.backend().remove()
     }
+
+    /// How a new process can enter this cgroup without the global threadgroup lock (whose
+    /// write side waits for an RCU grace period, milliseconds):
+    /// - v2: `clone3(CLONE_INTO_CGROUP)` with a descriptor of the directory;
+    /// - v1: the (single-threaded) process writes `0` to each hierarchy's `tasks` file itself.
+    pub fn entry(&self) -> Result<Entry, CgroupError> {
+        match self {
+            Cgroup::V2(b) => Ok(Entry::CloneInto(b.open_dir()?)),
+            Cgroup::V1(b) => Ok(Entry::SelfJoin(b.task_files())),
+        }
+    }
+}
+
+/// See [`Cgroup::entry`].
+pub enum Entry {
+    CloneInto(std::fs::File),
+    SelfJoin(Vec<PathBuf>),
+}
+
+/// Moves the calling single-threaded process into the cgroups of these `tasks` files.
+pub fn join_self(task_files: &[PathBuf]) -> Result<(), CgroupError> {
+    for file in task_files {
+        write_file(file, "0")?;
+    }
+    Ok(())
 }
 
 /// Writes `value` to a cgroup file, naming the file and value on failure.

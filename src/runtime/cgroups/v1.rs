@@ -66,6 +66,13 @@ impl V1 {
     }
 }
 
+impl V1 {
+    /// The `tasks` file of each hierarchy of this cgroup.
+    pub fn task_files(&self) -> Vec<PathBuf> {
+        self.dirs().into_iter().map(|d| d.join("tasks")).collect()
+    }
+}
+
 impl Backend for V1 {
     fn create(&self) -> Result<(), CgroupError> {
         for controller in CONTROLLERS {

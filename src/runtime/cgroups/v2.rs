@@ -38,6 +38,16 @@ pub fn shares_to_weight(shares: u64) -> u64 {
     1 + ((shares.clamp(2, 262_144) - 2) * 9999) / 262_142
 }
 
+impl V2 {
+    /// The cgroup directory, for `clone3(CLONE_INTO_CGROUP)`.
+    pub fn open_dir(&self) -> Result<std::fs::File, CgroupError> {
+        std::fs::File::open(&self.dir).map_err(|source| CgroupError::Read {
+            path: self.dir.clone(),
+            source,
+        })
+    }
+}
+
 impl Backend for V2 {
     fn create(&self) -> Result<(), CgroupError> {
         let mut level = self.root.clone();
