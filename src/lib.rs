@@ -11,6 +11,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod host;
+pub mod images;
 pub mod runtime;
 pub mod startup;
 pub mod tls;

@@ -150,6 +150,76 @@ impl fmt::Display for RepoPattern {
     }
 }
 
+/// A content digest: `sha256:<64 hex>` or `sha512:<128 hex>`, lower-case.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Digest(String);
+
+/// The hash algorithms a [`Digest`] may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigestAlgorithm {
+    Sha256,
+    Sha512,
+}
+
+impl Digest {
+    pub fn parse(s: &str) -> Result<Digest, InvalidValue> {
+        let bad = |reason: &str| InvalidValue::new("digest", s, reason);
+        let (algorithm, hex) = s
+            .split_once(':')
+            .ok_or_else(|| bad("expected ALGORITHM:HEX, e.g. sha256:…"))?;
+        let want = match algorithm {
+            "sha256" => 64,
+            "sha512" => 128,
+            _ => return Err(bad("the algorithm must be sha256 or sha512")),
+        };
+        if hex.len() != want
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(bad(&format!(
+                "expected {want} lower-case hex digits after {algorithm}:"
+            )));
+        }
+        Ok(Digest(s.to_owned()))
+    }
+
+    pub fn algorithm(&self) -> DigestAlgorithm {
+        if self.0.starts_with("sha512:") {
+            DigestAlgorithm::Sha512
+        } else {
+            DigestAlgorithm::Sha256
+        }
+    }
+
+    pub fn algorithm_name(&self) -> &str {
+        self.0.split(':').next().unwrap_or("sha256")
+    }
+
+    /// The hex part.
+    pub fn hex(&self) -> &str {
+        self.0.split_once(':').map_or("", |(_, h)| h)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for Digest {
+    type Err = InvalidValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Digest::parse(s)
+    }
+}
+
 /// Percent-encodes a URL path segment or query value (RFC 3986 unreserved characters stay).
 pub fn percent_encode(value: &str) -> String {
     value
@@ -227,6 +297,26 @@ mod tests {
         assert!(!m("*/app", "team/x/app"));
         assert!(m("a/**/z", "a/b/c/z"));
         assert!(!m("a/**/z", "a/z"));
+    }
+
+    #[test]
+    fn digests_are_checked() {
+        let hex = "a".repeat(64);
+        let d = Digest::parse(&format!("sha256:{hex}")).unwrap();
+        assert_eq!(
+            (d.algorithm(), d.hex()),
+            (DigestAlgorithm::Sha256, hex.as_str())
+        );
+        assert!(Digest::parse(&format!("sha512:{}", "0".repeat(128))).is_ok());
+        for bad in [
+            format!("sha256:{}", "A".repeat(64)),
+            format!("sha256:{}", "a".repeat(63)),
+            "md5:abc".into(),
+            "nocolon".into(),
+            format!("sha256:{}/..", "a".repeat(61)),
+        ] {
+            assert!(Digest::parse(&bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod fixtures;
 mod harness;
+mod layers;
 
 mod api;
 mod auth;
