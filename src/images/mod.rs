@@ -4,5 +4,6 @@
 //! Owns `<data-root>/blobs` ([`store`]) and `<data-root>/layers` ([`unpack`]). It must not run
 //! containers (that is `runtime` via `engine`) nor serve HTTP.
 
+pub mod snapshot;
 pub mod store;
 pub mod unpack;

@@ -235,6 +235,15 @@ fn timespec(secs: u64) -> nix::sys::time::TimeSpec {
 
 /// Unpacks `tar` (already decompressed) into the empty directory `dest`.
 pub fn unpack(tar: impl Read, dest: &Path, limits: Limits) -> Result<Unpacked, UnpackError> {
+    unpack_entries(tar, dest, limits).map_err(|e| match e {
+        UnpackError::TooLarge { .. } => UnpackError::TooLarge {
+            limit: limits.max_bytes,
+        },
+        other => other,
+    })
+}
+
+fn unpack_entries(tar: impl Read, dest: &Path, limits: Limits) -> Result<Unpacked, UnpackError> {
     let bounded = Bounded {
         inner: tar,
         read: 0,
@@ -524,13 +533,7 @@ pub fn unpack_into_new(
         .map_err(|e| entry_err(".", format!("make {}: {e}", dest.display())))?;
     let result = decompressed(blob)
         .map_err(|e| UnpackError::Tar(e.to_string()))
-        .and_then(|tar| unpack(tar, dest, limits))
-        .map_err(|e| match e {
-            UnpackError::TooLarge { .. } => UnpackError::TooLarge {
-                limit: limits.max_bytes,
-            },
-            other => other,
-        });
+        .and_then(|tar| unpack(tar, dest, limits));
     if result.is_err() {
         let _ = std::fs::remove_dir_all(dest);
     }

@@ -13,6 +13,7 @@ mod config;
 mod database;
 mod dockerd;
 mod runtime;
+mod snapshots;
 mod startup;
 mod tls;
 mod web;
