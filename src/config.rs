@@ -379,9 +379,9 @@ pub enum ConfigError {
 /// <data-root>/wharf.lock              one daemon per data root (flock), holds the daemon's pid
 /// <data-root>/wharf.db                SQLite in WAL mode (+ -wal, -shm)
 /// <data-root>/tls/                    ca.pem, server.pem, server-key.pem (made when none is given)
-/// <data-root>/blobs/sha256/<ab>/<hex> content-addressed bytes            (images, registry)
+/// <data-root>/blobs/sha256/<ab>/<hex> content-addressed bytes            (images::store)
+/// <data-root>/layers/<chain-id hex>/  unpacked layers                    (images::snapshot)
 /// <data-root>/uploads/<uuid>          registry upload sessions           (registry)
-/// <data-root>/layers/<chain-id>/      unpacked layers                    (images)
 /// <data-root>/containers/<id>/        spec, state, upper/work dirs, logs (engine)
 /// <data-root>/volumes/<name>/_data    named volumes                      (engine)
 /// ```
@@ -405,6 +405,16 @@ impl DataRoot {
 
     pub fn database(&self) -> PathBuf {
         self.root.join("wharf.db")
+    }
+
+    /// The content store (see `images::store`).
+    pub fn blobs(&self) -> PathBuf {
+        self.root.join("blobs")
+    }
+
+    /// Unpacked layers (see `images::snapshot`).
+    pub fn layers(&self) -> PathBuf {
+        self.root.join("layers")
     }
 
     /// The daemon's own TLS certificate and its CA, when none is configured.

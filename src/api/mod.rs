@@ -7,6 +7,7 @@
 mod audit;
 pub mod auth;
 mod error;
+mod images;
 mod system;
 mod tokens;
 mod users;
@@ -45,7 +46,8 @@ pub fn router() -> Router<AppState> {
                 .merge(auth::routes())
                 .merge(users::routes())
                 .merge(tokens::routes())
-                .merge(audit::routes()),
+                .merge(audit::routes())
+                .merge(images::routes()),
         )
         .split_for_parts();
     doc.info.version = crate::VERSION.to_owned();

@@ -136,6 +136,10 @@ pub enum ClientError {
     },
 }
 
+/// A connection to the daemon, whatever carries it.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
 /// A client of one daemon.
 #[derive(Debug, Clone)]
 pub struct ApiClient {
@@ -229,6 +233,109 @@ impl ApiClient {
         headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
     ) -> Result<ApiResponse, ClientError> {
+        let json = body.is_some()
+            && !headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("content-type"));
+        let mut builder = self.builder(method, path, headers);
+        if json {
+            builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| self.invalid(e))?;
+        let (response, driver) = self.send_on_new_connection(request).await?;
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.http(e))?
+            .to_bytes();
+        let _ = driver.await;
+        Ok(ApiResponse {
+            status,
+            content_type,
+            headers,
+            body,
+        })
+    }
+
+    /// Uploads `body` (streamed, e.g. a file) and hands each line of a streamed answer (NDJSON
+    /// progress) to `on_line` as it arrives. A non-2xx answer is an error.
+    pub async fn upload_streaming<B>(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: B,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<(), ClientError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let request = self
+            .builder(Method::POST, path, &[])
+            .header(hyper::header::CONTENT_TYPE, content_type)
+            .body(body)
+            .map_err(|e| self.invalid(e))?;
+        let (response, driver) = self.send_on_new_connection(request).await?;
+        let status = response.status();
+        let mut body = response.into_body();
+        if !status.is_success() {
+            let bytes = body.collect().await.map_err(|e| self.http(e))?.to_bytes();
+            return Err(api_error(&ApiResponse {
+                status,
+                content_type: None,
+                headers: Default::default(),
+                body: bytes,
+            }));
+        }
+        let mut pending = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| self.http(e))?;
+            if let Some(data) = frame.data_ref() {
+                pending.extend_from_slice(data);
+                while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=end).collect();
+                    on_line(String::from_utf8_lossy(&line).trim_end());
+                }
+            }
+        }
+        if !pending.is_empty() {
+            on_line(String::from_utf8_lossy(&pending).trim_end());
+        }
+        let _ = driver.await;
+        Ok(())
+    }
+
+    fn invalid(&self, e: impl std::fmt::Display) -> ClientError {
+        ClientError::InvalidHost {
+            host: self.endpoint.to_string(),
+            reason: e.to_string(),
+        }
+    }
+
+    fn http(&self, source: hyper::Error) -> ClientError {
+        ClientError::Http {
+            endpoint: self.endpoint.clone(),
+            source,
+        }
+    }
+
+    /// A request to the daemon with the host, user agent and token set.
+    fn builder(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> hyper::http::request::Builder {
         let host = match &self.endpoint {
             Endpoint::Unix(_) => "wharf",
             Endpoint::Http { authority } | Endpoint::Https { authority } => authority.as_str(),
@@ -244,22 +351,14 @@ impl ApiClient {
         if let Some(token) = &self.token {
             builder = builder.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        if body.is_some()
-            && !headers
-                .iter()
-                .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
-        {
-            builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
-        }
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        let request = builder
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| ClientError::InvalidHost {
-                host: self.endpoint.to_string(),
-                reason: e.to_string(),
-            })?;
+        builder
+    }
+
+    /// Connects to the daemon (unix socket, TCP, or TLS over TCP).
+    async fn connect(&self) -> Result<Box<dyn Io>, ClientError> {
         let unreachable = |source: std::io::Error| {
             if source.kind() == std::io::ErrorKind::PermissionDenied {
                 ClientError::PermissionDenied {
@@ -272,17 +371,13 @@ impl ApiClient {
                 }
             }
         };
-        match &self.endpoint {
-            Endpoint::Unix(path) => {
-                let stream = UnixStream::connect(path).await.map_err(unreachable)?;
-                self.exchange(stream, request).await
-            }
-            Endpoint::Http { authority } => {
-                let stream = TcpStream::connect(authority.as_str())
+        Ok(match &self.endpoint {
+            Endpoint::Unix(path) => Box::new(UnixStream::connect(path).await.map_err(unreachable)?),
+            Endpoint::Http { authority } => Box::new(
+                TcpStream::connect(authority.as_str())
                     .await
-                    .map_err(unreachable)?;
-                self.exchange(stream, request).await
-            }
+                    .map_err(unreachable)?,
+            ),
             Endpoint::Https { authority } => {
                 let connector = self.tls_connector()?;
                 let name = rustls::pki_types::ServerName::try_from(
@@ -295,57 +390,47 @@ impl ApiClient {
                 let stream = TcpStream::connect(authority.as_str())
                     .await
                     .map_err(unreachable)?;
-                let stream =
+                Box::new(
                     connector
                         .connect(name, stream)
                         .await
                         .map_err(|e| ClientError::Tls {
                             endpoint: self.endpoint.clone(),
                             reason: format!("{e} (is the daemon's CA trusted? see --tls-ca)"),
-                        })?;
-                self.exchange(stream, request).await
+                        })?,
+                )
             }
-        }
+        })
     }
 
-    async fn exchange<S>(
+    /// Sends one request on a fresh connection; the task driving the connection is returned so
+    /// the caller can await it once it has read the answer.
+    async fn send_on_new_connection<B>(
         &self,
-        stream: S,
-        request: Request<Full<Bytes>>,
-    ) -> Result<ApiResponse, ClientError>
+        request: Request<B>,
+    ) -> Result<
+        (
+            hyper::Response<hyper::body::Incoming>,
+            tokio::task::JoinHandle<()>,
+        ),
+        ClientError,
+    >
     where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let http = |source| ClientError::Http {
-            endpoint: self.endpoint.clone(),
-            source,
-        };
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let io = self.connect().await?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
-            .map_err(http)?;
-        let driver = tokio::spawn(connection);
-        let response = sender.send_request(request).await.map_err(http)?;
-        let status = response.status();
-        let content_type = response
-            .headers()
-            .get(hyper::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
+            .map_err(|e| self.http(e))?;
+        let driver = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let response = sender
+            .send_request(request)
             .await
-            .map_err(http)?
-            .to_bytes();
-        drop(sender);
-        let _ = driver.await;
-        Ok(ApiResponse {
-            status,
-            content_type,
-            headers,
-            body,
-        })
+            .map_err(|e| self.http(e))?;
+        Ok((response, driver))
     }
 
     /// Sends `body` as JSON with `method` and decodes a JSON answer (non-2xx: [`ClientError::Api`]).

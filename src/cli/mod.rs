@@ -7,6 +7,7 @@
 
 mod auth;
 pub mod client;
+mod images;
 pub mod runtime;
 mod serve;
 mod system;
@@ -71,6 +72,23 @@ pub enum Command {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Load images from a `docker save` archive or an OCI layout tar
+    Load {
+        /// The archive (default: standard input)
+        #[arg(long, short = 'i')]
+        input: Option<PathBuf>,
+        /// Repository for OCI layout images named only by a tag
+        #[arg(long)]
+        repository: Option<String>,
+        /// Print only the loaded images' names
+        #[arg(long, short = 'q')]
+        quiet: bool,
+    },
+    /// List images
+    Images(FormatArgs),
+    /// Image commands
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// The OCI runtime: runc's command line (create, start, run, state, kill, delete, …)
     Runtime(runtime::RuntimeArgs),
     /// Revoke and forget the token kept by `wharf login`
@@ -132,6 +150,14 @@ impl ServeArgs {
     }
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Show an image's manifest summary, layers and config as JSON
+    Inspect { name: String },
+    /// List images
+    Ls(FormatArgs),
+}
+
 #[derive(Debug, Args)]
 pub struct FormatArgs {
     /// Output format
@@ -157,6 +183,23 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Info(args) => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
             system::info(c, args.format)
         }),
+        Command::Load {
+            input,
+            repository,
+            quiet,
+        } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            images::load(c, input, repository, quiet)
+        }),
+        Command::Images(args) | Command::Image(ImageCommand::Ls(args)) => {
+            client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+                images::list(c, args.format)
+            })
+        }
+        Command::Image(ImageCommand::Inspect { name }) => {
+            client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+                images::inspect(c, name)
+            })
+        }
         Command::User(command) => {
             client_command(&cli.host, cli.token, cli.tls_ca, |c| auth::user(c, command))
         }

@@ -18,9 +18,11 @@ use utoipa::ToSchema;
 
 pub mod audit;
 pub mod auth;
+pub mod images;
 
 pub use audit::{AuditEntry, AuditFilter, AuditRecord, Outcome};
 pub use auth::{AccountKind, ApiToken, Credentials, NewToken, RepositoryGrant, Session, User};
+pub use images::{ImageSummary, LayerRecord, NewImage};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 

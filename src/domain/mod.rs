@@ -220,6 +220,97 @@ impl FromStr for Digest {
     }
 }
 
+/// A local image reference: `name[:tag]` or `name@digest`, where the name is path components of
+/// `a-z 0-9 . _ -` (the first may be a registry host with a port). The tag defaults to `latest`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ImageRef {
+    pub repository: String,
+    pub tag: Option<String>,
+    pub digest: Option<Digest>,
+}
+
+impl ImageRef {
+    pub fn parse(s: &str) -> Result<ImageRef, InvalidValue> {
+        let bad = |reason: &str| InvalidValue::new("image reference", s, reason);
+        let (rest, digest) = match s.split_once('@') {
+            Some((rest, digest)) => (
+                rest,
+                Some(Digest::parse(digest).map_err(|e| bad(&e.reason))?),
+            ),
+            None => (s, None),
+        };
+        // A ':' after the last '/' starts the tag (one before it is a registry port).
+        let (repository, tag) = match rest.rfind(':') {
+            Some(i) if !rest[i..].contains('/') => (&rest[..i], Some(rest[i + 1..].to_owned())),
+            _ => (rest, None),
+        };
+        if let Some(tag) = &tag {
+            let ok = !tag.is_empty()
+                && tag.len() <= 128
+                && tag
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+                && tag
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+            if !ok {
+                return Err(bad(
+                    "a tag is 1 to 128 of A-Z a-z 0-9 _ . - (not starting with . or -)",
+                ));
+            }
+        }
+        if repository.is_empty() || repository.len() > 255 {
+            return Err(bad("the name must be 1 to 255 characters"));
+        }
+        for (i, part) in repository.split('/').enumerate() {
+            let host = i == 0
+                && repository.contains('/')
+                && (part.contains('.') || part.contains(':') || part == "localhost");
+            let ok = if host {
+                part.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
+            } else {
+                !part.is_empty()
+                    && part.chars().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+                    })
+                    && part
+                        .chars()
+                        .next()
+                        .is_some_and(|c| c.is_ascii_alphanumeric())
+            };
+            if !ok {
+                return Err(bad(
+                    "name parts are lower-case letters, digits, '.', '_' and '-'",
+                ));
+            }
+        }
+        let tag = match (&tag, &digest) {
+            (None, None) => Some("latest".to_owned()),
+            _ => tag,
+        };
+        Ok(ImageRef {
+            repository: repository.to_owned(),
+            tag,
+            digest,
+        })
+    }
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.repository)?;
+        if let Some(tag) = &self.tag {
+            write!(f, ":{tag}")?;
+        }
+        if let Some(digest) = &self.digest {
+            write!(f, "@{digest}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Percent-encodes a URL path segment or query value (RFC 3986 unreserved characters stay).
 pub fn percent_encode(value: &str) -> String {
     value
@@ -297,6 +388,38 @@ mod tests {
         assert!(!m("*/app", "team/x/app"));
         assert!(m("a/**/z", "a/b/c/z"));
         assert!(!m("a/**/z", "a/z"));
+    }
+
+    #[test]
+    fn image_references_parse_like_docker_names() {
+        let r = ImageRef::parse("busybox").unwrap();
+        assert_eq!(
+            (r.repository.as_str(), r.tag.as_deref()),
+            ("busybox", Some("latest"))
+        );
+        let r = ImageRef::parse("localhost:5000/team/app:v1.2").unwrap();
+        assert_eq!(
+            (r.repository.as_str(), r.tag.as_deref()),
+            ("localhost:5000/team/app", Some("v1.2"))
+        );
+        let d = format!("sha256:{}", "b".repeat(64));
+        let r = ImageRef::parse(&format!("app@{d}")).unwrap();
+        assert_eq!((r.tag, r.digest.map(|x| x.to_string())), (None, Some(d)));
+        assert_eq!(
+            ImageRef::parse("team/app:v1").unwrap().to_string(),
+            "team/app:v1"
+        );
+        for bad in [
+            "",
+            "UPPER",
+            "a:",
+            "a:-x",
+            "a//b",
+            "a@sha256:short",
+            "x/../y",
+        ] {
+            assert!(ImageRef::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

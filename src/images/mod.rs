@@ -4,6 +4,7 @@
 //! Owns `<data-root>/blobs` ([`store`]) and `<data-root>/layers` ([`unpack`]). It must not run
 //! containers (that is `runtime` via `engine`) nor serve HTTP.
 
+pub mod load;
 pub mod snapshot;
 pub mod store;
 pub mod unpack;

@@ -3,6 +3,7 @@
 
 mod fixtures;
 mod harness;
+mod images;
 mod layers;
 
 mod api;

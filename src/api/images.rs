@@ -1,0 +1,239 @@
+//! `/api/v1/images`: list, inspect, and load (`docker save` archives and OCI layouts), with load
+//! progress streamed as NDJSON.
+
+use std::io::Read;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, Request, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::auth::caller_audit;
+use super::error::{ApiError, ErrorBody};
+use crate::auth::{Action, Caller, Target};
+use crate::db::{ImageSummary, LayerRecord};
+use crate::domain::ImageRef;
+use crate::images::load::{self, Progress};
+use crate::images::snapshot::LayerStore;
+use crate::images::store::BlobStore;
+use crate::images::unpack::Limits;
+use crate::startup::AppState;
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(load_archive))
+        .routes(routes!(inspect))
+}
+
+/// Every local image with its names.
+#[utoipa::path(get, path = "/images", tag = "images", responses((status = 200, body = Vec<ImageSummary>), (status = 401, body = ErrorBody)))]
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<ImageSummary>>, ApiError> {
+    caller
+        .require(Action::ImageRead, &Target::Image("*".into()))
+        .await?;
+    Ok(Json(state.db.list_images().await?))
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ImageDetail {
+    #[serde(flatten)]
+    pub summary: ImageSummary,
+    pub layers: Vec<LayerRecord>,
+    /// The image configuration (Env, Cmd, Entrypoint, history, …).
+    #[schema(value_type = Object)]
+    pub config: serde_json::Value,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct InspectQuery {
+    /// `name[:tag]` or `name@digest` (names hold slashes, so they travel as a query).
+    pub name: String,
+}
+
+/// One image by `name[:tag]` or `name@digest`.
+#[utoipa::path(get, path = "/images/inspect", tag = "images", params(InspectQuery),
+    responses((status = 200, body = ImageDetail), (status = 404, body = ErrorBody)))]
+async fn inspect(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(InspectQuery { name }): Query<InspectQuery>,
+) -> Result<Json<ImageDetail>, ApiError> {
+    caller
+        .require(Action::ImageRead, &Target::Image(name.clone()))
+        .await?;
+    let reference = ImageRef::parse(&name)?;
+    let summary = state
+        .db
+        .find_image(
+            &reference.repository,
+            reference.tag.as_deref(),
+            reference.digest.as_ref().map(|d| d.as_str()),
+        )
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("image {reference}")))?;
+    let layers = state.db.image_layers(&summary.digest).await?;
+    let blobs = BlobStore::new(state.config.layout().blobs());
+    let config_digest = crate::domain::Digest::parse(&summary.config_digest)?;
+    let config = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, String> {
+        let mut bytes = Vec::new();
+        blobs
+            .open(&config_digest)
+            .map_err(|e| e.to_string())?
+            .take(4 << 20)
+            .read_to_end(&mut bytes)
+            .map_err(|e| e.to_string())?;
+        serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| ApiError::BadRequest(e.to_string()))?
+    .map_err(|e| ApiError::BadRequest(format!("the image config cannot be read: {e}")))?;
+    Ok(Json(ImageDetail {
+        summary,
+        layers,
+        config,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct LoadQuery {
+    /// Repository for images of an OCI layout named only by a tag.
+    pub repository: Option<String>,
+}
+
+/// Reads the request body chunks handed over from the async side.
+struct ChannelReader {
+    rx: mpsc::Receiver<Result<Bytes, String>>,
+    current: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current = self.current.slice(n..);
+        Ok(n)
+    }
+}
+
+fn line(value: serde_json::Value) -> Result<Bytes, std::io::Error> {
+    let mut text = value.to_string();
+    text.push('\n');
+    Ok(Bytes::from(text))
+}
+
+/// Loads the images of a `docker save` archive or an OCI layout tar (the request body). The
+/// answer streams one JSON object per line as blobs are stored and layers unpacked, then
+/// `{"status":"loaded",…}` per name, and `{"error":…}` if it fails.
+#[utoipa::path(post, path = "/images/load", tag = "images", params(LoadQuery), request_body(content = Vec<u8>, content_type = "application/x-tar"),
+    responses((status = 200, description = "NDJSON progress", content_type = "application/x-ndjson"), (status = 403, body = ErrorBody)))]
+async fn load_archive(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<LoadQuery>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    caller
+        .require(Action::ImagePull, &Target::Image("*".into()))
+        .await?;
+    if let Some(repo) = &q.repository {
+        ImageRef::parse(repo)?;
+    }
+    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, String>>(16);
+    let (out_tx, out_rx) = mpsc::unbounded_channel::<Result<Bytes, std::io::Error>>();
+    let mut body = request.into_body();
+    tokio::spawn(async move {
+        let mut forwarding = true;
+        while let Some(frame) = body.frame().await {
+            let item = frame
+                .map_err(|e| e.to_string())
+                .map(|f| f.into_data().unwrap_or_default());
+            let failed = item.is_err();
+            // Once the loader has stopped (an error), the rest of the upload is read and dropped,
+            // so the client finishes sending and reads the error instead of a broken pipe.
+            if forwarding && body_tx.send(item).await.is_err() {
+                forwarding = false;
+            }
+            if failed {
+                break;
+            }
+        }
+    });
+    let layout = state.config.layout();
+    let progress_tx = out_tx.clone();
+    let repository = q.repository.clone();
+    tokio::spawn(async move {
+        let loaded = tokio::task::spawn_blocking(move || {
+            let blobs = BlobStore::new(layout.blobs());
+            let layers = LayerStore::new(layout.layers());
+            let reader = ChannelReader {
+                rx: body_rx,
+                current: Bytes::new(),
+            };
+            let mut report = |p: Progress| {
+                let _ =
+                    progress_tx.send(line(serde_json::to_value(p).expect("progress serializes")));
+            };
+            load::load(
+                reader,
+                &blobs,
+                &layers,
+                repository.as_deref(),
+                Limits::default(),
+                &mut report,
+            )
+        })
+        .await;
+        let result = match loaded {
+            Ok(Ok(images)) => {
+                let mut names = Vec::new();
+                let mut failure = None;
+                for image in &images {
+                    if let Err(e) = state.db.record_image(&image.image, &image.tags).await {
+                        failure = Some(e.to_string());
+                        break;
+                    }
+                    names.extend(image.tags.iter().map(|(r, t)| format!("{r}:{t}")));
+                }
+                match failure {
+                    None => {
+                        let record =
+                            caller_audit(&caller, "image.load", "image:*", &names.join(","));
+                        let _ = state.db.record_audit(&record).await;
+                        Ok(images.len())
+                    }
+                    Some(e) => Err(e),
+                }
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(format!("the load task failed: {e}")),
+        };
+        let _ = out_tx.send(line(match result {
+            Ok(count) => serde_json::json!({"status": "done", "images": count}),
+            Err(message) => serde_json::json!({"error": message}),
+        }));
+    });
+    let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(out_rx);
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}

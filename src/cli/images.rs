@@ -1,0 +1,156 @@
+//! `wharf load`, `wharf images` and `wharf image inspect`.
+
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+
+use http_body_util::StreamBody;
+use hyper::body::{Bytes, Frame};
+
+use super::Format;
+use super::client::{ApiClient, ClientError};
+use crate::db::ImageSummary;
+use crate::domain::percent_encode;
+use crate::host::human_bytes;
+
+/// Streams a tar (a file, or stdin) to the daemon and shows the progress it reports.
+pub(super) async fn load(
+    client: ApiClient,
+    input: Option<PathBuf>,
+    repository: Option<String>,
+    quiet: bool,
+) -> Result<(), ClientError> {
+    let mut source: Box<dyn Read + Send> = match &input {
+        Some(path) => Box::new(std::fs::File::open(path).map_err(|e| ClientError::Input {
+            reason: format!("cannot read {}: {e}", path.display()),
+        })?),
+        None => {
+            if std::io::stdin().is_terminal() {
+                return Err(ClientError::Input {
+                    reason: "give the archive with --input, or pipe it in (docker save IMAGE | wharf load)".into(),
+                });
+            }
+            Box::new(std::io::stdin())
+        }
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match source.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if tx
+                        .blocking_send(Ok(Frame::data(Bytes::copy_from_slice(&buf[..n]))))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    break;
+                }
+            }
+        }
+    });
+    let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let path = match &repository {
+        Some(repo) => format!("/api/v1/images/load?repository={}", percent_encode(repo)),
+        None => "/api/v1/images/load".to_owned(),
+    };
+    let mut failure = None;
+    let mut on_line = |line: &str| {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+            return;
+        };
+        if let Some(error) = event["error"].as_str() {
+            failure = Some(error.to_owned());
+            return;
+        }
+        match event["status"].as_str() {
+            Some("stored") if !quiet => eprintln!(
+                "stored   {} ({}) {}",
+                event["path"].as_str().unwrap_or_default(),
+                human_bytes(event["size"].as_u64().unwrap_or(0)),
+                short(event["digest"].as_str().unwrap_or_default())
+            ),
+            Some("unpacked") if !quiet => eprintln!(
+                "unpacked {}",
+                short(event["layer"].as_str().unwrap_or_default())
+            ),
+            Some("loaded") => println!(
+                "Loaded image: {}",
+                event["image"].as_str().unwrap_or_default()
+            ),
+            _ => {}
+        }
+    };
+    client
+        .upload_streaming(&path, "application/x-tar", body, &mut on_line)
+        .await?;
+    match failure {
+        Some(reason) => Err(ClientError::Input {
+            reason: format!("load failed: {reason}"),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn short(digest: &str) -> &str {
+    let hex = digest.split_once(':').map_or(digest, |(_, h)| h);
+    &hex[..hex.len().min(12)]
+}
+
+pub(super) async fn list(client: ApiClient, format: Format) -> Result<(), ClientError> {
+    let images: Vec<ImageSummary> = client.get_json("/api/v1/images").await?;
+    if format == Format::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&images).expect("images serialize")
+        );
+        return Ok(());
+    }
+    let mut rows = Vec::new();
+    for image in &images {
+        let names: Vec<(String, String)> = if image.tags.is_empty() {
+            vec![("<none>".into(), "<none>".into())]
+        } else {
+            image
+                .tags
+                .iter()
+                .map(|t| {
+                    let (r, tag) = t.rsplit_once(':').unwrap_or((t.as_str(), ""));
+                    (r.to_owned(), tag.to_owned())
+                })
+                .collect()
+        };
+        for (repository, tag) in names {
+            rows.push(vec![
+                repository,
+                tag,
+                short(&image.digest).to_owned(),
+                format!("{}/{}", image.os, image.architecture),
+                human_bytes(image.size.max(0) as u64),
+            ]);
+        }
+    }
+    super::print_table(
+        &["REPOSITORY", "TAG", "IMAGE ID", "PLATFORM", "SIZE"],
+        &rows,
+    );
+    Ok(())
+}
+
+pub(super) async fn inspect(client: ApiClient, name: String) -> Result<(), ClientError> {
+    let detail: serde_json::Value = client
+        .get_json(&format!(
+            "/api/v1/images/inspect?name={}",
+            percent_encode(&name)
+        ))
+        .await?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&detail).expect("JSON serializes")
+    );
+    Ok(())
+}

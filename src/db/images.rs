@@ -1,0 +1,185 @@
+//! Images: manifests, their layers and the tags that name them.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{Db, DbError, now_secs, sql};
+
+/// A manifest to record, with its layers (bottom first).
+#[derive(Debug, Clone)]
+pub struct NewImage {
+    pub digest: String,
+    pub media_type: String,
+    pub config_digest: String,
+    pub size: i64,
+    pub os: String,
+    pub architecture: String,
+    pub layers: Vec<LayerRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct LayerRecord {
+    pub blob_digest: String,
+    pub diff_id: String,
+    pub chain_id: String,
+    pub size: i64,
+    pub media_type: String,
+}
+
+/// An image as listed: its manifest and every name pointing at it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ImageSummary {
+    pub digest: String,
+    pub config_digest: String,
+    pub media_type: String,
+    pub os: String,
+    pub architecture: String,
+    /// `repository:tag` names.
+    pub tags: Vec<String>,
+    /// Bytes of the layers as stored.
+    pub size: i64,
+    pub layers: i64,
+    pub created_at: i64,
+}
+
+type SummaryRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    i64,
+    i64,
+    i64,
+);
+
+fn summary(
+    (digest, config_digest, media_type, os, architecture, tags, size, layers, created_at): SummaryRow,
+) -> ImageSummary {
+    let mut tags: Vec<String> = tags
+        .map(|t| t.split('\n').map(str::to_owned).collect())
+        .unwrap_or_default();
+    tags.sort();
+    ImageSummary {
+        digest,
+        config_digest,
+        media_type,
+        os,
+        architecture,
+        tags,
+        size,
+        layers,
+        created_at,
+    }
+}
+
+const SUMMARY: &str = "SELECT m.digest, m.config_digest, m.media_type, m.os, m.architecture, \
+     (SELECT group_concat(t.repository || ':' || t.tag, char(10)) FROM image_tags t WHERE t.manifest_digest = m.digest), \
+     (SELECT coalesce(sum(l.size), 0) FROM manifest_layers l WHERE l.manifest_digest = m.digest), \
+     (SELECT count(*) FROM manifest_layers l WHERE l.manifest_digest = m.digest), m.created_at FROM manifests m";
+
+impl Db {
+    /// Records a manifest with its layers and points `tags` at it, in one transaction.
+    pub async fn record_image(
+        &self,
+        image: &NewImage,
+        tags: &[(String, String)],
+    ) -> Result<(), DbError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(sql("starting a transaction"))?;
+        let now = now_secs();
+        sqlx::query(
+            "INSERT INTO manifests (digest, media_type, config_digest, size, os, architecture, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING",
+        )
+        .bind(&image.digest)
+        .bind(&image.media_type)
+        .bind(&image.config_digest)
+        .bind(image.size)
+        .bind(&image.os)
+        .bind(&image.architecture)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql("recording a manifest"))?;
+        for (position, layer) in image.layers.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO manifest_layers (manifest_digest, position, blob_digest, diff_id, chain_id, size, media_type) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (manifest_digest, position) DO NOTHING",
+            )
+            .bind(&image.digest)
+            .bind(position as i64)
+            .bind(&layer.blob_digest)
+            .bind(&layer.diff_id)
+            .bind(&layer.chain_id)
+            .bind(layer.size)
+            .bind(&layer.media_type)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql("recording a layer"))?;
+        }
+        for (repository, tag) in tags {
+            sqlx::query(
+                "INSERT INTO image_tags (repository, tag, manifest_digest, updated_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (repository, tag) DO UPDATE SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at",
+            )
+            .bind(repository)
+            .bind(tag)
+            .bind(&image.digest)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql("tagging an image"))?;
+        }
+        tx.commit().await.map_err(sql("committing an image"))
+    }
+
+    pub async fn list_images(&self) -> Result<Vec<ImageSummary>, DbError> {
+        let rows: Vec<SummaryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{SUMMARY} ORDER BY m.created_at DESC"
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql("listing images"))?;
+        Ok(rows.into_iter().map(summary).collect())
+    }
+
+    /// The image a tag names, or a manifest by digest.
+    pub async fn find_image(
+        &self,
+        repository: &str,
+        tag: Option<&str>,
+        digest: Option<&str>,
+    ) -> Result<Option<ImageSummary>, DbError> {
+        let row: Option<SummaryRow> = match (digest, tag) {
+            (Some(digest), _) => sqlx::query_as(sqlx::AssertSqlSafe(format!("{SUMMARY} WHERE m.digest = ?")))
+                .bind(digest)
+                .fetch_optional(&self.pool)
+                .await,
+            (None, Some(tag)) => sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "{SUMMARY} WHERE m.digest = (SELECT manifest_digest FROM image_tags WHERE repository = ? AND tag = ?)"
+            )))
+            .bind(repository)
+            .bind(tag)
+            .fetch_optional(&self.pool)
+            .await,
+            (None, None) => Ok(None),
+        }
+        .map_err(sql("looking up an image"))?;
+        Ok(row.map(summary))
+    }
+
+    pub async fn image_layers(&self, manifest_digest: &str) -> Result<Vec<LayerRecord>, DbError> {
+        sqlx::query_as::<_, LayerRecord>(
+            "SELECT blob_digest, diff_id, chain_id, size, media_type FROM manifest_layers WHERE manifest_digest = ? ORDER BY position",
+        )
+        .bind(manifest_digest)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql("listing an image's layers"))
+    }
+}

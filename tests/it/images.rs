@@ -1,0 +1,232 @@
+//! Loading images through the daemon: `docker save` archives (from the fixture builder and from a
+//! real dockerd) and OCI layouts, then listing and inspecting them.
+
+use std::path::Path;
+
+use crate::dockerd::Dockerd;
+use crate::fixtures::{self, ImageBuilder, LayerBuilder};
+use crate::harness::{self, DaemonProcess, run_wharf, wharf_command};
+
+fn host(daemon: &DaemonProcess) -> String {
+    format!("unix://{}", daemon.socket.display())
+}
+
+/// Tars a directory (an OCI layout) with relative names.
+fn tar_dir(dir: &Path, out: &Path) {
+    let mut b = tar::Builder::new(std::fs::File::create(out).unwrap());
+    b.append_dir_all(".", dir).unwrap();
+    b.finish().unwrap();
+}
+
+fn images_json(daemon: &DaemonProcess) -> serde_json::Value {
+    let (status, out, err) =
+        run_wharf(wharf_command().args(["-H", &host(daemon), "images", "--format", "json"]));
+    assert!(status.success(), "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn docker_archives_and_oci_layouts_load_and_can_be_inspected() {
+    let test = "images::docker_archives_and_oci_layouts_load_and_can_be_inspected";
+    if harness::skip_unless_root(test) {
+        return;
+    }
+    let Some(busybox) = fixtures::busybox(test) else {
+        return;
+    };
+    let daemon = DaemonProcess::start();
+    let work = tempfile::tempdir().unwrap();
+    let image = ImageBuilder::busybox(&busybox)
+        .layer(
+            LayerBuilder::new()
+                .dir("srv", 0o755)
+                .file("srv/hello", 0o644, b"hi\n")
+                .finish(),
+            "COPY hello /srv/",
+        )
+        .cmd(&["cat", "/srv/hello"])
+        .build();
+
+    let archive = work.path().join("saved.tar");
+    image.write_docker_archive(&archive, "wharf-test/busybox:v1");
+    let (status, out, err) = run_wharf(
+        wharf_command()
+            .args(["-H", &host(&daemon), "load", "-i"])
+            .arg(&archive),
+    );
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "Loaded image: wharf-test/busybox:v1\n");
+    assert!(
+        err.contains("stored") && err.contains("unpacked"),
+        "progress is shown: {err}"
+    );
+
+    let list = images_json(&daemon);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(
+        list[0]["tags"],
+        serde_json::json!(["wharf-test/busybox:v1"])
+    );
+    assert_eq!(list[0]["layers"], 2);
+    assert_eq!(list[0]["config_digest"], image.config_digest);
+    let (status, out, err) = run_wharf(wharf_command().args([
+        "-H",
+        &host(&daemon),
+        "image",
+        "inspect",
+        "wharf-test/busybox:v1",
+    ]));
+    assert!(status.success(), "{err}");
+    let detail: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        detail["config"]["config"]["Cmd"],
+        serde_json::json!(["cat", "/srv/hello"])
+    );
+    assert_eq!(detail["layers"][1]["diff_id"], image.layers[1].diff_id);
+    let chain = detail["layers"][1]["chain_id"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_owned();
+    let layer_dir = daemon.data_root.join("layers").join(chain);
+    assert_eq!(
+        std::fs::read_to_string(layer_dir.join("srv/hello")).unwrap(),
+        "hi\n"
+    );
+    let (status, _, err) = run_wharf(wharf_command().args([
+        "-H",
+        &host(&daemon),
+        "image",
+        "inspect",
+        "wharf-test/nope:v9",
+    ]));
+    assert!(
+        !status.success() && err.contains("image wharf-test/nope:v9 not found"),
+        "{err}"
+    );
+
+    // An OCI layout named only by a tag needs a repository to load under.
+    let layout = image.write_oci_layout(&work.path().join("layout"), "v2");
+    let layout_tar = work.path().join("layout.tar");
+    tar_dir(&layout, &layout_tar);
+    let (status, _, err) = run_wharf(
+        wharf_command()
+            .args(["-H", &host(&daemon), "load", "-i"])
+            .arg(&layout_tar),
+    );
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        err.contains("named only by the tag \"v2\": give a repository"),
+        "{err}"
+    );
+    let (status, out, err) = run_wharf(
+        wharf_command()
+            .args([
+                "-H",
+                &host(&daemon),
+                "load",
+                "--quiet",
+                "--repository",
+                "wharf-test/oci",
+                "-i",
+            ])
+            .arg(&layout_tar),
+    );
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "Loaded image: wharf-test/oci:v2\n");
+    assert_eq!(images_json(&daemon).as_array().unwrap().len(), 2);
+
+    // A layout whose blob does not match its name is refused; nothing is recorded.
+    let bad = tempfile::tempdir().unwrap();
+    let bad_layout = ImageBuilder::busybox(&busybox)
+        .label("bad", "yes")
+        .build()
+        .write_oci_layout(&bad.path().join("layout"), "wharf-test/bad:v1");
+    let layer_blob = bad_layout
+        .join("blobs/sha256")
+        .join(image.layers[0].digest.trim_start_matches("sha256:"));
+    let mut bytes = std::fs::read(&layer_blob).unwrap();
+    let last = bytes.len() - 10;
+    bytes[last] ^= 0xff;
+    std::fs::write(&layer_blob, bytes).unwrap();
+    let bad_tar = bad.path().join("bad.tar");
+    tar_dir(&bad_layout, &bad_tar);
+    let (status, _, err) = run_wharf(
+        wharf_command()
+            .args(["-H", &host(&daemon), "load", "-i"])
+            .arg(&bad_tar),
+    );
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains("digest mismatch"), "{err}");
+    assert_eq!(
+        images_json(&daemon).as_array().unwrap().len(),
+        2,
+        "nothing recorded"
+    );
+}
+
+#[test]
+fn a_docker_save_of_a_real_dockerd_loads() {
+    let test = "images::a_docker_save_of_a_real_dockerd_loads";
+    let Some(dockerd) = Dockerd::start(test, serde_json::json!({})) else {
+        return;
+    };
+    let Some(busybox) = fixtures::busybox(test) else {
+        return;
+    };
+    let archive = dockerd.dir.path().join("fixture.tar");
+    ImageBuilder::busybox(&busybox)
+        .layer(
+            LayerBuilder::new()
+                .file("marker", 0o644, b"from dockerd\n")
+                .finish(),
+            "COPY marker /",
+        )
+        .build()
+        .write_docker_archive(&archive, "wharf-test/roundtrip:v1");
+    assert!(
+        dockerd
+            .docker(&["load", "--input", archive.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let saved = dockerd.dir.path().join("docker-saved.tar");
+    let out = dockerd.docker(&[
+        "save",
+        "--output",
+        saved.to_str().unwrap(),
+        "wharf-test/roundtrip:v1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let daemon = DaemonProcess::start();
+    let (status, out, err) = run_wharf(
+        wharf_command()
+            .args(["-H", &host(&daemon), "load", "-i"])
+            .arg(&saved),
+    );
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "Loaded image: wharf-test/roundtrip:v1\n");
+    let (_, out, _) = run_wharf(wharf_command().args([
+        "-H",
+        &host(&daemon),
+        "image",
+        "inspect",
+        "wharf-test/roundtrip:v1",
+    ]));
+    let detail: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let chain = detail["layers"][1]["chain_id"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_owned();
+    assert_eq!(
+        std::fs::read_to_string(daemon.data_root.join("layers").join(chain).join("marker"))
+            .unwrap(),
+        "from dockerd\n"
+    );
+}
