@@ -31,6 +31,201 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list))
         .routes(routes!(load_archive))
         .routes(routes!(inspect))
+        .routes(routes!(tag))
+        .routes(routes!(remove))
+        .routes(routes!(save_archive))
+}
+
+async fn find(state: &AppState, name: &str) -> Result<(ImageRef, ImageSummary), ApiError> {
+    let reference = ImageRef::parse(name)?;
+    let summary = state
+        .db
+        .find_image(
+            &reference.repository,
+            reference.tag.as_deref(),
+            reference.digest.as_ref().map(|d| d.as_str()),
+        )
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("image {reference}")))?;
+    Ok((reference, summary))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct TagRequest {
+    /// The image to name: `name[:tag]` or `name@digest`.
+    pub source: String,
+    /// The new name: `name[:tag]`.
+    pub target: String,
+}
+
+/// Gives an image another name (moving the name if it named another image).
+#[utoipa::path(post, path = "/images/tag", tag = "images", request_body = TagRequest,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn tag(
+    State(state): State<AppState>,
+    caller: Caller,
+    super::error::Body(req): super::error::Body<TagRequest>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let target = ImageRef::parse(&req.target)?;
+    caller
+        .require(Action::ImagePush, &Target::Image(target.to_string()))
+        .await?;
+    let (_, summary) = find(&state, &req.source).await?;
+    let Some(tag) = target.tag.clone().filter(|_| target.digest.is_none()) else {
+        return Err(ApiError::BadRequest(format!(
+            "the target {target} must be name[:tag]"
+        )));
+    };
+    state
+        .db
+        .tag_image(&summary.digest, &target.repository, &tag)
+        .await?;
+    let record = caller_audit(
+        &caller,
+        "image.tag",
+        &format!("image:{target}"),
+        &format!("digest={}", summary.digest),
+    );
+    state.db.record_audit(&record).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct NameQuery {
+    /// `name[:tag]` or `name@digest`.
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Removed {
+    pub untagged: Option<String>,
+    /// The manifest removed with its last name, if any.
+    pub deleted: Option<String>,
+    /// Blobs and unpacked layers no image uses any more, removed from disk.
+    pub freed_blobs: usize,
+    pub freed_layers: usize,
+}
+
+/// Removes a name; with the image's last name (or by digest) the image goes, and the blobs and
+/// layers nothing else uses are deleted.
+#[utoipa::path(delete, path = "/images", tag = "images", params(NameQuery),
+    responses((status = 200, body = Removed), (status = 404, body = ErrorBody)))]
+async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<NameQuery>,
+) -> Result<Json<Removed>, ApiError> {
+    caller
+        .require(Action::ImageRemove, &Target::Image(q.name.clone()))
+        .await?;
+    let (reference, summary) = find(&state, &q.name).await?;
+    let layers = state.db.image_layers(&summary.digest).await?;
+    let deleted = state
+        .db
+        .untag_image(
+            &reference.repository,
+            reference.tag.as_deref(),
+            reference.digest.as_ref().map(|d| d.as_str()),
+        )
+        .await?;
+    let mut removed = Removed {
+        untagged: reference.tag.as_ref().map(|_| reference.to_string()),
+        deleted: deleted.clone(),
+        freed_blobs: 0,
+        freed_layers: 0,
+    };
+    if deleted.is_some() {
+        let layout = state.config.layout();
+        let blobs = BlobStore::new(layout.blobs());
+        let layer_store = LayerStore::new(layout.layers());
+        let mut candidates = vec![summary.digest.clone(), summary.config_digest.clone()];
+        candidates.extend(layers.iter().map(|l| l.blob_digest.clone()));
+        for digest in candidates {
+            if !state.db.blob_in_use(&digest).await?
+                && let Ok(d) = crate::domain::Digest::parse(&digest)
+                && blobs.delete(&d).is_ok()
+            {
+                removed.freed_blobs += 1;
+            }
+        }
+        for layer in &layers {
+            if !state.db.chain_in_use(&layer.chain_id).await?
+                && let Ok(chain) = crate::domain::Digest::parse(&layer.chain_id)
+                && std::fs::remove_dir_all(layer_store.path(&chain)).is_ok()
+            {
+                removed.freed_layers += 1;
+            }
+        }
+    }
+    let record = caller_audit(
+        &caller,
+        "image.remove",
+        &format!("image:{reference}"),
+        &format!("deleted={}", deleted.is_some()),
+    );
+    state.db.record_audit(&record).await?;
+    Ok(Json(removed))
+}
+
+/// An image as a `docker save` archive (`docker load` reads it).
+#[utoipa::path(get, path = "/images/save", tag = "images", params(NameQuery),
+    responses((status = 200, description = "a tar", content_type = "application/x-tar"), (status = 404, body = ErrorBody)))]
+async fn save_archive(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<NameQuery>,
+) -> Result<Response, ApiError> {
+    caller
+        .require(Action::ImageRead, &Target::Image(q.name.clone()))
+        .await?;
+    let (reference, summary) = find(&state, &q.name).await?;
+    let layers = state.db.image_layers(&summary.digest).await?;
+    let layout = state.config.layout();
+    let config = crate::domain::Digest::parse(&summary.config_digest)?;
+    let names: Vec<String> = match &reference.tag {
+        Some(_) => vec![reference.to_string()],
+        None => summary.tags.clone(),
+    };
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    tokio::task::spawn_blocking(move || {
+        let blobs = BlobStore::new(layout.blobs());
+        let writer = std::io::BufWriter::with_capacity(1 << 20, ChannelWriter { tx: tx.clone() });
+        if let Err(e) = crate::images::save::save(
+            writer,
+            &blobs,
+            &config,
+            &layers,
+            &names,
+            &layout.root().join("tmp"),
+        ) {
+            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-tar")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// Hands written bytes to the response stream.
+struct ChannelWriter {
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tx
+            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
+            })?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Every local image with its names.

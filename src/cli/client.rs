@@ -315,6 +315,42 @@ impl ApiClient {
         Ok(())
     }
 
+    /// GETs `path` and writes the answer's body to `out` as it arrives (large downloads).
+    pub async fn download(
+        &self,
+        path: &str,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<u64, ClientError> {
+        let request = self
+            .builder(Method::GET, path, &[])
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| self.invalid(e))?;
+        let (response, driver) = self.send_on_new_connection(request).await?;
+        let status = response.status();
+        let mut body = response.into_body();
+        if !status.is_success() {
+            let bytes = body.collect().await.map_err(|e| self.http(e))?.to_bytes();
+            return Err(api_error(&ApiResponse {
+                status,
+                content_type: None,
+                headers: Default::default(),
+                body: bytes,
+            }));
+        }
+        let mut written = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| self.http(e))?;
+            if let Some(data) = frame.data_ref() {
+                out.write_all(data).map_err(|e| ClientError::Input {
+                    reason: format!("writing the download: {e}"),
+                })?;
+                written += data.len() as u64;
+            }
+        }
+        let _ = driver.await;
+        Ok(written)
+    }
+
     fn invalid(&self, e: impl std::fmt::Display) -> ClientError {
         ClientError::InvalidHost {
             host: self.endpoint.to_string(),

@@ -154,3 +154,60 @@ pub(super) async fn inspect(client: ApiClient, name: String) -> Result<(), Clien
     );
     Ok(())
 }
+
+pub(super) async fn tag(
+    client: ApiClient,
+    source: String,
+    target: String,
+) -> Result<(), ClientError> {
+    let body = serde_json::json!({"source": source, "target": target});
+    client
+        .send(hyper::Method::POST, "/api/v1/images/tag", Some(&body))
+        .await
+}
+
+pub(super) async fn remove(client: ApiClient, names: Vec<String>) -> Result<(), ClientError> {
+    for name in names {
+        let path = format!("/api/v1/images?name={}", percent_encode(&name));
+        let removed: serde_json::Value = client
+            .send_json(hyper::Method::DELETE, &path, &serde_json::json!({}))
+            .await?;
+        if let Some(untagged) = removed["untagged"].as_str() {
+            println!("Untagged: {untagged}");
+        }
+        if let Some(deleted) = removed["deleted"].as_str() {
+            println!("Deleted: {deleted}");
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn save(
+    client: ApiClient,
+    name: String,
+    output: Option<PathBuf>,
+) -> Result<(), ClientError> {
+    let path = format!("/api/v1/images/save?name={}", percent_encode(&name));
+    match output {
+        Some(file) => {
+            let tmp = file.with_extension("partial");
+            let mut out = std::fs::File::create(&tmp).map_err(|e| ClientError::Input {
+                reason: format!("cannot write {}: {e}", tmp.display()),
+            })?;
+            client.download(&path, &mut out).await?;
+            std::fs::rename(&tmp, &file).map_err(|e| ClientError::Input {
+                reason: format!("cannot write {}: {e}", file.display()),
+            })?;
+        }
+        None => {
+            if std::io::stdout().is_terminal() {
+                return Err(ClientError::Input {
+                    reason: "refusing to write a tar to a terminal: use --output or a pipe".into(),
+                });
+            }
+            let mut out = std::io::stdout();
+            client.download(&path, &mut out).await?;
+        }
+    }
+    Ok(())
+}

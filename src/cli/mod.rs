@@ -86,6 +86,20 @@ pub enum Command {
     },
     /// List images
     Images(FormatArgs),
+    /// Give an image another name
+    Tag { source: String, target: String },
+    /// Remove image names (and images left without one)
+    Rmi {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Write an image as a docker save archive (docker load reads it)
+    Save {
+        name: String,
+        /// The file (default: standard output)
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+    },
     /// Image commands
     #[command(subcommand)]
     Image(ImageCommand),
@@ -195,6 +209,15 @@ pub fn run(cli: Cli) -> ExitCode {
                 images::list(c, args.format)
             })
         }
+        Command::Tag { source, target } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            images::tag(c, source, target)
+        }),
+        Command::Rmi { names } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            images::remove(c, names)
+        }),
+        Command::Save { name, output } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            images::save(c, name, output)
+        }),
         Command::Image(ImageCommand::Inspect { name }) => {
             client_command(&cli.host, cli.token, cli.tls_ca, |c| {
                 images::inspect(c, name)

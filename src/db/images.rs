@@ -183,3 +183,118 @@ impl Db {
         .map_err(sql("listing an image's layers"))
     }
 }
+
+impl Db {
+    /// Points `repository:tag` at an image (moving the tag if it named another).
+    pub async fn tag_image(
+        &self,
+        manifest_digest: &str,
+        repository: &str,
+        tag: &str,
+    ) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO image_tags (repository, tag, manifest_digest, updated_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (repository, tag) DO UPDATE SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at",
+        )
+        .bind(repository)
+        .bind(tag)
+        .bind(manifest_digest)
+        .bind(now_secs())
+        .execute(&self.pool)
+        .await
+        .map_err(sql("tagging an image"))?;
+        Ok(())
+    }
+
+    /// Removes a name; when it was the image's last name (or `digest` names the image itself),
+    /// the manifest and its layer rows go too. Returns the manifest removed, if one was.
+    pub async fn untag_image(
+        &self,
+        repository: &str,
+        tag: Option<&str>,
+        digest: Option<&str>,
+    ) -> Result<Option<String>, DbError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(sql("starting a transaction"))?;
+        let manifest: Option<String> = match (tag, digest) {
+            (_, Some(digest)) => {
+                sqlx::query_scalar("SELECT digest FROM manifests WHERE digest = ?")
+                    .bind(digest)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(sql("looking up an image"))?
+            }
+            (Some(tag), None) => {
+                let found: Option<String> = sqlx::query_scalar(
+                    "SELECT manifest_digest FROM image_tags WHERE repository = ? AND tag = ?",
+                )
+                .bind(repository)
+                .bind(tag)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(sql("looking up a tag"))?;
+                if found.is_some() {
+                    sqlx::query("DELETE FROM image_tags WHERE repository = ? AND tag = ?")
+                        .bind(repository)
+                        .bind(tag)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(sql("removing a tag"))?;
+                }
+                found
+            }
+            (None, None) => None,
+        };
+        let Some(manifest) = manifest else {
+            return Err(DbError::NotFound {
+                what: format!(
+                    "image {repository}{}",
+                    tag.map(|t| format!(":{t}")).unwrap_or_default()
+                ),
+            });
+        };
+        let names: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM image_tags WHERE manifest_digest = ?")
+                .bind(&manifest)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(sql("counting names"))?;
+        let removed = if names == 0 || digest.is_some() {
+            sqlx::query("DELETE FROM manifests WHERE digest = ?")
+                .bind(&manifest)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql("removing an image"))?;
+            Some(manifest)
+        } else {
+            None
+        };
+        tx.commit().await.map_err(sql("committing"))?;
+        Ok(removed)
+    }
+
+    /// Whether any recorded image still uses this blob (as manifest, config or layer) or layer.
+    pub async fn blob_in_use(&self, digest: &str) -> Result<bool, DbError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM manifests WHERE digest = ?1 OR config_digest = ?1) + \
+             (SELECT count(*) FROM manifest_layers WHERE blob_digest = ?1)",
+        )
+        .bind(digest)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(sql("checking a blob's users"))?;
+        Ok(n > 0)
+    }
+
+    pub async fn chain_in_use(&self, chain_id: &str) -> Result<bool, DbError> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM manifest_layers WHERE chain_id = ?")
+            .bind(chain_id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(sql("checking a layer's users"))?;
+        Ok(n > 0)
+    }
+}

@@ -168,7 +168,8 @@ fn docker_archives_and_oci_layouts_load_and_can_be_inspected() {
 #[test]
 fn a_docker_save_of_a_real_dockerd_loads() {
     let test = "images::a_docker_save_of_a_real_dockerd_loads";
-    let Some(dockerd) = Dockerd::start(test, serde_json::json!({})) else {
+    let runtimes = serde_json::json!({"runtimes": {"wharf": {"path": harness::WHARF, "runtimeArgs": ["runtime"]}}});
+    let Some(dockerd) = Dockerd::start(test, runtimes) else {
         return;
     };
     let Some(busybox) = fixtures::busybox(test) else {
@@ -229,4 +230,145 @@ fn a_docker_save_of_a_real_dockerd_loads() {
             .unwrap(),
         "from dockerd\n"
     );
+
+    // And back: wharf save → docker load → docker run (with wharf as the runtime).
+    let (status, _, err) = run_wharf(wharf_command().args([
+        "-H",
+        &host(&daemon),
+        "tag",
+        "wharf-test/roundtrip:v1",
+        "wharf-test/back:v2",
+    ]));
+    assert!(status.success(), "{err}");
+    let ours = dockerd.dir.path().join("wharf-saved.tar");
+    let (status, _, err) = run_wharf(
+        wharf_command()
+            .args(["-H", &host(&daemon), "save", "wharf-test/back:v2", "-o"])
+            .arg(&ours),
+    );
+    assert!(status.success(), "{err}");
+    assert!(
+        dockerd
+            .docker(&["rmi", "wharf-test/roundtrip:v1"])
+            .status
+            .success()
+    );
+    let out = dockerd.docker(&["load", "--input", ours.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("wharf-test/back:v2"));
+    let out = dockerd.docker(&[
+        "run",
+        "--runtime",
+        "wharf",
+        "--rm",
+        "wharf-test/back:v2",
+        "cat",
+        "/marker",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from dockerd\n");
+}
+
+#[test]
+fn tags_move_and_the_last_name_takes_the_image_and_its_unshared_files() {
+    let test = "images::tags_move_and_the_last_name_takes_the_image_and_its_unshared_files";
+    if harness::skip_unless_root(test) {
+        return;
+    }
+    let Some(busybox) = fixtures::busybox(test) else {
+        return;
+    };
+    let daemon = DaemonProcess::start();
+    let work = tempfile::tempdir().unwrap();
+    let base = ImageBuilder::busybox(&busybox).build();
+    let child = ImageBuilder::busybox(&busybox)
+        .layer(
+            LayerBuilder::new()
+                .file("only-in-child", 0o644, b"x")
+                .finish(),
+            "COPY",
+        )
+        .build();
+    for (image, name) in [
+        (&base, "wharf-test/base:v1"),
+        (&child, "wharf-test/child:v1"),
+    ] {
+        let archive = work
+            .path()
+            .join(format!("{}.tar", name.replace(['/', ':'], "-")));
+        image.write_docker_archive(&archive, name);
+        assert!(
+            run_wharf(
+                wharf_command()
+                    .args(["-H", &host(&daemon), "load", "-q", "-i"])
+                    .arg(&archive)
+            )
+            .0
+            .success()
+        );
+    }
+    let (status, _, err) = run_wharf(wharf_command().args([
+        "-H",
+        &host(&daemon),
+        "tag",
+        "wharf-test/child:v1",
+        "wharf-test/alias:latest",
+    ]));
+    assert!(status.success(), "{err}");
+    let (status, _, err) =
+        run_wharf(wharf_command().args(["-H", &host(&daemon), "tag", "wharf-test/nope:v1", "x:y"]));
+    assert!(
+        !status.success() && err.contains("image wharf-test/nope:v1 not found"),
+        "{err}"
+    );
+    let list = images_json(&daemon);
+    let child_entry = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["config_digest"] == child.config_digest)
+        .unwrap();
+    assert_eq!(
+        child_entry["tags"],
+        serde_json::json!(["wharf-test/alias:latest", "wharf-test/child:v1"])
+    );
+
+    let (status, out, err) =
+        run_wharf(wharf_command().args(["-H", &host(&daemon), "rmi", "wharf-test/child:v1"]));
+    assert!(status.success(), "{err}");
+    assert_eq!(
+        out, "Untagged: wharf-test/child:v1\n",
+        "the alias keeps the image"
+    );
+    let (status, out, err) =
+        run_wharf(wharf_command().args(["-H", &host(&daemon), "rmi", "wharf-test/alias"]));
+    assert!(status.success(), "{err}");
+    assert!(
+        out.contains("Untagged: wharf-test/alias:latest\nDeleted: sha256:"),
+        "{out}"
+    );
+    // The child's own layer and blobs are gone; the base layer it shared stays for the base image.
+    let blob_path = |digest: &str| {
+        let hex = digest.trim_start_matches("sha256:");
+        daemon
+            .data_root
+            .join("blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+    };
+    assert!(!blob_path(&child.config_digest).exists());
+    assert!(blob_path(&base.config_digest).exists());
+    let layers: Vec<_> = std::fs::read_dir(daemon.data_root.join("layers"))
+        .unwrap()
+        .collect();
+    assert_eq!(layers.len(), 1, "only the base layer remains");
+    assert_eq!(images_json(&daemon).as_array().unwrap().len(), 1);
 }
