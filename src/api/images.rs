@@ -34,6 +34,156 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tag))
         .routes(routes!(remove))
         .routes(routes!(save_archive))
+        .routes(routes!(prune))
+        .routes(routes!(disk_usage))
+}
+
+/// Deletes the blobs and unpacked layers of `digests`' images that no remaining image uses.
+async fn free_unused(
+    state: &AppState,
+    candidates: Vec<String>,
+    chains: Vec<String>,
+) -> Result<(usize, usize), ApiError> {
+    let layout = state.config.layout();
+    let blobs = BlobStore::new(layout.blobs());
+    let layer_store = LayerStore::new(layout.layers());
+    let (mut freed_blobs, mut freed_layers) = (0, 0);
+    for digest in candidates {
+        if !state.db.blob_in_use(&digest).await?
+            && let Ok(d) = crate::domain::Digest::parse(&digest)
+            && blobs.delete(&d).is_ok()
+        {
+            freed_blobs += 1;
+        }
+    }
+    for chain in chains {
+        if !state.db.chain_in_use(&chain).await?
+            && let Ok(c) = crate::domain::Digest::parse(&chain)
+            && std::fs::remove_dir_all(layer_store.path(&c)).is_ok()
+        {
+            freed_layers += 1;
+        }
+    }
+    Ok((freed_blobs, freed_layers))
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Pruned {
+    pub deleted: Vec<String>,
+    pub freed_blobs: usize,
+    pub freed_layers: usize,
+}
+
+/// Removes dangling images (no name points at them) and the files only they used.
+#[utoipa::path(post, path = "/images/prune", tag = "images", responses((status = 200, body = Pruned), (status = 403, body = ErrorBody)))]
+async fn prune(State(state): State<AppState>, caller: Caller) -> Result<Json<Pruned>, ApiError> {
+    caller
+        .require(Action::ImageRemove, &Target::Image("*".into()))
+        .await?;
+    let mut pruned = Pruned {
+        deleted: Vec::new(),
+        freed_blobs: 0,
+        freed_layers: 0,
+    };
+    for digest in state.db.dangling_images().await? {
+        let Some(summary) = state.db.find_image("", None, Some(&digest)).await? else {
+            continue;
+        };
+        let layers = state.db.image_layers(&digest).await?;
+        if state
+            .db
+            .untag_image("", None, Some(&digest))
+            .await?
+            .is_some()
+        {
+            let mut candidates = vec![summary.digest.clone(), summary.config_digest.clone()];
+            candidates.extend(layers.iter().map(|l| l.blob_digest.clone()));
+            let (b, l) = free_unused(
+                &state,
+                candidates,
+                layers.iter().map(|l| l.chain_id.clone()).collect(),
+            )
+            .await?;
+            pruned.freed_blobs += b;
+            pruned.freed_layers += l;
+            pruned.deleted.push(digest);
+        }
+    }
+    let record = caller_audit(
+        &caller,
+        "image.prune",
+        "image:*",
+        &format!("deleted={}", pruned.deleted.len()),
+    );
+    state.db.record_audit(&record).await?;
+    Ok(Json(pruned))
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DiskUsage {
+    /// Bytes of the content store (layers as downloaded, configs, manifests).
+    pub blobs_bytes: u64,
+    pub blobs: u64,
+    /// Bytes of unpacked layers.
+    pub layers_bytes: u64,
+    pub layers: u64,
+    pub images: u64,
+}
+
+fn tree_size(path: &std::path::Path) -> (u64, u64) {
+    // Counts regular files' sizes without following symlinks; hardlinks are counted once each.
+    let mut bytes = 0;
+    let mut files = 0;
+    let mut stack = vec![path.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if meta.is_file() {
+                bytes += meta.len();
+                files += 1;
+            }
+        }
+    }
+    (bytes, files)
+}
+
+/// Disk use of images: the content store and the unpacked layers.
+#[utoipa::path(get, path = "/images/df", tag = "images", responses((status = 200, body = DiskUsage)))]
+async fn disk_usage(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<DiskUsage>, ApiError> {
+    caller
+        .require(Action::ImageRead, &Target::Image("*".into()))
+        .await?;
+    let layout = state.config.layout();
+    let images = state.db.list_images().await?.len() as u64;
+    let (blobs, layers) = tokio::task::spawn_blocking(move || {
+        let blobs = tree_size(&layout.blobs());
+        let layers_dir = layout.layers();
+        let count = std::fs::read_dir(&layers_dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    .count() as u64
+            })
+            .unwrap_or(0);
+        (blobs, (tree_size(&layers_dir).0, count))
+    })
+    .await
+    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    Ok(Json(DiskUsage {
+        blobs_bytes: blobs.0,
+        blobs: blobs.1,
+        layers_bytes: layers.0,
+        layers: layers.1,
+        images,
+    }))
 }
 
 async fn find(state: &AppState, name: &str) -> Result<(ImageRef, ImageSummary), ApiError> {
@@ -135,27 +285,11 @@ async fn remove(
         freed_layers: 0,
     };
     if deleted.is_some() {
-        let layout = state.config.layout();
-        let blobs = BlobStore::new(layout.blobs());
-        let layer_store = LayerStore::new(layout.layers());
         let mut candidates = vec![summary.digest.clone(), summary.config_digest.clone()];
         candidates.extend(layers.iter().map(|l| l.blob_digest.clone()));
-        for digest in candidates {
-            if !state.db.blob_in_use(&digest).await?
-                && let Ok(d) = crate::domain::Digest::parse(&digest)
-                && blobs.delete(&d).is_ok()
-            {
-                removed.freed_blobs += 1;
-            }
-        }
-        for layer in &layers {
-            if !state.db.chain_in_use(&layer.chain_id).await?
-                && let Ok(chain) = crate::domain::Digest::parse(&layer.chain_id)
-                && std::fs::remove_dir_all(layer_store.path(&chain)).is_ok()
-            {
-                removed.freed_layers += 1;
-            }
-        }
+        let chains = layers.iter().map(|l| l.chain_id.clone()).collect();
+        (removed.freed_blobs, removed.freed_layers) =
+            free_unused(&state, candidates, chains).await?;
     }
     let record = caller_audit(
         &caller,

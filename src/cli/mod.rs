@@ -170,6 +170,10 @@ pub enum ImageCommand {
     Inspect { name: String },
     /// List images
     Ls(FormatArgs),
+    /// Remove images no name points at, and the files only they used
+    Prune,
+    /// Disk use of the content store and the unpacked layers
+    Df,
 }
 
 #[derive(Debug, Args)]
@@ -218,6 +222,39 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Save { name, output } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
             images::save(c, name, output)
         }),
+        Command::Image(ImageCommand::Prune) => {
+            client_command(&cli.host, cli.token, cli.tls_ca, |c| async move {
+                let pruned: serde_json::Value = c
+                    .send_json(
+                        hyper::Method::POST,
+                        "/api/v1/images/prune",
+                        &serde_json::json!({}),
+                    )
+                    .await?;
+                for digest in pruned["deleted"].as_array().into_iter().flatten() {
+                    println!("Deleted: {}", digest.as_str().unwrap_or_default());
+                }
+                println!(
+                    "Freed {} blobs and {} layers",
+                    pruned["freed_blobs"], pruned["freed_layers"]
+                );
+                Ok(())
+            })
+        }
+        Command::Image(ImageCommand::Df) => {
+            client_command(&cli.host, cli.token, cli.tls_ca, |c| async move {
+                let usage: serde_json::Value = c.get_json("/api/v1/images/df").await?;
+                let bytes = |k: &str| crate::host::human_bytes(usage[k].as_u64().unwrap_or(0));
+                println!("Images:  {}", usage["images"]);
+                println!("Blobs:   {} ({})", usage["blobs"], bytes("blobs_bytes"));
+                println!(
+                    "Layers:  {} ({} unpacked)",
+                    usage["layers"],
+                    bytes("layers_bytes")
+                );
+                Ok(())
+            })
+        }
         Command::Image(ImageCommand::Inspect { name }) => {
             client_command(&cli.host, cli.token, cli.tls_ca, |c| {
                 images::inspect(c, name)

@@ -298,3 +298,13 @@ impl Db {
         Ok(n > 0)
     }
 }
+
+impl Db {
+    /// Manifests no name points at (dangling images).
+    pub async fn dangling_images(&self) -> Result<Vec<String>, DbError> {
+        sqlx::query_scalar("SELECT digest FROM manifests WHERE digest NOT IN (SELECT manifest_digest FROM image_tags)")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql("listing dangling images"))
+    }
+}

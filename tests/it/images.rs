@@ -371,4 +371,34 @@ fn tags_move_and_the_last_name_takes_the_image_and_its_unshared_files() {
         .collect();
     assert_eq!(layers.len(), 1, "only the base layer remains");
     assert_eq!(images_json(&daemon).as_array().unwrap().len(), 1);
+
+    // Loading another image under the base's name leaves the old one dangling: prune takes it.
+    let newer = ImageBuilder::busybox(&busybox)
+        .label("version", "2")
+        .build();
+    let archive = work.path().join("newer.tar");
+    newer.write_docker_archive(&archive, "wharf-test/base:v1");
+    assert!(
+        run_wharf(
+            wharf_command()
+                .args(["-H", &host(&daemon), "load", "-q", "-i"])
+                .arg(&archive)
+        )
+        .0
+        .success()
+    );
+    let (status, out, err) =
+        run_wharf(wharf_command().args(["-H", &host(&daemon), "image", "prune"]));
+    assert!(status.success(), "{err}");
+    assert!(
+        out.contains("Deleted: sha256:") && out.contains("Freed 2 blobs and 0 layers"),
+        "the shared layer stays: {out}"
+    );
+    assert!(!blob_path(&base.config_digest).exists() && blob_path(&newer.config_digest).exists());
+    let (status, out, err) = run_wharf(wharf_command().args(["-H", &host(&daemon), "image", "df"]));
+    assert!(status.success(), "{err}");
+    assert!(
+        out.starts_with("Images:  1\n") && out.contains("Layers:  1 ("),
+        "{out}"
+    );
 }
