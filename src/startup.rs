@@ -129,6 +129,8 @@ impl Application {
             return Err(StartupError::NotRoot { uid: uid.as_raw() });
         }
         let layout = config.layout();
+        // One TLS crypto provider (ring) for every rustls user: our listener, registry clients.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         prepare_data_root(&layout)?;
         let lock = DaemonLock::acquire(&layout)?;
 

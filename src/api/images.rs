@@ -35,6 +35,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(remove))
         .routes(routes!(save_archive))
         .routes(routes!(prune))
+        .routes(routes!(pull_image))
         .routes(routes!(disk_usage))
 }
 
@@ -556,6 +557,64 @@ async fn load_archive(
         };
         let _ = out_tx.send(line(match result {
             Ok(count) => serde_json::json!({"status": "done", "images": count}),
+            Err(message) => serde_json::json!({"error": message}),
+        }));
+    });
+    let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(out_rx);
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PullRequest {
+    /// A remote image, e.g. `registry.example:5000/team/app:v1`.
+    pub reference: String,
+}
+
+/// Pulls an image from its registry; progress streams back as NDJSON lines, like load.
+#[utoipa::path(post, path = "/images/pull", tag = "images", request_body = PullRequest,
+    responses((status = 200, description = "NDJSON progress", content_type = "application/x-ndjson"), (status = 403, body = ErrorBody)))]
+async fn pull_image(
+    State(state): State<AppState>,
+    caller: Caller,
+    super::error::Body(req): super::error::Body<PullRequest>,
+) -> Result<Response, ApiError> {
+    caller
+        .require(Action::ImagePull, &Target::Image(req.reference.clone()))
+        .await?;
+    let (out_tx, out_rx) = mpsc::unbounded_channel::<Result<Bytes, std::io::Error>>();
+    tokio::spawn(async move {
+        let layout = state.config.layout();
+        let target = crate::images::pull::PullTarget {
+            blobs: BlobStore::new(layout.blobs()),
+            layers: LayerStore::new(layout.layers()),
+            scratch: layout.root().join("tmp"),
+        };
+        let progress_tx = out_tx.clone();
+        let mut report = move |p: Progress| {
+            let _ = progress_tx.send(line(serde_json::to_value(p).expect("progress serializes")));
+        };
+        let result = match crate::images::pull::pull(&req.reference, &target, &mut report).await {
+            Ok(loaded) => match state.db.record_image(&loaded.image, &loaded.tags).await {
+                Ok(()) => {
+                    let record = caller_audit(
+                        &caller,
+                        "image.pull",
+                        &format!("image:{}", req.reference),
+                        &format!("digest={}", loaded.image.digest),
+                    );
+                    let _ = state.db.record_audit(&record).await;
+                    Ok(loaded.image.digest)
+                }
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        let _ = out_tx.send(line(match result {
+            Ok(digest) => serde_json::json!({"status": "done", "digest": digest}),
             Err(message) => serde_json::json!({"error": message}),
         }));
     });

@@ -211,3 +211,51 @@ pub(super) async fn save(
     }
     Ok(())
 }
+
+pub(super) async fn pull(
+    client: ApiClient,
+    reference: String,
+    quiet: bool,
+) -> Result<(), ClientError> {
+    let body =
+        serde_json::to_vec(&serde_json::json!({"reference": reference})).expect("JSON serializes");
+    let body = http_body_util::Full::new(Bytes::from(body));
+    let mut failure = None;
+    let mut on_line = |line: &str| {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+            return;
+        };
+        if let Some(error) = event["error"].as_str() {
+            failure = Some(error.to_owned());
+            return;
+        }
+        match event["status"].as_str() {
+            Some("stored") if !quiet => eprintln!(
+                "downloaded {} ({})",
+                short(event["digest"].as_str().unwrap_or_default()),
+                human_bytes(event["size"].as_u64().unwrap_or(0))
+            ),
+            Some("unpacked") if !quiet => eprintln!(
+                "unpacked   {}",
+                short(event["layer"].as_str().unwrap_or_default())
+            ),
+            Some("loaded") => println!("Pulled: {}", event["image"].as_str().unwrap_or_default()),
+            Some("done") => println!("Digest: {}", event["digest"].as_str().unwrap_or_default()),
+            _ => {}
+        }
+    };
+    client
+        .upload_streaming(
+            "/api/v1/images/pull",
+            "application/json",
+            body,
+            &mut on_line,
+        )
+        .await?;
+    match failure {
+        Some(reason) => Err(ClientError::Input {
+            reason: format!("pull failed: {reason}"),
+        }),
+        None => Ok(()),
+    }
+}

@@ -84,6 +84,12 @@ pub enum Command {
         #[arg(long, short = 'q')]
         quiet: bool,
     },
+    /// Pull an image from a registry (plain http only for loopback registries)
+    Pull {
+        reference: String,
+        #[arg(long, short = 'q')]
+        quiet: bool,
+    },
     /// List images
     Images(FormatArgs),
     /// Give an image another name
@@ -211,6 +217,11 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Images(args) | Command::Image(ImageCommand::Ls(args)) => {
             client_command(&cli.host, cli.token, cli.tls_ca, |c| {
                 images::list(c, args.format)
+            })
+        }
+        Command::Pull { reference, quiet } => {
+            client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+                images::pull(c, reference, quiet)
             })
         }
         Command::Tag { source, target } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {

@@ -5,6 +5,7 @@
 //! containers (that is `runtime` via `engine`) nor serve HTTP.
 
 pub mod load;
+pub mod pull;
 pub mod save;
 pub mod snapshot;
 pub mod store;

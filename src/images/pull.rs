@@ -1,0 +1,306 @@
+//! Pulling images from remote registries with `oci-client`: the manifest (an index picks the
+//! host's platform), the config and every layer go into the content store checked against their
+//! digests; layers are unpacked once per chain id. Plain `http://` is used only for loopback
+//! registries.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+
+use super::load::{Loaded, Progress};
+use super::snapshot::{LayerStore, chain_ids};
+use super::store::{BlobStore, Expect};
+use super::unpack::Limits;
+use crate::db::{LayerRecord, NewImage};
+use crate::domain::Digest;
+
+const ACCEPTED: [&str; 4] = [
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error("invalid image reference {reference:?}: {reason}")]
+    Reference { reference: String, reason: String },
+    #[error("registry {registry}: {reason}")]
+    Registry { registry: String, reason: String },
+    #[error("{what}: {reason}")]
+    Content { what: String, reason: String },
+}
+
+fn content(what: impl Into<String>) -> impl FnOnce(String) -> PullError {
+    let what = what.into();
+    move |reason| PullError::Content { what, reason }
+}
+
+/// Whether a registry host may be reached over plain HTTP: only loopback.
+fn is_loopback(registry: &str) -> bool {
+    let host = registry.rsplit_once(':').map_or(registry, |(h, p)| {
+        if p.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            registry
+        }
+    });
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Where pulled content goes.
+pub struct PullTarget {
+    pub blobs: BlobStore,
+    pub layers: LayerStore,
+    pub scratch: PathBuf,
+}
+
+/// Pulls `reference` and returns the image for the database (named by the reference).
+pub async fn pull(
+    reference: &str,
+    target: &PullTarget,
+    progress: &mut (dyn FnMut(Progress) + Send),
+) -> Result<Loaded, PullError> {
+    let parsed: Reference =
+        reference
+            .parse()
+            .map_err(|e: oci_client::ParseError| PullError::Reference {
+                reference: reference.to_owned(),
+                reason: e.to_string(),
+            })?;
+    let registry = parsed.resolve_registry().to_owned();
+    let insecure = if is_loopback(&registry) {
+        vec![registry.clone()]
+    } else {
+        Vec::new()
+    };
+    let client = Client::new(ClientConfig {
+        protocol: ClientProtocol::HttpsExcept(insecure),
+        ..ClientConfig::default()
+    });
+    let auth = RegistryAuth::Anonymous;
+    let remote = |e: oci_client::errors::OciDistributionError| PullError::Registry {
+        registry: registry.clone(),
+        reason: e.to_string(),
+    };
+    let (mut bytes, mut digest) = client
+        .pull_manifest_raw(&parsed, &auth, &ACCEPTED)
+        .await
+        .map_err(remote)?;
+    let mut manifest: Value =
+        serde_json::from_slice(&bytes).map_err(|e| content("the manifest")(e.to_string()))?;
+    let mut by_digest = parsed.clone();
+    if manifest["manifests"].is_array() {
+        // An index: take this host's platform.
+        let arch = crate::host::oci_architecture(std::env::consts::ARCH);
+        let chosen = manifest["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == arch)
+            .and_then(|m| m["digest"].as_str())
+            .ok_or_else(|| {
+                content(format!("the index {digest}"))(format!("no manifest for linux/{arch}"))
+            })?
+            .to_owned();
+        by_digest = parsed.clone_with_digest(chosen.clone());
+        (bytes, digest) = client
+            .pull_manifest_raw(&by_digest, &auth, &ACCEPTED)
+            .await
+            .map_err(remote)?;
+        manifest =
+            serde_json::from_slice(&bytes).map_err(|e| content("the manifest")(e.to_string()))?;
+    } else {
+        by_digest = by_digest.clone_with_digest(digest.clone());
+    }
+    let manifest_digest =
+        Digest::parse(&digest).map_err(|e| content("the manifest digest")(e.to_string()))?;
+    target
+        .blobs
+        .put(
+            &mut &bytes[..],
+            &Expect {
+                digest: Some(manifest_digest.clone()),
+                ..Expect::default()
+            },
+        )
+        .map_err(|e| content(format!("manifest {digest}"))(e.to_string()))?;
+    let media_type = manifest["mediaType"]
+        .as_str()
+        .unwrap_or(ACCEPTED[0])
+        .to_owned();
+
+    let descriptor = |v: &Value| -> Result<oci_client::manifest::OciDescriptor, PullError> {
+        serde_json::from_value(v.clone()).map_err(|e| content("a descriptor")(e.to_string()))
+    };
+    let config_desc = descriptor(&manifest["config"])?;
+    let config_digest = Digest::parse(&config_desc.digest)
+        .map_err(|e| content("the config digest")(e.to_string()))?;
+    let mut config_bytes = Vec::new();
+    client
+        .pull_blob(&by_digest, &config_desc, &mut config_bytes)
+        .await
+        .map_err(remote)?;
+    target
+        .blobs
+        .put(
+            &mut &config_bytes[..],
+            &Expect {
+                digest: Some(config_digest.clone()),
+                ..Expect::default()
+            },
+        )
+        .map_err(|e| content(format!("config {config_digest}"))(e.to_string()))?;
+    let config: Value =
+        serde_json::from_slice(&config_bytes).map_err(|e| content("the config")(e.to_string()))?;
+    let diff_ids = config["rootfs"]["diff_ids"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            Digest::parse(d.as_str().unwrap_or_default())
+                .map_err(|e| content("a diff id")(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let layer_descs = manifest["layers"].as_array().cloned().unwrap_or_default();
+    if layer_descs.len() != diff_ids.len() {
+        return Err(content(format!("manifest {digest}"))(format!(
+            "{} layers but {} diff ids",
+            layer_descs.len(),
+            diff_ids.len()
+        )));
+    }
+
+    std::fs::create_dir_all(&target.scratch)
+        .map_err(|e| content("the scratch directory")(e.to_string()))?;
+    let mut records = Vec::new();
+    for ((layer, diff), chain) in layer_descs.iter().zip(&diff_ids).zip(chain_ids(&diff_ids)) {
+        let desc = descriptor(layer)?;
+        let blob =
+            Digest::parse(&desc.digest).map_err(|e| content("a layer digest")(e.to_string()))?;
+        if !target.blobs.exists(&blob) {
+            // Downloaded to a scratch file, then streamed into the store with its digest checked.
+            let scratch = target
+                .scratch
+                .join(format!("pull-{}", uuid::Uuid::new_v4().simple()));
+            let mut file = tokio::fs::File::create(&scratch)
+                .await
+                .map_err(|e| content("a scratch file")(e.to_string()))?;
+            let pulled = client.pull_blob(&by_digest, &desc, &mut file).await;
+            let _ = file.flush().await;
+            drop(file);
+            let stored = match pulled {
+                Ok(()) => {
+                    let blobs = target.blobs.clone();
+                    let path = scratch.clone();
+                    let expect = Expect {
+                        digest: Some(blob.clone()),
+                        size: Some(desc.size as u64),
+                        limit: None,
+                    };
+                    tokio::task::spawn_blocking(move || -> Result<(Digest, u64), String> {
+                        let mut f = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+                        blobs
+                            .put(&mut f as &mut dyn Read, &expect)
+                            .map_err(|e| e.to_string())
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r)
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            let _ = std::fs::remove_file(&scratch);
+            let (_, size) = stored.map_err(content(format!("layer {blob}")))?;
+            progress(Progress::Stored {
+                path: format!("{registry}/{}", parsed.repository()),
+                digest: blob.to_string(),
+                size,
+            });
+        }
+        let layers = target.layers.clone();
+        let blobs = target.blobs.clone();
+        let (c, d, b) = (chain.clone(), diff.clone(), blob.clone());
+        tokio::task::spawn_blocking(move || -> Result<(), String> {
+            if layers.exists(&c) {
+                return Ok(());
+            }
+            let file = blobs.open(&b).map_err(|e| e.to_string())?;
+            layers
+                .ensure(&c, &d, file, Limits::default())
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r)
+        .map_err(content(format!("layer {blob}")))?;
+        progress(Progress::Unpacked {
+            layer: blob.to_string(),
+            chain_id: chain.to_string(),
+        });
+        records.push(LayerRecord {
+            blob_digest: blob.to_string(),
+            diff_id: diff.to_string(),
+            chain_id: chain.to_string(),
+            size: desc.size,
+            media_type: desc.media_type.clone(),
+        });
+    }
+    let repository = format!("{}/{}", parsed.registry(), parsed.repository());
+    let tags = parsed
+        .tag()
+        .map(|t| vec![(repository.clone(), t.to_owned())])
+        .unwrap_or_default();
+    if let Some((repo, tag)) = tags.first() {
+        progress(Progress::Loaded {
+            image: format!("{repo}:{tag}"),
+            digest: manifest_digest.to_string(),
+        });
+    }
+    Ok(Loaded {
+        image: NewImage {
+            digest: manifest_digest.to_string(),
+            media_type,
+            config_digest: config_digest.to_string(),
+            size: bytes.len() as i64,
+            os: config["os"].as_str().unwrap_or("linux").to_owned(),
+            architecture: config["architecture"]
+                .as_str()
+                .unwrap_or("amd64")
+                .to_owned(),
+            layers: records,
+        },
+        tags,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback;
+
+    #[test]
+    fn only_loopback_registries_get_plain_http() {
+        for host in [
+            "127.0.0.1:5000",
+            "localhost:5000",
+            "localhost",
+            "[::1]:5000",
+            "127.0.0.2",
+        ] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in ["registry.example:5000", "10.0.0.1:5000", "docker.io"] {
+            assert!(!is_loopback(host), "{host}");
+        }
+    }
+}
