@@ -41,6 +41,44 @@ fn content(what: impl Into<String>) -> impl FnOnce(String) -> PullError {
     move |reason| PullError::Content { what, reason }
 }
 
+/// How many layers download at once.
+const PARALLEL_DOWNLOADS: usize = 3;
+
+/// Downloads one blob to `scratch`, then moves it into the store checked against its digest.
+async fn download(
+    client: &Client,
+    reference: &Reference,
+    desc: &oci_client::manifest::OciDescriptor,
+    blob: &Digest,
+    blobs: &BlobStore,
+    scratch: &std::path::Path,
+) -> Result<u64, String> {
+    let mut file = tokio::fs::File::create(scratch)
+        .await
+        .map_err(|e| e.to_string())?;
+    client
+        .pull_blob(reference, desc, &mut file)
+        .await
+        .map_err(|e| e.to_string())?;
+    file.flush().await.map_err(|e| e.to_string())?;
+    drop(file);
+    let (blobs, path) = (blobs.clone(), scratch.to_owned());
+    let expect = Expect {
+        digest: Some(blob.clone()),
+        size: Some(desc.size as u64),
+        limit: None,
+    };
+    let (_, size) = tokio::task::spawn_blocking(move || -> Result<(Digest, u64), String> {
+        let mut f = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+        blobs
+            .put(&mut f as &mut dyn Read, &expect)
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    Ok(size)
+}
+
 /// Whether a registry host may be reached over plain HTTP: only loopback.
 fn is_loopback(registry: &str) -> bool {
     let host = registry.rsplit_once(':').map_or(registry, |(h, p)| {
@@ -182,51 +220,54 @@ pub async fn pull(
 
     std::fs::create_dir_all(&target.scratch)
         .map_err(|e| content("the scratch directory")(e.to_string()))?;
-    let mut records = Vec::new();
-    for ((layer, diff), chain) in layer_descs.iter().zip(&diff_ids).zip(chain_ids(&diff_ids)) {
-        let desc = descriptor(layer)?;
+    let descs = layer_descs
+        .iter()
+        .map(descriptor)
+        .collect::<Result<Vec<_>, _>>()?;
+    // Missing layers download in parallel (a few at a time), each to a scratch file and then
+    // into the store with its digest and size checked.
+    let mut downloads = tokio::task::JoinSet::new();
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(PARALLEL_DOWNLOADS));
+    for desc in &descs {
         let blob =
             Digest::parse(&desc.digest).map_err(|e| content("a layer digest")(e.to_string()))?;
-        if !target.blobs.exists(&blob) {
-            // Downloaded to a scratch file, then streamed into the store with its digest checked.
-            let scratch = target
-                .scratch
-                .join(format!("pull-{}", uuid::Uuid::new_v4().simple()));
-            let mut file = tokio::fs::File::create(&scratch)
-                .await
-                .map_err(|e| content("a scratch file")(e.to_string()))?;
-            let pulled = client.pull_blob(&by_digest, &desc, &mut file).await;
-            let _ = file.flush().await;
-            drop(file);
-            let stored = match pulled {
-                Ok(()) => {
-                    let blobs = target.blobs.clone();
-                    let path = scratch.clone();
-                    let expect = Expect {
-                        digest: Some(blob.clone()),
-                        size: Some(desc.size as u64),
-                        limit: None,
-                    };
-                    tokio::task::spawn_blocking(move || -> Result<(Digest, u64), String> {
-                        let mut f = std::fs::File::open(&path).map_err(|e| e.to_string())?;
-                        blobs
-                            .put(&mut f as &mut dyn Read, &expect)
-                            .map_err(|e| e.to_string())
-                    })
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r)
-                }
-                Err(e) => Err(e.to_string()),
-            };
-            let _ = std::fs::remove_file(&scratch);
-            let (_, size) = stored.map_err(content(format!("layer {blob}")))?;
-            progress(Progress::Stored {
-                path: format!("{registry}/{}", parsed.repository()),
-                digest: blob.to_string(),
-                size,
-            });
+        if target.blobs.exists(&blob) {
+            continue;
         }
+        let (client, reference, desc, blobs) = (
+            client.clone(),
+            by_digest.clone(),
+            desc.clone(),
+            target.blobs.clone(),
+        );
+        let scratch = target
+            .scratch
+            .join(format!("pull-{}", uuid::Uuid::new_v4().simple()));
+        let slots = std::sync::Arc::clone(&slots);
+        downloads.spawn(async move {
+            let _slot = slots.acquire_owned().await.map_err(|e| e.to_string())?;
+            let result = download(&client, &reference, &desc, &blob, &blobs, &scratch).await;
+            let _ = std::fs::remove_file(&scratch);
+            result
+                .map(|size| (blob, size))
+                .map_err(|e| format!("layer {}: {e}", desc.digest))
+        });
+    }
+    while let Some(done) = downloads.join_next().await {
+        let (blob, size) = done
+            .map_err(|e| e.to_string())
+            .and_then(|r| r)
+            .map_err(content("a layer"))?;
+        progress(Progress::Stored {
+            path: format!("{registry}/{}", parsed.repository()),
+            digest: blob.to_string(),
+            size,
+        });
+    }
+    let mut records = Vec::new();
+    for ((desc, diff), chain) in descs.iter().zip(&diff_ids).zip(chain_ids(&diff_ids)) {
+        let blob =
+            Digest::parse(&desc.digest).map_err(|e| content("a layer digest")(e.to_string()))?;
         let layers = target.layers.clone();
         let blobs = target.blobs.clone();
         let (c, d, b) = (chain.clone(), diff.clone(), blob.clone());

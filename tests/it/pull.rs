@@ -161,3 +161,121 @@ fn a_multi_layer_image_with_whiteouts_is_pulled_from_a_local_registry() {
         "{err}"
     );
 }
+
+/// An OCI layout whose `tag` names an index of `images` for their (os, architecture).
+fn write_multi_platform_layout(dir: &Path, tag: &str, images: &[(&fixtures::Image, &str)]) {
+    use std::collections::HashMap;
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let write = |digest: &str, bytes: &[u8]| {
+        std::fs::write(blobs.join(digest.trim_start_matches("sha256:")), bytes).unwrap()
+    };
+    let mut entries = Vec::new();
+    for (image, arch) in images {
+        write(&image.config_digest, &image.config);
+        write(&image.manifest_digest, &image.manifest);
+        for layer in &image.layers {
+            write(&layer.digest, &layer.gzip);
+        }
+        entries.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": image.manifest_digest,
+            "size": image.manifest.len(),
+            "platform": {"os": "linux", "architecture": arch},
+        }));
+    }
+    let index = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries})).unwrap();
+    let index_digest = fixtures::sha256_digest(&index);
+    write(&index_digest, &index);
+    let top = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "digest": index_digest,
+        "size": index.len(),
+        "annotations": HashMap::from([("org.opencontainers.image.ref.name", tag)]),
+    }]});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+}
+
+#[test]
+fn an_index_with_two_platforms_yields_this_hosts_image_by_pull_and_by_load() {
+    let test = "pull::an_index_with_two_platforms_yields_this_hosts_image_by_pull_and_by_load";
+    if harness::skip_unless_root(test) {
+        return;
+    }
+    let Some(busybox) = fixtures::busybox(test) else {
+        return;
+    };
+    let Some(registry) = Registry::start(test) else {
+        return;
+    };
+    let host_arch = wharf::host::oci_architecture(std::env::consts::ARCH);
+    let other_arch = if host_arch == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    let ours = ImageBuilder::busybox(&busybox)
+        .label("platform", "host")
+        .build();
+    let theirs = ImageBuilder::busybox(&busybox)
+        .label("platform", "other")
+        .build();
+    let layout = registry.dir.path().join("multi");
+    write_multi_platform_layout(&layout, "v1", &[(&theirs, other_arch), (&ours, host_arch)]);
+    let out = Command::new("skopeo")
+        .args(["copy", "--all", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:v1", layout.display()))
+        .arg(format!("docker://{}/wharf-test/multi:v1", registry.addr))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let daemon = DaemonProcess::start();
+    let host = format!("unix://{}", daemon.socket.display());
+    let reference = format!("{}/wharf-test/multi:v1", registry.addr);
+    let (status, _, err) = run_wharf(wharf_command().args(["-H", &host, "pull", "-q", &reference]));
+    assert!(status.success(), "{err}");
+    let (_, out, _) =
+        run_wharf(wharf_command().args(["-H", &host, "image", "inspect", &reference]));
+    let detail: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        detail["config_digest"], ours.config_digest,
+        "the host's platform was chosen"
+    );
+    assert_eq!(detail["architecture"], host_arch);
+
+    // The same layout loaded as a tar picks the same image.
+    let tar_path = registry.dir.path().join("multi.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&tar_path).unwrap());
+    b.append_dir_all(".", &layout).unwrap();
+    b.finish().unwrap();
+    let (status, out, err) = run_wharf(
+        wharf_command()
+            .args([
+                "-H",
+                &host,
+                "load",
+                "-q",
+                "--repository",
+                "wharf-test/multi-loaded",
+                "-i",
+            ])
+            .arg(&tar_path),
+    );
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "Loaded image: wharf-test/multi-loaded:v1\n");
+    let (_, out, _) = run_wharf(wharf_command().args([
+        "-H",
+        &host,
+        "image",
+        "inspect",
+        "wharf-test/multi-loaded:v1",
+    ]));
+    let detail: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(detail["config_digest"], ours.config_digest);
+}
