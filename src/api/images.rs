@@ -591,7 +591,6 @@ async fn pull_image(
         let target = crate::images::pull::PullTarget {
             blobs: BlobStore::new(layout.blobs()),
             layers: LayerStore::new(layout.layers()),
-            scratch: layout.root().join("tmp"),
         };
         let progress_tx = out_tx.clone();
         let mut report = move |p: Progress| {

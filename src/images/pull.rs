@@ -3,9 +3,6 @@
 //! digests; layers are unpacked once per chain id. Plain `http://` is used only for loopback
 //! registries.
 
-use std::io::Read;
-use std::path::PathBuf;
-
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
@@ -44,39 +41,94 @@ fn content(what: impl Into<String>) -> impl FnOnce(String) -> PullError {
 /// How many layers download at once.
 const PARALLEL_DOWNLOADS: usize = 3;
 
-/// Downloads one blob to `scratch`, then moves it into the store checked against its digest.
+/// Hashes what is written through it (the download, on its way into the store).
+struct HashingWriter {
+    file: tokio::fs::File,
+    hasher: sha2::Sha256,
+    written: u64,
+}
+
+impl tokio::io::AsyncWrite for HashingWriter {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use sha2::Digest as _;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.file).poll_write(cx, buf) {
+            std::task::Poll::Ready(Ok(n)) => {
+                this.hasher.update(&buf[..n]);
+                this.written += n as u64;
+                std::task::Poll::Ready(Ok(n))
+            }
+            other => other,
+        }
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.file).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.file).poll_shutdown(cx)
+    }
+}
+
+/// Downloads one blob straight into the store's `.incoming/`, hashing as it arrives, and moves
+/// it into place only if it has the expected digest and size.
 async fn download(
     client: &Client,
     reference: &Reference,
     desc: &oci_client::manifest::OciDescriptor,
     blob: &Digest,
     blobs: &BlobStore,
-    scratch: &std::path::Path,
 ) -> Result<u64, String> {
-    let mut file = tokio::fs::File::create(scratch)
+    use sha2::Digest as _;
+    let tmp = blobs.incoming_path().map_err(|e| e.to_string())?;
+    let file = tokio::fs::File::create(&tmp)
         .await
         .map_err(|e| e.to_string())?;
-    client
-        .pull_blob(reference, desc, &mut file)
-        .await
-        .map_err(|e| e.to_string())?;
-    file.flush().await.map_err(|e| e.to_string())?;
-    drop(file);
-    let (blobs, path) = (blobs.clone(), scratch.to_owned());
-    let expect = Expect {
-        digest: Some(blob.clone()),
-        size: Some(desc.size as u64),
-        limit: None,
+    let mut writer = HashingWriter {
+        file,
+        hasher: sha2::Sha256::new(),
+        written: 0,
     };
-    let (_, size) = tokio::task::spawn_blocking(move || -> Result<(Digest, u64), String> {
-        let mut f = std::fs::File::open(&path).map_err(|e| e.to_string())?;
-        blobs
-            .put(&mut f as &mut dyn Read, &expect)
-            .map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| e.to_string())??;
-    Ok(size)
+    let result = async {
+        client
+            .pull_blob(reference, desc, &mut writer)
+            .await
+            .map_err(|e| e.to_string())?;
+        writer.flush().await.map_err(|e| e.to_string())?;
+        if writer.written != desc.size as u64 {
+            return Err(format!(
+                "{} bytes arrived, the manifest says {}",
+                writer.written, desc.size
+            ));
+        }
+        let actual = Digest::parse(&format!(
+            "sha256:{}",
+            hex::encode(writer.hasher.clone().finalize())
+        ))
+        .map_err(|e| e.to_string())?;
+        let (blobs, tmp, expected) = (blobs.clone(), tmp.clone(), blob.clone());
+        tokio::task::spawn_blocking(move || {
+            blobs
+                .place_verified(&tmp, &expected, &actual)
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+    .await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    result.map(|()| writer.written)
 }
 
 /// Whether a registry host may be reached over plain HTTP: only loopback.
@@ -99,7 +151,6 @@ fn is_loopback(registry: &str) -> bool {
 pub struct PullTarget {
     pub blobs: BlobStore,
     pub layers: LayerStore,
-    pub scratch: PathBuf,
 }
 
 /// Pulls `reference` and returns the image for the database (named by the reference).
@@ -218,14 +269,12 @@ pub async fn pull(
         )));
     }
 
-    std::fs::create_dir_all(&target.scratch)
-        .map_err(|e| content("the scratch directory")(e.to_string()))?;
     let descs = layer_descs
         .iter()
         .map(descriptor)
         .collect::<Result<Vec<_>, _>>()?;
-    // Missing layers download in parallel (a few at a time), each to a scratch file and then
-    // into the store with its digest and size checked.
+    // Missing layers download in parallel (a few at a time), each straight into the store's
+    // incoming directory, hashed on the way and placed only with the right digest and size.
     let mut downloads = tokio::task::JoinSet::new();
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(PARALLEL_DOWNLOADS));
     for desc in &descs {
@@ -240,14 +289,10 @@ pub async fn pull(
             desc.clone(),
             target.blobs.clone(),
         );
-        let scratch = target
-            .scratch
-            .join(format!("pull-{}", uuid::Uuid::new_v4().simple()));
         let slots = std::sync::Arc::clone(&slots);
         downloads.spawn(async move {
             let _slot = slots.acquire_owned().await.map_err(|e| e.to_string())?;
-            let result = download(&client, &reference, &desc, &blob, &blobs, &scratch).await;
-            let _ = std::fs::remove_file(&scratch);
+            let result = download(&client, &reference, &desc, &blob, &blobs).await;
             result
                 .map(|size| (blob, size))
                 .map_err(|e| format!("layer {}: {e}", desc.digest))

@@ -201,6 +201,43 @@ impl BlobStore {
         Ok((actual, size))
     }
 
+    /// A fresh path in `.incoming/` for a writer that hashes as it goes (see [`place_verified`]).
+    ///
+    /// [`place_verified`]: BlobStore::place_verified
+    pub fn incoming_path(&self) -> Result<PathBuf, StoreError> {
+        let incoming = self.root.join(".incoming");
+        std::fs::create_dir_all(&incoming).map_err(io_at(&incoming))?;
+        Ok(incoming.join(uuid::Uuid::new_v4().simple().to_string()))
+    }
+
+    /// Moves a fully written file from `.incoming/` into place as `digest`, which the writer
+    /// computed while writing (`actual`); a mismatch removes the file and is an error.
+    pub fn place_verified(
+        &self,
+        tmp: &Path,
+        expected: &Digest,
+        actual: &Digest,
+    ) -> Result<(), StoreError> {
+        if expected != actual {
+            let _ = std::fs::remove_file(tmp);
+            return Err(StoreError::DigestMismatch {
+                expected: expected.clone(),
+                actual: actual.clone(),
+            });
+        }
+        let file = File::open(tmp).map_err(io_at(tmp))?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o444))
+            .map_err(io_at(tmp))?;
+        file.sync_all().map_err(io_at(tmp))?;
+        let dest = self.path(actual);
+        let dir = dest.parent().expect("blob paths have a parent");
+        std::fs::create_dir_all(dir).map_err(io_at(dir))?;
+        std::fs::rename(tmp, &dest).map_err(io_at(&dest))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_at(dir))
+    }
+
     /// Removes a blob (the registry's and images' garbage collection decide when).
     pub fn delete(&self, digest: &Digest) -> Result<(), StoreError> {
         match std::fs::remove_file(self.path(digest)) {
