@@ -463,6 +463,16 @@ impl Read for ChannelReader {
     }
 }
 
+/// A streamed NDJSON answer fed by `rx`.
+fn ndjson(rx: mpsc::UnboundedReceiver<Result<Bytes, std::io::Error>>) -> Response {
+    let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
 fn line(value: serde_json::Value) -> Result<Bytes, std::io::Error> {
     let mut text = value.to_string();
     text.push('\n');
@@ -560,12 +570,7 @@ async fn load_archive(
             Err(message) => serde_json::json!({"error": message}),
         }));
     });
-    let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(out_rx);
-    Ok((
-        [(header::CONTENT_TYPE, "application/x-ndjson")],
-        Body::from_stream(stream),
-    )
-        .into_response())
+    Ok(ndjson(out_rx))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -617,10 +622,5 @@ async fn pull_image(
             Err(message) => serde_json::json!({"error": message}),
         }));
     });
-    let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(out_rx);
-    Ok((
-        [(header::CONTENT_TYPE, "application/x-ndjson")],
-        Body::from_stream(stream),
-    )
-        .into_response())
+    Ok(ndjson(out_rx))
 }

@@ -289,13 +289,7 @@ impl ApiClient {
         let status = response.status();
         let mut body = response.into_body();
         if !status.is_success() {
-            let bytes = body.collect().await.map_err(|e| self.http(e))?.to_bytes();
-            return Err(api_error(&ApiResponse {
-                status,
-                content_type: None,
-                headers: Default::default(),
-                body: bytes,
-            }));
+            return Err(self.error_answer(status, body).await);
         }
         let mut pending = Vec::new();
         while let Some(frame) = body.frame().await {
@@ -329,13 +323,7 @@ impl ApiClient {
         let status = response.status();
         let mut body = response.into_body();
         if !status.is_success() {
-            let bytes = body.collect().await.map_err(|e| self.http(e))?.to_bytes();
-            return Err(api_error(&ApiResponse {
-                status,
-                content_type: None,
-                headers: Default::default(),
-                body: bytes,
-            }));
+            return Err(self.error_answer(status, body).await);
         }
         let mut written = 0u64;
         while let Some(frame) = body.frame().await {
@@ -349,6 +337,19 @@ impl ApiClient {
         }
         let _ = driver.await;
         Ok(written)
+    }
+
+    /// The error an answer with a non-2xx status carries.
+    async fn error_answer(&self, status: StatusCode, body: hyper::body::Incoming) -> ClientError {
+        match body.collect().await {
+            Ok(collected) => api_error(&ApiResponse {
+                status,
+                content_type: None,
+                headers: Default::default(),
+                body: collected.to_bytes(),
+            }),
+            Err(e) => self.http(e),
+        }
     }
 
     fn invalid(&self, e: impl std::fmt::Display) -> ClientError {
