@@ -417,6 +417,11 @@ impl DataRoot {
         self.root.join("layers")
     }
 
+    /// Credentials for remote registries, from `wharf login` (see `images::credentials`).
+    pub fn registry_credentials(&self) -> PathBuf {
+        self.root.join("registry-credentials.json")
+    }
+
     /// The daemon's own TLS certificate and its CA, when none is configured.
     pub fn tls_dir(&self) -> PathBuf {
         self.root.join("tls")

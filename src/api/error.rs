@@ -29,6 +29,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0} not found")]
     NotFound(String),
+    /// A daemon-side failure that names the file or part that failed.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl From<PasswordError> for ApiError {
@@ -62,6 +65,10 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
             e @ ApiError::NotFound(_) => (StatusCode::NOT_FOUND, e.to_string()),
+            ApiError::Internal(m) => {
+                tracing::error!(error = %m, "API request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, m)
+            }
         };
         (status, Json(ErrorBody { message })).into_response()
     }

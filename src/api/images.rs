@@ -596,6 +596,9 @@ async fn pull_image(
         let target = crate::images::pull::PullTarget {
             blobs: BlobStore::new(layout.blobs()),
             layers: LayerStore::new(layout.layers()),
+            credentials: crate::images::credentials::CredentialStore::new(
+                layout.registry_credentials(),
+            ),
         };
         let progress_tx = out_tx.clone();
         let mut report = move |p: Progress| {

@@ -8,6 +8,7 @@ mod audit;
 pub mod auth;
 mod error;
 mod images;
+mod registries;
 mod system;
 mod tokens;
 mod users;
@@ -47,7 +48,8 @@ pub fn router() -> Router<AppState> {
                 .merge(users::routes())
                 .merge(tokens::routes())
                 .merge(audit::routes())
-                .merge(images::routes()),
+                .merge(images::routes())
+                .merge(registries::routes()),
         )
         .split_for_parts();
     doc.info.version = crate::VERSION.to_owned();

@@ -419,25 +419,7 @@ pub(super) async fn login(
             reason: "the local socket needs no login; give the daemon's http:// address".into(),
         });
     }
-    let username = match username {
-        Some(u) => u,
-        None if std::io::stdin().is_terminal() && !password_stdin => {
-            eprint!("Username: ");
-            let _ = std::io::stderr().flush();
-            let mut line = String::new();
-            std::io::stdin()
-                .read_line(&mut line)
-                .map_err(|e| ClientError::Input {
-                    reason: format!("cannot read the user name: {e}"),
-                })?;
-            line.trim().to_owned()
-        }
-        None => {
-            return Err(ClientError::Input {
-                reason: "give the user name with --username".into(),
-            });
-        }
-    };
+    let username = read_username(username, password_stdin)?;
     let password = read_password(password_stdin, false)?;
     let client_host = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
@@ -467,6 +449,83 @@ pub(super) async fn login(
         created.info.role,
         path.display()
     );
+    Ok(())
+}
+
+/// The user name from `--username`, else asked on a terminal.
+fn read_username(username: Option<String>, password_stdin: bool) -> Result<String, ClientError> {
+    Ok(match username {
+        Some(u) => u,
+        None if std::io::stdin().is_terminal() && !password_stdin => {
+            eprint!("Username: ");
+            let _ = std::io::stderr().flush();
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| ClientError::Input {
+                    reason: format!("cannot read the user name: {e}"),
+                })?;
+            line.trim().to_owned()
+        }
+        None => {
+            return Err(ClientError::Input {
+                reason: "give the user name with --username".into(),
+            });
+        }
+    })
+}
+
+/// `host[:port]` as one URL path segment.
+fn host_segment(host: &str) -> String {
+    host.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b':' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `wharf login REGISTRY`: the daemon keeps the login and pulls from that registry with it.
+pub(super) async fn registry_login(
+    client: ApiClient,
+    registry: String,
+    username: Option<String>,
+    password_stdin: bool,
+) -> Result<(), ClientError> {
+    let username = read_username(username, password_stdin)?;
+    let password = read_password(password_stdin, false)?;
+    #[derive(Deserialize)]
+    struct Summary {
+        host: String,
+        username: String,
+    }
+    let stored: Summary = client
+        .send_json(
+            Method::PUT,
+            &format!("/api/v1/registries/logins/{}", host_segment(&registry)),
+            &serde_json::json!({ "username": username, "password": password }),
+        )
+        .await?;
+    println!(
+        "login for registry {} as {} stored by the daemon; pulls from it use it",
+        stored.host, stored.username
+    );
+    Ok(())
+}
+
+/// `wharf logout REGISTRY`: the daemon forgets that registry's login.
+pub(super) async fn registry_logout(
+    client: ApiClient,
+    registry: String,
+) -> Result<(), ClientError> {
+    client
+        .send(
+            Method::DELETE,
+            &format!("/api/v1/registries/logins/{}", host_segment(&registry)),
+            None,
+        )
+        .await?;
+    println!("the daemon forgot its login for registry {registry}");
     Ok(())
 }
 

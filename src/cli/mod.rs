@@ -62,10 +62,12 @@ pub enum Command {
     /// Manage API tokens
     #[command(subcommand)]
     Token(auth::TokenCommand),
-    /// Sign in to a daemon over the network and keep an API token for it
+    /// Sign in to a daemon (an http(s):// address; keeps an API token here), or give the daemon
+    /// a login for a registry host (no scheme, e.g. registry.example:5000) that pull then uses
     Login {
-        /// The daemon, e.g. http://appliance.example:7878 (default: --host)
-        host: Option<String>,
+        /// http(s)://daemon (default: --host), or a registry host
+        #[arg(value_name = "HOST")]
+        target: Option<String>,
         #[arg(long, short = 'u')]
         username: Option<String>,
         /// Read the password from the first line of standard input
@@ -111,10 +113,12 @@ pub enum Command {
     Image(ImageCommand),
     /// The OCI runtime: runc's command line (create, start, run, state, kill, delete, …)
     Runtime(runtime::RuntimeArgs),
-    /// Revoke and forget the token kept by `wharf login`
+    /// Revoke and forget the token kept by `wharf login`, or make the daemon forget a registry's
+    /// login (a host without a scheme)
     Logout {
-        /// The daemon (default: --host)
-        host: Option<String>,
+        /// http(s)://daemon (default: --host), or a registry host
+        #[arg(value_name = "HOST")]
+        target: Option<String>,
     },
 }
 
@@ -278,17 +282,29 @@ pub fn run(cli: Cli) -> ExitCode {
             auth::token(c, command)
         }),
         Command::Login {
-            host,
+            target,
             username,
             password_stdin,
-        } => {
-            let host = host.unwrap_or(cli.host);
-            client_command(&host, None, cli.tls_ca, |c| {
-                auth::login(c.endpoint().clone(), username, password_stdin)
-            })
-        }
-        Command::Logout { host } => {
-            let host = host.unwrap_or(cli.host);
+        } => match target {
+            Some(registry) if !registry.contains("://") => {
+                client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+                    auth::registry_login(c, registry, username, password_stdin)
+                })
+            }
+            host => {
+                let host = host.unwrap_or(cli.host);
+                client_command(&host, None, cli.tls_ca, |c| {
+                    auth::login(c.endpoint().clone(), username, password_stdin)
+                })
+            }
+        },
+        Command::Logout {
+            target: Some(registry),
+        } if !registry.contains("://") => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            auth::registry_logout(c, registry)
+        }),
+        Command::Logout { target } => {
+            let host = target.unwrap_or(cli.host);
             client_command(&host, None, cli.tls_ca, |c| {
                 auth::logout(c.endpoint().clone())
             })

@@ -1,9 +1,11 @@
 //! Images: the content store shared with the registry, layer unpacking into overlayfs layer
 //! directories, and (with the images issue) manifests, configs, pull, load and save.
 //!
-//! Owns `<data-root>/blobs` ([`store`]) and `<data-root>/layers` ([`unpack`]). It must not run
+//! Owns `<data-root>/blobs` ([`store`]), `<data-root>/layers` ([`unpack`]) and the remote
+//! registry credentials ([`credentials`]). It must not run
 //! containers (that is `runtime` via `engine`) nor serve HTTP.
 
+pub mod credentials;
 pub mod load;
 pub mod pull;
 pub mod save;

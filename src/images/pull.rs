@@ -4,6 +4,7 @@
 //! registries.
 
 use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use serde_json::Value;
@@ -31,6 +32,8 @@ pub enum PullError {
     Registry { registry: String, reason: String },
     #[error("{what}: {reason}")]
     Content { what: String, reason: String },
+    #[error(transparent)]
+    Credentials(#[from] super::credentials::CredentialError),
 }
 
 fn content(what: impl Into<String>) -> impl FnOnce(String) -> PullError {
@@ -151,6 +154,8 @@ fn is_loopback(registry: &str) -> bool {
 pub struct PullTarget {
     pub blobs: BlobStore,
     pub layers: LayerStore,
+    /// Logins from `wharf login REGISTRY`; a registry without one is pulled anonymously.
+    pub credentials: super::credentials::CredentialStore,
 }
 
 /// Pulls `reference` and returns the image for the database (named by the reference).
@@ -176,10 +181,27 @@ pub async fn pull(
         protocol: ClientProtocol::HttpsExcept(insecure),
         ..ClientConfig::default()
     });
-    let auth = RegistryAuth::Anonymous;
-    let remote = |e: oci_client::errors::OciDistributionError| PullError::Registry {
-        registry: registry.clone(),
-        reason: e.to_string(),
+    let auth = match target.credentials.get(parsed.registry())? {
+        Some(login) => RegistryAuth::Basic(login.username, login.password),
+        None => RegistryAuth::Anonymous,
+    };
+    let has_login = !matches!(auth, RegistryAuth::Anonymous);
+    let remote = |e: oci_client::errors::OciDistributionError| {
+        let hint = match (&e, has_login) {
+            (OciDistributionError::UnauthorizedError { .. }, false) => format!(
+                " (401: the registry wants a login; give the daemon one with `wharf login {}`)",
+                parsed.registry()
+            ),
+            (OciDistributionError::UnauthorizedError { .. }, true) => format!(
+                " (401: the registry refused the stored login; renew it with `wharf login {}`)",
+                parsed.registry()
+            ),
+            _ => String::new(),
+        };
+        PullError::Registry {
+            registry: registry.clone(),
+            reason: format!("{e}{hint}"),
+        }
     };
     let (mut bytes, mut digest) = client
         .pull_manifest_raw(&parsed, &auth, &ACCEPTED)

@@ -106,12 +106,27 @@ async fn each_role_against_each_kind_of_endpoint() {
         (Method::GET, "/api/v1/audit", None, 2),
         (
             Method::PUT,
+            "/api/v1/registries/logins/registry.example:5000",
+            Some(json!({"username": "u", "password": "registry-secret"})),
+            2,
+        ),
+        (Method::GET, "/api/v1/registries/logins", None, 2),
+        (
+            Method::PUT,
             "/api/v1/users/admin/grants",
             Some(json!({"grants": []})),
             2,
         ),
     ];
     for (method, path, payload, least) in cases {
+        if path == "/api/v1/registries/logins" {
+            let r = call(&admin, Method::GET, path, None).await;
+            let text = String::from_utf8_lossy(&r.body);
+            assert!(
+                !text.contains("registry-secret"),
+                "stored registry passwords are never sent back: {text}"
+            );
+        }
         for (level, (who, client)) in [("vic", &viewer), ("olga", &operator), ("admin", &admin)]
             .into_iter()
             .enumerate()

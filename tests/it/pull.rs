@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::fixtures::{self, ImageBuilder, LayerBuilder};
-use crate::harness::{self, DaemonProcess, run_wharf, wharf_command};
+use crate::harness::{self, DaemonProcess, run_wharf, run_wharf_input, wharf_command};
 
 const REGISTRY: &str = "/usr/bin/docker-registry";
 
@@ -14,11 +14,18 @@ const REGISTRY: &str = "/usr/bin/docker-registry";
 pub struct Registry {
     pub dir: tempfile::TempDir,
     pub addr: String,
+    /// `user:password` when the registry asks for a login (htpasswd).
+    creds: Option<String>,
     child: Child,
 }
 
 impl Registry {
     pub fn start(test: &str) -> Option<Registry> {
+        Self::start_with_login(test, None)
+    }
+
+    /// A registry that serves only `user` with `password` (htpasswd, bcrypt).
+    pub fn start_with_login(test: &str, login: Option<(&str, &str)>) -> Option<Registry> {
         if !Path::new(REGISTRY).exists() {
             harness::skip(
                 test,
@@ -34,14 +41,20 @@ impl Registry {
             .port();
         let addr = format!("127.0.0.1:{port}");
         let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
+        let mut yaml = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, password)) = login {
+            let htpasswd = dir.path().join("htpasswd");
+            let hash = bcrypt::hash(password, 5).unwrap();
+            std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
+            yaml.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: wharf-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        std::fs::write(&config, yaml).unwrap();
         let child = Command::new(REGISTRY)
             .arg("serve")
             .arg(&config)
@@ -55,13 +68,22 @@ impl Registry {
             assert!(Instant::now() < deadline, "docker-registry did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Some(Registry { dir, addr, child })
+        Some(Registry {
+            dir,
+            addr,
+            creds: login.map(|(u, p)| format!("{u}:{p}")),
+            child,
+        })
     }
 
     /// Pushes an OCI layout's `tag` as `repo:tag` with skopeo.
     pub fn push(&self, layout: &Path, tag: &str, repo: &str) {
-        let out = Command::new("skopeo")
-            .args(["copy", "--dest-tls-verify=false"])
+        let mut skopeo = Command::new("skopeo");
+        skopeo.args(["copy", "--dest-tls-verify=false"]);
+        if let Some(creds) = &self.creds {
+            skopeo.args(["--dest-creds", creds]);
+        }
+        let out = skopeo
             .arg(format!("oci:{}:{tag}", layout.display()))
             .arg(format!("docker://{}/{repo}:{tag}", self.addr))
             .output()
@@ -278,4 +300,77 @@ fn an_index_with_two_platforms_yields_this_hosts_image_by_pull_and_by_load() {
     ]));
     let detail: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(detail["config_digest"], ours.config_digest);
+}
+
+#[test]
+fn a_registry_that_asks_for_a_login_is_pulled_from_with_the_one_from_wharf_login() {
+    let test =
+        "pull::a_registry_that_asks_for_a_login_is_pulled_from_with_the_one_from_wharf_login";
+    if harness::skip_unless_root(test) {
+        return;
+    }
+    let Some(busybox) = fixtures::busybox(test) else {
+        return;
+    };
+    let Some(registry) = Registry::start_with_login(test, Some(("puller", "s3cret-pass"))) else {
+        return;
+    };
+    let image = ImageBuilder::busybox(&busybox).cmd(&["true"]).build();
+    let layout = image.write_oci_layout(&registry.dir.path().join("layout"), "v1");
+    registry.push(&layout, "v1", "wharf-test/private");
+
+    let daemon = DaemonProcess::start();
+    let host = format!("unix://{}", daemon.socket.display());
+    let reference = format!("{}/wharf-test/private:v1", registry.addr);
+    let pull = || run_wharf(wharf_command().args(["-H", &host, "pull", "-q", &reference]));
+    let (status, _, err) = pull();
+    assert!(!status.success());
+    assert!(
+        err.contains(&format!("registry {}", registry.addr))
+            && err.contains(&format!("wharf login {}", registry.addr)),
+        "an anonymous pull is refused and the error names the registry: {err}"
+    );
+
+    let login = |password: &str| {
+        run_wharf_input(
+            wharf_command()
+                .args(["-H", &host, "login", &registry.addr, "-u", "puller"])
+                .arg("--password-stdin"),
+            &format!("{password}\n"),
+        )
+    };
+    let (status, _, err) = login("wrong");
+    assert!(status.success(), "{err}");
+    let (status, _, err) = pull();
+    assert!(!status.success(), "a wrong password does not pull");
+    assert!(err.contains("refused the stored login"), "{err}");
+
+    let (status, out, err) = login("s3cret-pass");
+    assert!(status.success(), "{err}");
+    assert!(out.contains(&registry.addr), "{out}");
+    let file = daemon.data_root.join("registry-credentials.json");
+    let meta = std::fs::metadata(&file).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "root-only");
+    let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(stored["registries"][&registry.addr]["username"], "puller");
+
+    let (status, _, err) = pull();
+    assert!(status.success(), "the stored login pulls: {err}");
+    let (status, out, err) =
+        run_wharf(wharf_command().args(["-H", &host, "image", "inspect", &reference]));
+    assert!(status.success(), "{err}");
+    assert!(out.contains("\"true\""), "{out}");
+
+    let (status, _, err) = run_wharf(wharf_command().args(["-H", &host, "logout", &registry.addr]));
+    assert!(status.success(), "{err}");
+    let (status, _, err) = pull();
+    assert!(
+        !status.success(),
+        "after logout the pull is anonymous again"
+    );
+    assert!(err.contains("wants a login"), "{err}");
+    let (status, _, err) = run_wharf(wharf_command().args(["-H", &host, "logout", &registry.addr]));
+    assert!(!status.success());
+    assert!(err.contains("not found"), "{err}");
 }
