@@ -31,6 +31,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list))
         .routes(routes!(load_archive))
         .routes(routes!(inspect))
+        .routes(routes!(history))
         .routes(routes!(tag))
         .routes(routes!(remove))
         .routes(routes!(save_archive))
@@ -402,7 +403,73 @@ async fn inspect(
     caller
         .require(Action::ImageRead, &Target::Image(name.clone()))
         .await?;
-    let reference = ImageRef::parse(&name)?;
+    Ok(Json(image_detail(&state, &name).await?))
+}
+
+/// One step of an image's history, with the layer it added (none for metadata-only steps).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HistoryEntry {
+    pub created: Option<String>,
+    pub created_by: String,
+    pub comment: Option<String>,
+    pub empty_layer: bool,
+    /// The layer's diff id, when the step added one.
+    pub layer: Option<String>,
+    /// The layer's compressed size in bytes, when the step added one.
+    pub size: Option<i64>,
+}
+
+/// The config's `history`, newest first, each layer-adding step paired with its layer.
+fn history_of(config: &serde_json::Value, layers: &[LayerRecord]) -> Vec<HistoryEntry> {
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+    let mut layers = layers.iter();
+    let mut entries: Vec<HistoryEntry> = config["history"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|step| {
+            let empty_layer = step["empty_layer"].as_bool().unwrap_or(false);
+            let layer = if empty_layer { None } else { layers.next() };
+            HistoryEntry {
+                created: text(&step["created"]),
+                created_by: text(&step["created_by"]).unwrap_or_default(),
+                comment: text(&step["comment"]),
+                empty_layer,
+                layer: layer.map(|l| l.diff_id.clone()),
+                size: layer.map(|l| l.size),
+            }
+        })
+        .collect();
+    // Layers the history does not account for (or an image without history) still show.
+    entries.extend(layers.map(|l| HistoryEntry {
+        created: None,
+        created_by: String::new(),
+        comment: None,
+        empty_layer: false,
+        layer: Some(l.diff_id.clone()),
+        size: Some(l.size),
+    }));
+    entries.reverse();
+    entries
+}
+
+/// An image's history (`docker history`), newest step first.
+#[utoipa::path(get, path = "/images/history", tag = "images", params(InspectQuery),
+    responses((status = 200, body = [HistoryEntry]), (status = 404, body = ErrorBody)))]
+async fn history(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(InspectQuery { name }): Query<InspectQuery>,
+) -> Result<Json<Vec<HistoryEntry>>, ApiError> {
+    caller
+        .require(Action::ImageRead, &Target::Image(name.clone()))
+        .await?;
+    let detail = image_detail(&state, &name).await?;
+    Ok(Json(history_of(&detail.config, &detail.layers)))
+}
+
+async fn image_detail(state: &AppState, name: &str) -> Result<ImageDetail, ApiError> {
+    let reference = ImageRef::parse(name)?;
     let summary = state
         .db
         .find_image(
@@ -426,13 +493,18 @@ async fn inspect(
         serde_json::from_slice(&bytes).map_err(|e| e.to_string())
     })
     .await
-    .map_err(|e| ApiError::BadRequest(e.to_string()))?
-    .map_err(|e| ApiError::BadRequest(format!("the image config cannot be read: {e}")))?;
-    Ok(Json(ImageDetail {
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| {
+        ApiError::Internal(format!(
+            "the config {} of image {reference} cannot be read: {e}",
+            summary.config_digest
+        ))
+    })?;
+    Ok(ImageDetail {
         summary,
         layers,
         config,
-    }))
+    })
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -626,4 +698,41 @@ async fn pull_image(
         }));
     });
     Ok(ndjson(out_rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(n: u8) -> LayerRecord {
+        LayerRecord {
+            blob_digest: format!("sha256:b{n}"),
+            diff_id: format!("sha256:d{n}"),
+            chain_id: format!("sha256:c{n}"),
+            size: i64::from(n) * 100,
+            media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+        }
+    }
+
+    #[test]
+    fn history_pairs_layer_steps_with_layers_and_skips_empty_ones() {
+        let config = serde_json::json!({"history": [
+            {"created_by": "ADD rootfs /", "created": "2026-01-01T00:00:00Z"},
+            {"created_by": "ENV A=1", "empty_layer": true},
+            {"created_by": "RUN make", "comment": "buildkit"},
+        ]});
+        let steps = history_of(&config, &[layer(1), layer(2), layer(3)]);
+        let by: Vec<&str> = steps.iter().map(|s| s.created_by.as_str()).collect();
+        assert_eq!(by, ["", "RUN make", "ENV A=1", "ADD rootfs /"]);
+        assert_eq!(
+            steps[0].layer.as_deref(),
+            Some("sha256:d3"),
+            "unaccounted layer"
+        );
+        assert_eq!(steps[1].layer.as_deref(), Some("sha256:d2"));
+        assert_eq!(steps[1].comment.as_deref(), Some("buildkit"));
+        assert!(steps[2].empty_layer && steps[2].layer.is_none() && steps[2].size.is_none());
+        assert_eq!(steps[3].size, Some(100));
+        assert_eq!(steps[3].created.as_deref(), Some("2026-01-01T00:00:00Z"));
+    }
 }

@@ -155,6 +155,52 @@ pub(super) async fn inspect(client: ApiClient, name: String) -> Result<(), Clien
     Ok(())
 }
 
+pub(super) async fn history(
+    client: ApiClient,
+    name: String,
+    format: Format,
+    no_trunc: bool,
+) -> Result<(), ClientError> {
+    let steps: Vec<serde_json::Value> = client
+        .get_json(&format!(
+            "/api/v1/images/history?name={}",
+            percent_encode(&name)
+        ))
+        .await?;
+    if format == Format::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&steps).expect("JSON serializes")
+        );
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = steps
+        .iter()
+        .map(|step| {
+            let created_by = step["created_by"].as_str().unwrap_or("");
+            let created_by = if no_trunc || created_by.chars().count() <= 60 {
+                created_by.to_owned()
+            } else {
+                format!("{}…", created_by.chars().take(59).collect::<String>())
+            };
+            vec![
+                step["layer"]
+                    .as_str()
+                    .map_or("<none>".to_owned(), |d| short(d).to_owned()),
+                step["created"].as_str().unwrap_or("").to_owned(),
+                created_by,
+                human_bytes(step["size"].as_u64().unwrap_or(0)),
+                step["comment"].as_str().unwrap_or("").to_owned(),
+            ]
+        })
+        .collect();
+    super::print_table(
+        &["LAYER", "CREATED", "CREATED BY", "SIZE", "COMMENT"],
+        &rows,
+    );
+    Ok(())
+}
+
 pub(super) async fn tag(
     client: ApiClient,
     source: String,

@@ -94,6 +94,15 @@ pub enum Command {
     },
     /// List images
     Images(FormatArgs),
+    /// Show the steps that made an image, newest first
+    History {
+        name: String,
+        #[command(flatten)]
+        format: FormatArgs,
+        /// Show each step's command in full
+        #[arg(long)]
+        no_trunc: bool,
+    },
     /// Give an image another name
     Tag { source: String, target: String },
     /// Remove image names (and images left without one)
@@ -228,6 +237,13 @@ pub fn run(cli: Cli) -> ExitCode {
                 images::pull(c, reference, quiet)
             })
         }
+        Command::History {
+            name,
+            format,
+            no_trunc,
+        } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            images::history(c, name, format.format, no_trunc)
+        }),
         Command::Tag { source, target } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
             images::tag(c, source, target)
         }),

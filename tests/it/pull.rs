@@ -156,6 +156,29 @@ fn a_multi_layer_image_with_whiteouts_is_pulled_from_a_local_registry() {
     );
     let layers = detail["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 3);
+
+    let (status, out, err) =
+        run_wharf(wharf_command().args(["-H", &host, "history", "--format", "json", &reference]));
+    assert!(status.success(), "{err}");
+    let history: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(history.len(), 3, "{out}");
+    assert_eq!(
+        history[0]["created_by"], "RUN rm /etc/group",
+        "newest first"
+    );
+    assert_eq!(history[0]["layer"], layers[2]["diff_id"]);
+    assert_eq!(history[1]["created_by"], "COPY data /srv/");
+    assert_eq!(history[2]["layer"], layers[0]["diff_id"]);
+    let (status, out, err) = run_wharf(wharf_command().args(["-H", &host, "history", &reference]));
+    assert!(status.success(), "{err}");
+    assert!(
+        out.starts_with("LAYER") && out.contains("RUN rm /etc/group"),
+        "{out}"
+    );
+    let (status, _, err) =
+        run_wharf(wharf_command().args(["-H", &host, "history", "no/such:image"]));
+    assert!(!status.success());
+    assert!(err.contains("image no/such:image not found"), "{err}");
     let dir_of = |i: usize| {
         daemon.data_root.join("layers").join(
             layers[i]["chain_id"]
