@@ -41,6 +41,8 @@ pub struct Config {
     /// PEM certificate chain and key for TLS; without them the daemon makes its own.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Remote registries (`host[:port]`) pull may reach over plain HTTP, besides loopback ones.
+    pub insecure_registries: Vec<String>,
     /// Which config file contributed, if any (reported by `system/info`).
     pub config_file: Option<PathBuf>,
 }
@@ -62,6 +64,7 @@ impl Config {
             tls: TlsMode::Auto,
             tls_cert: None,
             tls_key: None,
+            insecure_registries: Vec::new(),
             config_file: None,
         }
     }
@@ -203,6 +206,17 @@ impl Config {
         if let Some(tls) = layer.tls {
             self.tls = tls.parse().map_err(|r| invalid("tls", &tls, r))?;
         }
+        if let Some(hosts) = layer.insecure_registries {
+            let mut normalized = Vec::new();
+            for host in hosts {
+                let host = crate::images::credentials::normalize_host(&host)
+                    .map_err(|e| invalid("insecure_registries", &host, e.to_string()))?;
+                if !normalized.contains(&host) {
+                    normalized.push(host);
+                }
+            }
+            self.insecure_registries = normalized;
+        }
         for (field, value, slot) in [
             ("tls_cert", layer.tls_cert, &mut self.tls_cert),
             ("tls_key", layer.tls_key, &mut self.tls_key),
@@ -245,6 +259,8 @@ pub struct Overrides {
     pub tls: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Replaces (not extends) the list of the layers below.
+    pub insecure_registries: Option<Vec<String>>,
 }
 
 impl Overrides {
@@ -261,6 +277,14 @@ impl Overrides {
             tls: env("WHARF_TLS").filter(|v| !v.is_empty()),
             tls_cert: path("WHARF_TLS_CERT"),
             tls_key: path("WHARF_TLS_KEY"),
+            // Comma-separated; set but empty clears the list.
+            insecure_registries: env("WHARF_INSECURE_REGISTRIES").map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|h| !h.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }),
         })
     }
 }
@@ -278,6 +302,7 @@ struct ConfigFile {
     tls: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    insecure_registries: Option<Vec<String>>,
 }
 
 impl ConfigFile {
@@ -297,6 +322,7 @@ impl ConfigFile {
             tls: self.tls,
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
+            insecure_registries: self.insecure_registries,
         }
     }
 }
@@ -626,6 +652,44 @@ mod tests {
     }
 
     #[test]
+    fn insecure_registries_come_from_each_layer_normalized_and_checked() {
+        let dir = temp_dir();
+        let file = write_file(
+            dir.path(),
+            "insecure_registries = [\"Reg.Example:5000\", \"reg.example:5000\"]\n",
+        );
+        let flags = Overrides {
+            config: Some(file.clone()),
+            ..Overrides::default()
+        };
+        let config = Config::load(&flags, &env_of(&[])).unwrap();
+        assert_eq!(config.insecure_registries, ["reg.example:5000"]);
+        let env = env_of(&[("WHARF_INSECURE_REGISTRIES", "a.lan:80, b.lan")]);
+        let config = Config::load(&flags, &env).unwrap();
+        assert_eq!(
+            config.insecure_registries,
+            ["a.lan:80", "b.lan"],
+            "env replaces file"
+        );
+        let flags_list = Overrides {
+            insecure_registries: Some(vec![]),
+            ..flags.clone()
+        };
+        assert!(
+            Config::load(&flags_list, &env)
+                .unwrap()
+                .insecure_registries
+                .is_empty()
+        );
+        let bad = env_of(&[("WHARF_INSECURE_REGISTRIES", "a.lan/path")]);
+        let err = Config::load(&flags, &bad).unwrap_err().to_string();
+        assert!(
+            err.contains("insecure_registries") && err.contains("a.lan/path"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn the_packaged_config_file_documents_the_real_defaults() {
         let text = include_str!("../packaging/wharf.toml");
         assert!(
@@ -639,7 +703,7 @@ mod tests {
             .filter(|l| l.contains(" = ") && !l.starts_with(' ') && !l.starts_with("socket_group"))
             .map(|l| format!("{l}\n"))
             .collect();
-        assert_eq!(uncommented.lines().count(), 6, "{uncommented}");
+        assert_eq!(uncommented.lines().count(), 7, "{uncommented}");
         let dir = temp_dir();
         let flags = Overrides {
             config: Some(write_file(dir.path(), &uncommented)),

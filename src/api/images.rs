@@ -671,6 +671,7 @@ async fn pull_image(
             credentials: crate::images::credentials::CredentialStore::new(
                 layout.registry_credentials(),
             ),
+            insecure_registries: state.config.insecure_registries.clone(),
         };
         let progress_tx = out_tx.clone();
         let mut report = move |p: Progress| {

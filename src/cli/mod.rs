@@ -164,6 +164,10 @@ pub struct ServeArgs {
     /// PEM private key for TLS (env WHARF_TLS_KEY)
     #[arg(long)]
     pub tls_key: Option<PathBuf>,
+    /// A registry host[:port] pull may reach over plain HTTP; repeat for more (env
+    /// WHARF_INSECURE_REGISTRIES, comma-separated). Loopback registries always may.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure_registries: Vec<String>,
 }
 
 impl ServeArgs {
@@ -179,6 +183,8 @@ impl ServeArgs {
             tls: self.tls.clone(),
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
+            insecure_registries: (!self.insecure_registries.is_empty())
+                .then(|| self.insecure_registries.clone()),
         }
     }
 }

@@ -134,7 +134,14 @@ async fn download(
     result.map(|()| writer.written)
 }
 
-/// Whether a registry host may be reached over plain HTTP: only loopback.
+/// Whether `registry` may be reached over plain HTTP: a loopback one, or one the admin listed
+/// (`insecure_registries`, normalized like credential hosts).
+fn plain_http_allowed(registry: &str, insecure: &[String]) -> bool {
+    is_loopback(registry)
+        || super::credentials::normalize_host(registry).is_ok_and(|h| insecure.contains(&h))
+}
+
+/// Whether a registry host is a loopback address (or `localhost`).
 fn is_loopback(registry: &str) -> bool {
     let host = registry.rsplit_once(':').map_or(registry, |(h, p)| {
         if p.bytes().all(|b| b.is_ascii_digit()) {
@@ -156,6 +163,8 @@ pub struct PullTarget {
     pub layers: LayerStore,
     /// Logins from `wharf login REGISTRY`; a registry without one is pulled anonymously.
     pub credentials: super::credentials::CredentialStore,
+    /// Registries the admin lets pull reach over plain HTTP (besides loopback ones).
+    pub insecure_registries: Vec<String>,
 }
 
 /// Pulls `reference` and returns the image for the database (named by the reference).
@@ -172,7 +181,7 @@ pub async fn pull(
                 reason: e.to_string(),
             })?;
     let registry = parsed.resolve_registry().to_owned();
-    let insecure = if is_loopback(&registry) {
+    let insecure = if plain_http_allowed(&registry, &target.insecure_registries) {
         vec![registry.clone()]
     } else {
         Vec::new()
@@ -394,7 +403,21 @@ pub async fn pull(
 
 #[cfg(test)]
 mod tests {
-    use super::is_loopback;
+    use super::{is_loopback, plain_http_allowed};
+
+    #[test]
+    fn listed_insecure_registries_get_plain_http_and_no_others() {
+        let listed = vec!["registry.lan:5000".to_owned(), "10.0.0.1".to_owned()];
+        assert!(plain_http_allowed("Registry.LAN:5000", &listed));
+        assert!(plain_http_allowed("10.0.0.1", &listed));
+        assert!(plain_http_allowed("127.0.0.1:5000", &[]));
+        assert!(
+            !plain_http_allowed("registry.lan:5001", &listed),
+            "the port counts"
+        );
+        assert!(!plain_http_allowed("10.0.0.1:5000", &listed));
+        assert!(!plain_http_allowed("registry.lan:5000", &[]));
+    }
 
     #[test]
     fn only_loopback_registries_get_plain_http() {

@@ -80,6 +80,7 @@ pub fn test_config(dir: &Path) -> Config {
         tls: TlsMode::Auto,
         tls_cert: None,
         tls_key: None,
+        insecure_registries: Vec::new(),
         config_file: None,
     }
 }
