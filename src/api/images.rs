@@ -303,14 +303,31 @@ async fn remove(
     Ok(Json(removed))
 }
 
-/// An image as a `docker save` archive (`docker load` reads it).
-#[utoipa::path(get, path = "/images/save", tag = "images", params(NameQuery),
-    responses((status = 200, description = "a tar", content_type = "application/x-tar"), (status = 404, body = ErrorBody)))]
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct SaveQuery {
+    /// `name[:tag]` or `name@digest`.
+    pub name: String,
+    /// `docker-archive` (the default; `docker load` reads it) or `oci-archive` (an OCI layout tar).
+    pub format: Option<String>,
+}
+
+/// An image as a `docker save` archive (`docker load` reads it) or an OCI image layout tar.
+#[utoipa::path(get, path = "/images/save", tag = "images", params(SaveQuery),
+    responses((status = 200, description = "a tar", content_type = "application/x-tar"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn save_archive(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<NameQuery>,
+    Query(q): Query<SaveQuery>,
 ) -> Result<Response, ApiError> {
+    let oci = match q.format.as_deref() {
+        None | Some("docker-archive") => false,
+        Some("oci-archive") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "save format {other:?} is unknown: expected docker-archive or oci-archive"
+            )));
+        }
+    };
     caller
         .require(Action::ImageRead, &Target::Image(q.name.clone()))
         .await?;
@@ -326,14 +343,31 @@ async fn save_archive(
     tokio::task::spawn_blocking(move || {
         let blobs = BlobStore::new(layout.blobs());
         let writer = std::io::BufWriter::with_capacity(1 << 20, ChannelWriter { tx: tx.clone() });
-        if let Err(e) = crate::images::save::save(
-            writer,
-            &blobs,
-            &config,
-            &layers,
-            &names,
-            &layout.root().join("tmp"),
-        ) {
+        let saved = match crate::domain::Digest::parse(&summary.digest) {
+            Ok(manifest) if oci => crate::images::save::save_oci(
+                writer,
+                &blobs,
+                &crate::images::save::StoredImage {
+                    manifest: &manifest,
+                    manifest_media_type: &summary.media_type,
+                    config: &config,
+                    layers: &layers,
+                },
+                &names,
+            ),
+            Err(e) => Err(crate::images::save::SaveError::Io(std::io::Error::other(
+                e.to_string(),
+            ))),
+            Ok(_) => crate::images::save::save(
+                writer,
+                &blobs,
+                &config,
+                &layers,
+                &names,
+                &layout.root().join("tmp"),
+            ),
+        };
+        if let Err(e) = saved {
             let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
         }
     });

@@ -232,8 +232,13 @@ pub(super) async fn save(
     client: ApiClient,
     name: String,
     output: Option<PathBuf>,
+    format: String,
 ) -> Result<(), ClientError> {
-    let path = format!("/api/v1/images/save?name={}", percent_encode(&name));
+    let path = format!(
+        "/api/v1/images/save?name={}&format={}",
+        percent_encode(&name),
+        percent_encode(&format)
+    );
     match output {
         Some(file) => {
             let tmp = file.with_extension("partial");

@@ -110,12 +110,15 @@ pub enum Command {
         #[arg(required = true)]
         names: Vec<String>,
     },
-    /// Write an image as a docker save archive (docker load reads it)
+    /// Write an image as a docker save archive (docker load reads it) or an OCI layout tar
     Save {
         name: String,
         /// The file (default: standard output)
         #[arg(long, short = 'o')]
         output: Option<PathBuf>,
+        /// docker-archive or oci-archive
+        #[arg(long, default_value = "docker-archive", value_parser = ["docker-archive", "oci-archive"])]
+        format: String,
     },
     /// Image commands
     #[command(subcommand)]
@@ -256,8 +259,12 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Rmi { names } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
             images::remove(c, names)
         }),
-        Command::Save { name, output } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
-            images::save(c, name, output)
+        Command::Save {
+            name,
+            output,
+            format,
+        } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            images::save(c, name, output, format)
         }),
         Command::Image(ImageCommand::Prune) => {
             client_command(&cli.host, cli.token, cli.tls_ca, |c| async move {

@@ -113,7 +113,8 @@ fn normalize(path: &str) -> Option<String> {
 }
 
 /// Loads every image of `archive`. `repository` names the images of an OCI layout whose
-/// `org.opencontainers.image.ref.name` is only a tag.
+/// `org.opencontainers.image.ref.name` is only a tag (and no `io.containerd.image.name` gives
+/// the full name).
 pub fn load(
     archive: impl Read,
     blobs: &BlobStore,
@@ -408,7 +409,10 @@ fn oci_images(
         .as_array()
         .ok_or_else(|| doc("index.json", "no manifests"))?
     {
-        let name = descriptor["annotations"]["org.opencontainers.image.ref.name"].as_str();
+        // containerd and `wharf save` put the full name beside the tag-only ref.name.
+        let name = descriptor["annotations"]["io.containerd.image.name"]
+            .as_str()
+            .or(descriptor["annotations"]["org.opencontainers.image.ref.name"].as_str());
         let mut digest = Digest::parse(descriptor["digest"].as_str().unwrap_or_default())
             .map_err(|e| doc("index.json", e))?;
         let mut media = descriptor["mediaType"]

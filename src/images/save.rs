@@ -1,5 +1,7 @@
 //! Writing an image as a `docker save` archive (`manifest.json`, the config, one uncompressed
-//! `layer.tar` per layer), which `docker load` and `wharf load` read.
+//! `layer.tar` per layer), which `docker load` and `wharf load` read, or as an OCI image layout
+//! tar (`oci-layout`, `index.json`, `blobs/<alg>/<hex>` as stored), which skopeo's
+//! `oci-archive:` and `wharf load` read.
 
 use std::io::{self, Read, Seek, Write};
 use std::path::Path;
@@ -81,6 +83,77 @@ pub fn save(
         manifest.len() as u64,
         &manifest[..],
     )?;
+    tar.into_inner()?.flush()?;
+    Ok(())
+}
+
+/// The image as it sits in the store.
+pub struct StoredImage<'a> {
+    pub manifest: &'a Digest,
+    pub manifest_media_type: &'a str,
+    pub config: &'a Digest,
+    pub layers: &'a [LayerRecord],
+}
+
+/// Writes the image as an OCI image layout tar, its blobs byte for byte as stored (so every
+/// digest still holds), one `index.json` entry per name in `repo_tags` (or one unnamed entry).
+pub fn save_oci(
+    out: impl Write,
+    blobs: &BlobStore,
+    image: &StoredImage<'_>,
+    repo_tags: &[String],
+) -> Result<(), SaveError> {
+    let mut tar = tar::Builder::new(out);
+    let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
+    add(&mut tar, "oci-layout", layout.len() as u64, &layout[..])?;
+    let mut written = std::collections::HashSet::new();
+    let mut digests = vec![image.config.clone()];
+    for layer in image.layers {
+        digests.push(Digest::parse(&layer.blob_digest).expect("recorded digests are valid"));
+    }
+    digests.push(image.manifest.clone());
+    for digest in digests {
+        if written.insert(digest.clone()) {
+            let name = format!("blobs/{}/{}", digest.algorithm_name(), digest.hex());
+            add(&mut tar, &name, blobs.size(&digest)?, blobs.open(&digest)?)?;
+        }
+    }
+    let size = blobs.size(image.manifest)?;
+    let entry = |annotations: Option<serde_json::Value>| {
+        let mut e = serde_json::json!({
+            "mediaType": image.manifest_media_type,
+            "digest": image.manifest.as_str(),
+            "size": size,
+        });
+        if let Some(a) = annotations {
+            e["annotations"] = a;
+        }
+        e
+    };
+    let manifests: Vec<serde_json::Value> = if repo_tags.is_empty() {
+        vec![entry(None)]
+    } else {
+        repo_tags
+            .iter()
+            .map(|name| {
+                let tag = match name.rsplit_once(':') {
+                    Some((_, t)) if !t.contains('/') => t,
+                    _ => "latest",
+                };
+                entry(Some(serde_json::json!({
+                    "org.opencontainers.image.ref.name": tag,
+                    "io.containerd.image.name": name,
+                })))
+            })
+            .collect()
+    };
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    }))
+    .expect("index.json serializes");
+    add(&mut tar, "index.json", index.len() as u64, &index[..])?;
     tar.into_inner()?.flush()?;
     Ok(())
 }

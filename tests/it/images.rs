@@ -402,3 +402,111 @@ fn tags_move_and_the_last_name_takes_the_image_and_its_unshared_files() {
         "{out}"
     );
 }
+
+#[test]
+fn an_oci_archive_saved_by_wharf_keeps_every_digest_and_loads_back_by_name() {
+    let test = "images::an_oci_archive_saved_by_wharf_keeps_every_digest_and_loads_back_by_name";
+    if harness::skip_unless_root(test) {
+        return;
+    }
+    let Some(busybox) = fixtures::busybox(test) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let image = ImageBuilder::busybox(&busybox)
+        .layer(
+            LayerBuilder::new()
+                .file("etc/motd", 0o644, b"oci\n")
+                .finish(),
+            "COPY motd /etc/",
+        )
+        .build();
+    let layout = image.write_oci_layout(&work.path().join("layout"), "v3");
+    let layout_tar = work.path().join("layout.tar");
+    tar_dir(&layout, &layout_tar);
+    let daemon = DaemonProcess::start();
+    let (status, _, err) = run_wharf(
+        wharf_command()
+            .args(["-H", &host(&daemon), "load", "-q", "--repository"])
+            .arg("wharf-test/oci-save")
+            .arg("-i")
+            .arg(&layout_tar),
+    );
+    assert!(status.success(), "{err}");
+
+    let saved = work.path().join("saved.tar");
+    let (status, _, err) = run_wharf(
+        wharf_command()
+            .args([
+                "-H",
+                &host(&daemon),
+                "save",
+                "--format",
+                "oci-archive",
+                "-o",
+            ])
+            .arg(&saved)
+            .arg("wharf-test/oci-save:v3"),
+    );
+    assert!(status.success(), "{err}");
+
+    // skopeo reads it, and copying it verifies every blob against its digest.
+    let archive = format!("oci-archive:{}", saved.display());
+    let out = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", &archive])
+        .output()
+        .expect("skopeo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fixtures::sha256_digest(&out.stdout),
+        image.manifest_digest,
+        "the manifest is saved byte for byte"
+    );
+    let copied = work.path().join("copied");
+    let out = std::process::Command::new("skopeo")
+        .args(["copy", &archive])
+        .arg(format!("dir:{}", copied.display()))
+        .output()
+        .expect("skopeo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for layer in &image.layers {
+        assert!(
+            copied
+                .join(layer.digest.strip_prefix("sha256:").unwrap())
+                .exists(),
+            "layer {} copied",
+            layer.digest
+        );
+    }
+
+    // Back into a fresh daemon: the full name travels in the index, no --repository needed.
+    let other = DaemonProcess::start();
+    let (status, out, err) = run_wharf(
+        wharf_command()
+            .args(["-H", &host(&other), "load", "-q", "-i"])
+            .arg(&saved),
+    );
+    assert!(status.success(), "{err}");
+    assert!(out.contains("wharf-test/oci-save:v3"), "{out}");
+    let listed = images_json(&other);
+    assert_eq!(listed[0]["digest"], image.manifest_digest.as_str());
+
+    let (status, _, err) = run_wharf(wharf_command().args([
+        "-H",
+        &host(&daemon),
+        "save",
+        "--format",
+        "tarball",
+        "wharf-test/oci-save:v3",
+    ]));
+    assert!(!status.success());
+    assert!(err.contains("tarball"), "{err}");
+}
