@@ -82,6 +82,80 @@ impl tokio::io::AsyncWrite for HashingWriter {
     }
 }
 
+/// How often a layer download that breaks off is resumed before the pull fails.
+const RESUME_ATTEMPTS: u32 = 4;
+/// How many resumes one layer gets in all.
+const MAX_RESUMES: u32 = 32;
+
+/// Fetches the blob into `writer`. When the connection breaks off mid-blob, the download goes on
+/// from the bytes already written (an HTTP range request); a registry that answers a range with
+/// the whole blob starts it over. The caller checks the size and the digest of the result.
+async fn fetch_resuming(
+    client: &Client,
+    reference: &Reference,
+    desc: &oci_client::manifest::OciDescriptor,
+    writer: &mut HashingWriter,
+) -> Result<(), String> {
+    use sha2::Digest as _;
+    use tokio::io::AsyncSeekExt;
+    use tokio_stream::StreamExt;
+    // Breaks in a row without a byte gained, and resumes in all (a registry that sends a byte
+    // and hangs up each time must not keep the pull going forever).
+    let (mut failures, mut resumes) = (0u32, 0u32);
+    loop {
+        let offset = writer.written;
+        let outcome: Result<(), String> = async {
+            let response = client
+                .pull_blob_stream_partial(reference, desc, offset, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut stream = match response {
+                oci_client::client::BlobResponse::Partial(stream) => stream,
+                oci_client::client::BlobResponse::Full(stream) => {
+                    if offset > 0 {
+                        // No range support: start over.
+                        writer.file.set_len(0).await.map_err(|e| e.to_string())?;
+                        writer.file.rewind().await.map_err(|e| e.to_string())?;
+                        writer.hasher = sha2::Sha256::new();
+                        writer.written = 0;
+                    }
+                    stream
+                }
+            };
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| e.to_string())?;
+                writer.write_all(&chunk).await.map_err(|e| e.to_string())?;
+            }
+            writer.flush().await.map_err(|e| e.to_string())
+        }
+        .await;
+        match outcome {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if failures < RESUME_ATTEMPTS
+                    && resumes < MAX_RESUMES
+                    && writer.written < desc.size as u64 =>
+            {
+                failures = if writer.written > offset {
+                    0
+                } else {
+                    failures + 1
+                };
+                resumes += 1;
+                tracing::warn!(
+                    blob = %desc.digest,
+                    at = writer.written,
+                    of = desc.size,
+                    error = %e,
+                    "layer download broke off; resuming"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(200 << failures.min(4))).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Downloads one blob straight into the store's `.incoming/`, hashing as it arrives, and moves
 /// it into place only if it has the expected digest and size.
 async fn download(
@@ -102,11 +176,7 @@ async fn download(
         written: 0,
     };
     let result = async {
-        client
-            .pull_blob(reference, desc, &mut writer)
-            .await
-            .map_err(|e| e.to_string())?;
-        writer.flush().await.map_err(|e| e.to_string())?;
+        fetch_resuming(client, reference, desc, &mut writer).await?;
         if writer.written != desc.size as u64 {
             return Err(format!(
                 "{} bytes arrived, the manifest says {}",

@@ -397,3 +397,157 @@ fn a_registry_that_asks_for_a_login_is_pulled_from_with_the_one_from_wharf_login
     assert!(!status.success());
     assert!(err.contains("not found"), "{err}");
 }
+
+/// A TCP proxy on 127.0.0.1 in front of a registry that hangs up in the middle of the first
+/// answer for one blob, and notes the `Range` header of every request for that blob.
+struct CuttingProxy {
+    addr: String,
+    ranges: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CuttingProxy {
+    fn start(upstream: &str, blob: &str, cut_after: usize) -> CuttingProxy {
+        use std::io::{Read, Write};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let ranges = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let cut_done = Arc::new(AtomicBool::new(false));
+        let (upstream, blob) = (upstream.to_owned(), blob.to_owned());
+        let (ranges2, stop2) = (Arc::clone(&ranges), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let armed = Arc::new(AtomicBool::new(false));
+                let (mut c_in, mut s_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (armed_w, cut_w, ranges_w, blob_w) = (
+                    Arc::clone(&armed),
+                    Arc::clone(&cut_done),
+                    Arc::clone(&ranges2),
+                    blob.clone(),
+                );
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 << 10];
+                    while let Ok(n) = c_in.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        let text = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+                        if text.starts_with("get ") && text.contains(&blob_w) {
+                            let range = text
+                                .lines()
+                                .find_map(|l| l.strip_prefix("range:"))
+                                .unwrap_or("")
+                                .trim()
+                                .to_owned();
+                            ranges_w.lock().unwrap().push(range);
+                            if !cut_w.swap(true, Ordering::SeqCst) {
+                                armed_w.store(true, Ordering::SeqCst);
+                            }
+                        }
+                        if s_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = s_out.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut s_in, mut c_out) = (server, client);
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 16 << 10];
+                    let mut sent_armed = 0;
+                    while let Ok(n) = s_in.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        let mut n = n;
+                        if armed.load(Ordering::SeqCst) {
+                            n = n.min(cut_after - sent_armed);
+                            sent_armed += n;
+                        }
+                        if c_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        if armed.load(Ordering::SeqCst) && sent_armed >= cut_after {
+                            let _ = c_out.shutdown(std::net::Shutdown::Both);
+                            let _ = s_in.shutdown(std::net::Shutdown::Both);
+                            return;
+                        }
+                    }
+                    let _ = c_out.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        CuttingProxy { addr, ranges, stop }
+    }
+}
+
+impl Drop for CuttingProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(&self.addr); // wakes the accept loop
+    }
+}
+
+#[test]
+fn a_layer_download_that_breaks_off_resumes_where_it_stopped() {
+    let test = "pull::a_layer_download_that_breaks_off_resumes_where_it_stopped";
+    if harness::skip_unless_root(test) {
+        return;
+    }
+    let Some(busybox) = fixtures::busybox(test) else {
+        return;
+    };
+    let Some(registry) = Registry::start(test) else {
+        return;
+    };
+    let image = ImageBuilder::busybox(&busybox).cmd(&["true"]).build();
+    let layer = image.layers[0].digest.clone();
+    assert!(
+        image.layers[0].gzip.len() > 400_000,
+        "the layer outlasts the cut"
+    );
+    let layout = image.write_oci_layout(&registry.dir.path().join("layout"), "v1");
+    registry.push(&layout, "v1", "wharf-test/resumed");
+    let proxy = CuttingProxy::start(&registry.addr, &layer, 200_000);
+
+    let daemon = DaemonProcess::start();
+    let host = format!("unix://{}", daemon.socket.display());
+    let reference = format!("{}/wharf-test/resumed:v1", proxy.addr);
+    let (status, _, err) = run_wharf(wharf_command().args(["-H", &host, "pull", "-q", &reference]));
+    assert!(status.success(), "the pull survives the cut: {err}");
+    let ranges = proxy.ranges.lock().unwrap().clone();
+    assert!(
+        ranges.len() >= 2,
+        "the layer was asked for again: {ranges:?}"
+    );
+    let resumed_at: u64 = ranges[1]
+        .strip_prefix("bytes=")
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a range request resumes the layer: {ranges:?}"));
+    assert!(
+        resumed_at > 0 && resumed_at < image.layers[0].gzip.len() as u64,
+        "it resumes mid-layer, not from the start: {ranges:?}"
+    );
+    let hex = layer.strip_prefix("sha256:").unwrap();
+    let stored = daemon
+        .data_root
+        .join("blobs/sha256")
+        .join(&hex[..2])
+        .join(hex);
+    assert_eq!(
+        fixtures::sha256_digest(&std::fs::read(&stored).unwrap()),
+        layer,
+        "the resumed layer is whole"
+    );
+}
