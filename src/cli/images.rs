@@ -112,23 +112,11 @@ pub(super) async fn list(client: ApiClient, format: Format) -> Result<(), Client
     }
     let mut rows = Vec::new();
     for image in &images {
-        let names: Vec<(String, String)> = if image.tags.is_empty() {
-            vec![("<none>".into(), "<none>".into())]
-        } else {
-            image
-                .tags
-                .iter()
-                .map(|t| {
-                    let (r, tag) = t.rsplit_once(':').unwrap_or((t.as_str(), ""));
-                    (r.to_owned(), tag.to_owned())
-                })
-                .collect()
-        };
-        for (repository, tag) in names {
+        for (repository, tag) in image.names() {
             rows.push(vec![
                 repository,
                 tag,
-                short(&image.digest).to_owned(),
+                image.short_id().to_owned(),
                 format!("{}/{}", image.os, image.architecture),
                 human_bytes(image.size.max(0) as u64),
             ]);

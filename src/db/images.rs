@@ -42,6 +42,31 @@ pub struct ImageSummary {
     pub created_at: i64,
 }
 
+impl ImageSummary {
+    /// `(repository, tag)` per name, or one `("<none>", "<none>")` for an unnamed image.
+    pub fn names(&self) -> Vec<(String, String)> {
+        if self.tags.is_empty() {
+            return vec![("<none>".into(), "<none>".into())];
+        }
+        self.tags
+            .iter()
+            .map(|t| {
+                let (r, tag) = t.rsplit_once(':').unwrap_or((t.as_str(), ""));
+                (r.to_owned(), tag.to_owned())
+            })
+            .collect()
+    }
+
+    /// The first 12 hex digits of the manifest digest, as `docker images` shows IDs.
+    pub fn short_id(&self) -> &str {
+        let hex = self
+            .digest
+            .split_once(':')
+            .map_or(self.digest.as_str(), |(_, h)| h);
+        &hex[..hex.len().min(12)]
+    }
+}
+
 type SummaryRow = (
     String,
     String,

@@ -21,12 +21,21 @@ pub use error::WebError;
 pub use session::WebUser;
 
 const CSS: &str = include_str!("../../static/wharf.css");
+const IMAGES_JS: &str = include_str!("../../static/images.js");
 
 /// A short hash of the stylesheet, in its URL, so it can be cached for a year and still change.
 pub const CSS_VERSION: &str = match std::str::from_utf8(&CSS_HASH_HEX) {
     Ok(s) => s,
     Err(_) => panic!("hex digits are UTF-8"),
 };
+const CSS_HASH_HEX: [u8; 16] = hash_hex(CSS.as_bytes());
+
+/// The same for the Images page's script.
+pub const JS_VERSION: &str = match std::str::from_utf8(&JS_HASH_HEX) {
+    Ok(s) => s,
+    Err(_) => panic!("hex digits are UTF-8"),
+};
+const JS_HASH_HEX: [u8; 16] = hash_hex(IMAGES_JS.as_bytes());
 
 const fn fnv1a(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -39,8 +48,8 @@ const fn fnv1a(bytes: &[u8]) -> u64 {
     hash
 }
 
-const CSS_HASH_HEX: [u8; 16] = {
-    let hash = fnv1a(CSS.as_bytes());
+const fn hash_hex(bytes: &[u8]) -> [u8; 16] {
+    let hash = fnv1a(bytes);
     let digits = b"0123456789abcdef";
     let mut out = [0u8; 16];
     let mut i = 0;
@@ -49,16 +58,25 @@ const CSS_HASH_HEX: [u8; 16] = {
         i += 1;
     }
     out
-};
+}
 
-async fn stylesheet() -> impl IntoResponse {
+/// A versioned asset: cached for a year, since a change changes its URL.
+fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
     (
         [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
         ],
-        CSS,
+        body,
     )
+}
+
+async fn stylesheet() -> impl IntoResponse {
+    asset("text/css; charset=utf-8", CSS)
+}
+
+async fn images_script() -> impl IntoResponse {
+    asset("text/javascript; charset=utf-8", IMAGES_JS)
 }
 
 /// The dashboard's routes.
@@ -73,7 +91,12 @@ pub fn router() -> Router<AppState> {
         .route("/account/tokens/{id}/revoke", post(pages::revoke_token))
         .route("/account/password", post(pages::change_password))
         .route("/audit", get(pages::audit))
+        .route("/images", get(pages::images))
         .route(&format!("/static/wharf-{CSS_VERSION}.css"), get(stylesheet))
+        .route(
+            &format!("/static/images-{JS_VERSION}.js"),
+            get(images_script),
+        )
 }
 
 /// The headers every response carries: a strict Content-Security-Policy (no inline scripts or

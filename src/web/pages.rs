@@ -607,3 +607,56 @@ pub async fn audit(
         csv_query,
     })
 }
+
+/// One row of the Images page: an image once per name (or once, unnamed).
+pub struct ImageRow {
+    pub repository: String,
+    pub tag: String,
+    pub id: String,
+    pub platform: String,
+    pub size: String,
+    pub layers: i64,
+    pub added: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "images.html")]
+pub struct ImagesPage {
+    pub user: WebUser,
+    pub images: Vec<ImageRow>,
+    pub can_pull: bool,
+}
+
+pub async fn images(State(state): State<AppState>, user: WebUser) -> Result<ImagesPage, WebError> {
+    authorize(
+        &user.principal,
+        Action::ImageRead,
+        &Target::Image("*".into()),
+    )
+    .map_err(|d| WebError::Forbidden(d.to_string()))?;
+    let can_pull = authorize(
+        &user.principal,
+        Action::ImagePull,
+        &Target::Image("*".into()),
+    )
+    .is_ok();
+    let mut images = Vec::new();
+    for image in state.db.list_images().await? {
+        for (repository, tag) in image.names() {
+            images.push(ImageRow {
+                repository,
+                tag,
+                id: image.short_id().to_owned(),
+                platform: format!("{}/{}", image.os, image.architecture),
+                size: crate::host::human_bytes(image.size.max(0) as u64),
+                layers: image.layers,
+                added: time_text(Some(image.created_at)),
+            });
+        }
+    }
+    Ok(ImagesPage {
+        user,
+        images,
+        can_pull,
+    })
+}

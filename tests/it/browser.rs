@@ -280,3 +280,75 @@ async fn first_admin_signs_in_makes_a_token_and_signs_out_in_chromium() {
     browser.goto(&format!("{base}/")).await;
     browser.wait_for_path(&base, "/login").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_pulls_an_image_from_the_images_page_and_watches_it_arrive() {
+    let test = "browser::an_operator_pulls_an_image_from_the_images_page_and_watches_it_arrive";
+    if harness::skip_unless_root(test) {
+        return;
+    }
+    let Some(busybox) = crate::fixtures::busybox(test) else {
+        return;
+    };
+    let Some(registry) = crate::pull::Registry::start(test) else {
+        return;
+    };
+    let image = crate::fixtures::ImageBuilder::busybox(&busybox)
+        .cmd(&["true"])
+        .build();
+    let layout = image.write_oci_layout(&registry.dir.path().join("layout"), "v1");
+    registry.push(&layout, "v1", "wharf-test/dashboard");
+    let daemon = TestDaemon::start();
+    daemon.user_with_token("olga", "operator").await;
+    let Some(browser) = Browser::start(test).await else {
+        return;
+    };
+    let base = format!("http://127.0.0.1:{}", daemon.tcp.port());
+    browser.goto(&format!("{base}/login")).await;
+    browser.type_into("#username", "olga").await;
+    browser.type_into("#password", "olga-password").await;
+    browser.click("#sign-in").await;
+    browser.wait_for_path(&base, "/").await;
+
+    browser.goto(&format!("{base}/images")).await;
+    assert_eq!(browser.text("#no-images").await, "No images yet.");
+    // A reference that is not there fails with the registry's reason, on the page.
+    let missing = format!("{}/wharf-test/absent:v1", registry.addr);
+    browser.type_into("#pull-reference", &missing).await;
+    browser.click("#pull-button").await;
+    let status = wait_for_text(&browser, "#pull-status", "Pull failed").await;
+    assert!(status.contains(&registry.addr), "{status}");
+
+    let reference = format!("{}/wharf-test/dashboard:v1", registry.addr);
+    browser
+        .eval("document.getElementById('pull-reference').value = '';")
+        .await;
+    browser.type_into("#pull-reference", &reference).await;
+    browser.click("#pull-button").await;
+    let status = wait_for_text(&browser, "#pull-status", "Pulled").await;
+    assert!(status.contains(&image.manifest_digest), "{status}");
+    let log = browser.text("#pull-log").await;
+    assert!(
+        log.contains("downloaded") && log.contains("unpacked"),
+        "progress is shown as it arrives: {log}"
+    );
+    browser.click("#pull-refresh").await;
+    let table = wait_for_text(&browser, "#images", "wharf-test/dashboard").await;
+    assert!(table.contains("v1") && table.contains("linux/"), "{table}");
+}
+
+/// Waits up to 30 s for the element's text to contain `wanted`, and returns it.
+async fn wait_for_text(browser: &Browser, css: &str, wanted: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = browser.text(css).await;
+        if text.contains(wanted) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{css} never showed {wanted:?}: {text:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,106 @@
+// The Images page's pull form: sends the pull to the JSON API with the session's CSRF token and
+// shows the daemon's NDJSON progress as it streams in. Loaded as a file: the CSP forbids inline
+// scripts.
+"use strict";
+
+(function () {
+  const form = document.getElementById("pull-form");
+  if (!form) {
+    return;
+  }
+  const input = document.getElementById("pull-reference");
+  const button = document.getElementById("pull-button");
+  const log = document.getElementById("pull-log");
+  const status = document.getElementById("pull-status");
+  const bar = document.getElementById("pull-progress");
+
+  function note(text) {
+    const item = document.createElement("li");
+    item.textContent = text;
+    log.appendChild(item);
+  }
+
+  function short(digest) {
+    return String(digest || "").replace(/^sha256:/, "").slice(0, 12);
+  }
+
+  function show(event) {
+    if (event.error) {
+      throw new Error(event.error);
+    }
+    switch (event.status) {
+      case "stored":
+        note("downloaded " + short(event.digest) + " (" + event.size + " bytes)");
+        break;
+      case "unpacked":
+        note("unpacked " + short(event.chain_id));
+        break;
+      case "done":
+        status.textContent = "Pulled " + input.value.trim() + " (" + event.digest + ")";
+        status.className = "ok";
+        break;
+      default:
+        note(JSON.stringify(event));
+    }
+  }
+
+  form.addEventListener("submit", async function (submitted) {
+    submitted.preventDefault();
+    const reference = input.value.trim();
+    if (!reference) {
+      return;
+    }
+    button.disabled = true;
+    bar.hidden = false;
+    log.textContent = "";
+    status.textContent = "Pulling " + reference + "…";
+    status.className = "";
+    try {
+      const response = await fetch("/api/v1/images/pull", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-CSRF-Token": form.dataset.csrf },
+        body: JSON.stringify({ reference: reference }),
+      });
+      if (!response.ok) {
+        const body = await response.json().catch(function () {
+          return { message: response.status + " " + response.statusText };
+        });
+        throw new Error(body.message);
+      }
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let pending = "";
+      for (;;) {
+        const chunk = await reader.read();
+        if (chunk.done) {
+          break;
+        }
+        pending += decoder.decode(chunk.value, { stream: true });
+        let newline;
+        while ((newline = pending.indexOf("\n")) >= 0) {
+          const line = pending.slice(0, newline).trim();
+          pending = pending.slice(newline + 1);
+          if (line) {
+            show(JSON.parse(line));
+          }
+        }
+      }
+      if (status.className === "ok") {
+        const link = document.createElement("a");
+        link.href = "/images";
+        link.id = "pull-refresh";
+        link.textContent = "Show it in the list";
+        status.append(" ", link);
+      } else {
+        throw new Error("the daemon ended the pull without saying it was done");
+      }
+    } catch (failure) {
+      status.textContent = "Pull failed: " + failure.message;
+      status.className = "error";
+    } finally {
+      button.disabled = false;
+      bar.hidden = true;
+    }
+  });
+})();
