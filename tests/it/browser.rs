@@ -42,8 +42,11 @@ impl Browser {
             .local_addr()
             .unwrap()
             .port();
+        // Chromium leaves org.chromium.* scratch dirs in TMPDIR: keep them in the profile dir.
+        let profile = tempfile::tempdir().unwrap();
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
+            .env("TMPDIR", profile.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -60,7 +63,6 @@ impl Browser {
             assert!(Instant::now() < deadline, "chromedriver did not start");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let profile = tempfile::tempdir().unwrap();
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
