@@ -24,12 +24,34 @@
     return String(digest || "").replace(/^sha256:/, "").slice(0, 12);
   }
 
+  // Bytes so far and in all, per layer downloading, for the progress bar.
+  let layers = new Map();
+
+  function showBytes() {
+    let current = 0;
+    let total = 0;
+    layers.forEach(function (bytes) {
+      current += bytes[0];
+      total += bytes[1];
+    });
+    if (total > 0) {
+      bar.max = total;
+      bar.value = current;
+    }
+  }
+
   function show(event) {
     if (event.error) {
       throw new Error(event.error);
     }
     switch (event.status) {
+      case "downloading":
+        layers.set(event.digest, [event.current, event.total]);
+        showBytes();
+        break;
       case "stored":
+        layers.set(event.digest, [event.size, event.size]);
+        showBytes();
         note("downloaded " + short(event.digest) + " (" + event.size + " bytes)");
         break;
       case "unpacked":
@@ -51,6 +73,8 @@
       return;
     }
     button.disabled = true;
+    layers = new Map();
+    bar.removeAttribute("value");
     bar.hidden = false;
     log.textContent = "";
     status.textContent = "Pulling " + reference + "…";

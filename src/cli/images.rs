@@ -251,6 +251,53 @@ pub(super) async fn save(
     Ok(())
 }
 
+/// One line on a terminal, redrawn in place: the bytes of all layers downloading so far.
+struct DownloadBar {
+    on: bool,
+    shown: bool,
+    layers: std::collections::BTreeMap<String, (u64, u64)>,
+}
+
+impl DownloadBar {
+    fn new(on: bool) -> DownloadBar {
+        DownloadBar {
+            on,
+            shown: false,
+            layers: std::collections::BTreeMap::new(),
+        }
+    }
+
+    fn update(&mut self, digest: &str, current: u64, total: u64) {
+        if !self.on {
+            return;
+        }
+        self.layers.insert(digest.to_owned(), (current, total));
+        let (done, all) = self
+            .layers
+            .values()
+            .fold((0, 0), |(d, a), (c, t)| (d + c, a + t));
+        const WIDTH: u64 = 30;
+        let filled = (done.min(all) * WIDTH).checked_div(all).unwrap_or(0) as usize;
+        eprint!(
+            "\r\x1b[Kdownloading [{}{}] {} / {} ({} layers)",
+            "#".repeat(filled),
+            ".".repeat(WIDTH as usize - filled),
+            human_bytes(done),
+            human_bytes(all),
+            self.layers.len()
+        );
+        self.shown = true;
+    }
+
+    /// Clears the line before other output.
+    fn clear(&mut self) {
+        if self.shown {
+            eprint!("\r\x1b[K");
+            self.shown = false;
+        }
+    }
+}
+
 pub(super) async fn pull(
     client: ApiClient,
     reference: String,
@@ -260,13 +307,27 @@ pub(super) async fn pull(
         serde_json::to_vec(&serde_json::json!({"reference": reference})).expect("JSON serializes");
     let body = http_body_util::Full::new(Bytes::from(body));
     let mut failure = None;
+    let mut bar = DownloadBar::new(!quiet && std::io::stderr().is_terminal());
     let mut on_line = |line: &str| {
         let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
             return;
         };
         if let Some(error) = event["error"].as_str() {
+            bar.clear();
             failure = Some(error.to_owned());
             return;
+        }
+        match event["status"].as_str() {
+            Some("downloading") => {
+                bar.update(
+                    event["digest"].as_str().unwrap_or_default(),
+                    event["current"].as_u64().unwrap_or(0),
+                    event["total"].as_u64().unwrap_or(0),
+                );
+                return;
+            }
+            Some(_) => bar.clear(),
+            None => {}
         }
         match event["status"].as_str() {
             Some("stored") if !quiet => eprintln!(

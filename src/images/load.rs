@@ -47,10 +47,19 @@ fn doc(file: &str, reason: impl std::fmt::Display) -> LoadError {
     }
 }
 
+/// How many bytes of a download pass between two progress reports.
+pub const DOWNLOAD_REPORT_BYTES: u64 = 1 << 20;
+
 /// What happened, for progress output.
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(tag = "status", rename_all = "lowercase")]
 pub enum Progress {
+    /// Bytes of a blob so far (pull reports these every [`DOWNLOAD_REPORT_BYTES`] or so).
+    Downloading {
+        digest: String,
+        current: u64,
+        total: u64,
+    },
     Stored {
         path: String,
         digest: String,

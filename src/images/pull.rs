@@ -82,6 +82,9 @@ impl tokio::io::AsyncWrite for HashingWriter {
     }
 }
 
+/// Where download tasks send `(digest, bytes so far, total)`.
+type DownloadReports = tokio::sync::mpsc::UnboundedSender<(String, u64, u64)>;
+
 /// How often a layer download that breaks off is resumed before the pull fails.
 const RESUME_ATTEMPTS: u32 = 4;
 /// How many resumes one layer gets in all.
@@ -95,7 +98,9 @@ async fn fetch_resuming(
     reference: &Reference,
     desc: &oci_client::manifest::OciDescriptor,
     writer: &mut HashingWriter,
+    report: &DownloadReports,
 ) -> Result<(), String> {
+    let mut reported = 0u64;
     use sha2::Digest as _;
     use tokio::io::AsyncSeekExt;
     use tokio_stream::StreamExt;
@@ -125,6 +130,10 @@ async fn fetch_resuming(
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|e| e.to_string())?;
                 writer.write_all(&chunk).await.map_err(|e| e.to_string())?;
+                if writer.written.abs_diff(reported) >= super::load::DOWNLOAD_REPORT_BYTES {
+                    reported = writer.written;
+                    let _ = report.send((desc.digest.clone(), reported, desc.size.max(0) as u64));
+                }
             }
             writer.flush().await.map_err(|e| e.to_string())
         }
@@ -164,6 +173,7 @@ async fn download(
     desc: &oci_client::manifest::OciDescriptor,
     blob: &Digest,
     blobs: &BlobStore,
+    report: &DownloadReports,
 ) -> Result<u64, String> {
     use sha2::Digest as _;
     let tmp = blobs.incoming_path().map_err(|e| e.to_string())?;
@@ -176,7 +186,7 @@ async fn download(
         written: 0,
     };
     let result = async {
-        fetch_resuming(client, reference, desc, &mut writer).await?;
+        fetch_resuming(client, reference, desc, &mut writer, report).await?;
         if writer.written != desc.size as u64 {
             return Err(format!(
                 "{} bytes arrived, the manifest says {}",
@@ -377,6 +387,7 @@ pub async fn pull(
     // Missing layers download in parallel (a few at a time), each straight into the store's
     // incoming directory, hashed on the way and placed only with the right digest and size.
     let mut downloads = tokio::task::JoinSet::new();
+    let (report_tx, mut report_rx) = tokio::sync::mpsc::unbounded_channel();
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(PARALLEL_DOWNLOADS));
     for desc in &descs {
         let blob =
@@ -391,15 +402,27 @@ pub async fn pull(
             target.blobs.clone(),
         );
         let slots = std::sync::Arc::clone(&slots);
+        let report = report_tx.clone();
         downloads.spawn(async move {
             let _slot = slots.acquire_owned().await.map_err(|e| e.to_string())?;
-            let result = download(&client, &reference, &desc, &blob, &blobs).await;
+            let result = download(&client, &reference, &desc, &blob, &blobs, &report).await;
             result
                 .map(|size| (blob, size))
                 .map_err(|e| format!("layer {}: {e}", desc.digest))
         });
     }
-    while let Some(done) = downloads.join_next().await {
+    drop(report_tx);
+    loop {
+        let done = tokio::select! {
+            Some((digest, current, total)) = report_rx.recv() => {
+                progress(Progress::Downloading { digest, current, total });
+                continue;
+            }
+            done = downloads.join_next() => match done {
+                Some(done) => done,
+                None => break,
+            },
+        };
         let (blob, size) = done
             .map_err(|e| e.to_string())
             .and_then(|r| r)

@@ -551,3 +551,83 @@ fn a_layer_download_that_breaks_off_resumes_where_it_stopped() {
         "the resumed layer is whole"
     );
 }
+
+#[test]
+fn pull_reports_the_bytes_of_a_big_layer_as_they_arrive() {
+    let test = "pull::pull_reports_the_bytes_of_a_big_layer_as_they_arrive";
+    if harness::skip_unless_root(test) {
+        return;
+    }
+    let Some(busybox) = fixtures::busybox(test) else {
+        return;
+    };
+    let Some(registry) = Registry::start(test) else {
+        return;
+    };
+    // 4 MiB that gzip cannot shrink (xorshift), so the layer spans several progress reports.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..4 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let image = ImageBuilder::busybox(&busybox)
+        .layer(
+            LayerBuilder::new().file("noise", 0o644, &noise).finish(),
+            "COPY noise /",
+        )
+        .build();
+    let big = image.layers[1].clone();
+    assert!(big.gzip.len() > 3 << 20);
+    let layout = image.write_oci_layout(&registry.dir.path().join("layout"), "v1");
+    registry.push(&layout, "v1", "wharf-test/big");
+
+    let daemon = DaemonProcess::start();
+    let client = wharf::cli::client::ApiClient::new(
+        wharf::cli::client::Endpoint::Unix(daemon.socket.clone()),
+        None,
+    );
+    let body = serde_json::to_vec(
+        &serde_json::json!({"reference": format!("{}/wharf-test/big:v1", registry.addr)}),
+    )
+    .unwrap();
+    let mut events: Vec<serde_json::Value> = Vec::new();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(client.upload_streaming(
+            "/api/v1/images/pull",
+            "application/json",
+            http_body_util::Full::new(hyper::body::Bytes::from(body)),
+            &mut |line| events.push(serde_json::from_str(line).unwrap()),
+        ))
+        .unwrap();
+    assert_eq!(events.last().unwrap()["status"], "done", "{events:?}");
+    let of_big = |status: &str| {
+        events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e["status"] == status && e["digest"] == big.digest.as_str())
+            .map(|(i, e)| (i, e.clone()))
+            .collect::<Vec<_>>()
+    };
+    let reports = of_big("downloading");
+    assert!(reports.len() >= 3, "a report per MiB or so: {reports:?}");
+    let mut last = 0;
+    for (_, r) in &reports {
+        let (current, total) = (r["current"].as_u64().unwrap(), r["total"].as_u64().unwrap());
+        assert_eq!(total, big.gzip.len() as u64);
+        assert!(current > last && current <= total, "{reports:?}");
+        last = current;
+    }
+    let stored = of_big("stored");
+    assert_eq!(stored.len(), 1);
+    assert!(
+        stored[0].0 > reports.last().unwrap().0,
+        "stored comes after the reports"
+    );
+}
