@@ -94,6 +94,8 @@ pub enum Command {
     },
     /// List images
     Images(FormatArgs),
+    /// Show an image's manifest summary, layers and config as JSON
+    Inspect { name: String },
     /// Show the steps that made an image, newest first
     History {
         name: String,
@@ -299,7 +301,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 Ok(())
             })
         }
-        Command::Image(ImageCommand::Inspect { name }) => {
+        Command::Image(ImageCommand::Inspect { name }) | Command::Inspect { name } => {
             client_command(&cli.host, cli.token, cli.tls_ca, |c| {
                 images::inspect(c, name)
             })

@@ -156,6 +156,10 @@ fn a_multi_layer_image_with_whiteouts_is_pulled_from_a_local_registry() {
     );
     let layers = detail["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 3);
+    let (status, top_level, err) =
+        run_wharf(wharf_command().args(["-H", &host, "inspect", &reference]));
+    assert!(status.success(), "{err}");
+    assert_eq!(top_level, out, "wharf inspect is wharf image inspect");
 
     let (status, out, err) =
         run_wharf(wharf_command().args(["-H", &host, "history", "--format", "json", &reference]));
