@@ -128,3 +128,46 @@
     }
   });
 })();
+
+// Remove buttons: the first click asks again, the second removes the name through the API.
+(function () {
+  const table = document.getElementById("images");
+  const status = document.getElementById("image-status");
+  if (!table) {
+    return;
+  }
+  table.addEventListener("click", async function (clicked) {
+    const button = clicked.target.closest("button.remove");
+    if (!button) {
+      return;
+    }
+    const name = button.dataset.name;
+    if (button.dataset.armed !== "yes") {
+      button.dataset.armed = "yes";
+      button.textContent = "Remove " + name + "?";
+      return;
+    }
+    button.disabled = true;
+    try {
+      const response = await fetch("/api/v1/images?name=" + encodeURIComponent(name), {
+        method: "DELETE",
+        credentials: "same-origin",
+        headers: { "X-CSRF-Token": table.dataset.csrf },
+      });
+      const body = await response.json().catch(function () {
+        return { message: response.status + " " + response.statusText };
+      });
+      if (!response.ok) {
+        throw new Error(body.message);
+      }
+      button.closest("tr").remove();
+      status.textContent =
+        "Removed " + name + (body.deleted ? "; the image and " + body.freed_blobs + " unused blobs are gone" : "");
+      status.className = "ok";
+    } catch (failure) {
+      status.textContent = "Could not remove " + name + ": " + failure.message;
+      status.className = "error";
+      button.disabled = false;
+    }
+  });
+})();

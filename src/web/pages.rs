@@ -617,6 +617,8 @@ pub struct ImageRow {
     pub size: String,
     pub layers: i64,
     pub added: String,
+    /// The name the row's Remove button removes; empty for an unnamed image (prune takes those).
+    pub remove_name: String,
 }
 
 #[derive(Template, WebTemplate)]
@@ -625,6 +627,7 @@ pub struct ImagesPage {
     pub user: WebUser,
     pub images: Vec<ImageRow>,
     pub can_pull: bool,
+    pub can_remove: bool,
 }
 
 pub async fn images(State(state): State<AppState>, user: WebUser) -> Result<ImagesPage, WebError> {
@@ -634,6 +637,12 @@ pub async fn images(State(state): State<AppState>, user: WebUser) -> Result<Imag
         &Target::Image("*".into()),
     )
     .map_err(|d| WebError::Forbidden(d.to_string()))?;
+    let can_remove = authorize(
+        &user.principal,
+        Action::ImageRemove,
+        &Target::Image("*".into()),
+    )
+    .is_ok();
     let can_pull = authorize(
         &user.principal,
         Action::ImagePull,
@@ -643,7 +652,13 @@ pub async fn images(State(state): State<AppState>, user: WebUser) -> Result<Imag
     let mut images = Vec::new();
     for image in state.db.list_images().await? {
         for (repository, tag) in image.names() {
+            let remove_name = if image.tags.is_empty() {
+                String::new()
+            } else {
+                format!("{repository}:{tag}")
+            };
             images.push(ImageRow {
+                remove_name,
                 repository,
                 tag,
                 id: image.short_id().to_owned(),
@@ -658,5 +673,6 @@ pub async fn images(State(state): State<AppState>, user: WebUser) -> Result<Imag
         user,
         images,
         can_pull,
+        can_remove,
     })
 }

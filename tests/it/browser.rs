@@ -186,6 +186,14 @@ impl Browser {
         .await
     }
 
+    /// On the sign-in page: signs in and waits for the overview.
+    pub async fn sign_in(&self, base: &str, user: &str, password: &str) {
+        self.type_into("#username", user).await;
+        self.type_into("#password", password).await;
+        self.click("#sign-in").await;
+        self.wait_for_path(base, "/").await;
+    }
+
     /// Waits until the page's path (and query) is `expected`.
     pub async fn wait_for_path(&self, base: &str, expected: &str) {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -247,10 +255,7 @@ async fn first_admin_signs_in_makes_a_token_and_signs_out_in_chromium() {
     browser.type_into("#password", "wrong horse").await;
     browser.click("#sign-in").await;
     assert_eq!(browser.text("#error").await, "wrong user name or password");
-    browser.type_into("#username", "root").await;
-    browser.type_into("#password", "correct horse").await;
-    browser.click("#sign-in").await;
-    browser.wait_for_path(&base, "/").await;
+    browser.sign_in(&base, "root", "correct horse").await;
     assert_eq!(browser.text("#signed-in-as").await, "root");
     assert_eq!(browser.text("#signed-in-role").await, "admin");
     // The stylesheet loads under the strict CSP.
@@ -284,8 +289,8 @@ async fn first_admin_signs_in_makes_a_token_and_signs_out_in_chromium() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_operator_pulls_an_image_from_the_images_page_and_watches_it_arrive() {
-    let test = "browser::an_operator_pulls_an_image_from_the_images_page_and_watches_it_arrive";
+async fn an_operator_pulls_an_image_from_the_images_page_and_an_admin_removes_it() {
+    let test = "browser::an_operator_pulls_an_image_from_the_images_page_and_an_admin_removes_it";
     if harness::skip_unless_root(test) {
         return;
     }
@@ -307,10 +312,7 @@ async fn an_operator_pulls_an_image_from_the_images_page_and_watches_it_arrive()
     };
     let base = format!("http://127.0.0.1:{}", daemon.tcp.port());
     browser.goto(&format!("{base}/login")).await;
-    browser.type_into("#username", "olga").await;
-    browser.type_into("#password", "olga-password").await;
-    browser.click("#sign-in").await;
-    browser.wait_for_path(&base, "/").await;
+    browser.sign_in(&base, "olga", "olga-password").await;
 
     browser.goto(&format!("{base}/images")).await;
     assert_eq!(browser.text("#no-images").await, "No images yet.");
@@ -337,6 +339,39 @@ async fn an_operator_pulls_an_image_from_the_images_page_and_watches_it_arrive()
     browser.click("#pull-refresh").await;
     let table = wait_for_text(&browser, "#images", "wharf-test/dashboard").await;
     assert!(table.contains("v1") && table.contains("linux/"), "{table}");
+
+    // An operator may not remove images: no button. An admin may.
+    assert_eq!(
+        browser
+            .eval("return document.querySelectorAll('button.remove').length;")
+            .await,
+        json!(0)
+    );
+    daemon.user_with_token("ada", "admin").await;
+    browser.click("#logout").await;
+    browser
+        .wait_for_path(&base, "/login?message=signed-out")
+        .await;
+    browser.sign_in(&base, "ada", "ada-password").await;
+    browser.goto(&format!("{base}/images")).await;
+
+    // Remove asks once more, then the name and the image go.
+    browser.click("button.remove").await;
+    assert_eq!(
+        browser.text("button.remove").await,
+        format!("Remove {}/wharf-test/dashboard:v1?", registry.addr)
+    );
+    browser.click("button.remove").await;
+    let status = wait_for_text(&browser, "#image-status", "Removed").await;
+    assert!(status.contains("the image and"), "{status}");
+    let left: Value = daemon
+        .unix_client()
+        .get_json("/api/v1/images")
+        .await
+        .unwrap();
+    assert_eq!(left, json!([]), "the daemon no longer has it");
+    browser.goto(&format!("{base}/images")).await;
+    assert_eq!(browser.text("#no-images").await, "No images yet.");
 }
 
 /// Waits up to 30 s for the element's text to contain `wanted`, and returns it.
