@@ -503,16 +503,7 @@ async fn history(
 }
 
 async fn image_detail(state: &AppState, name: &str) -> Result<ImageDetail, ApiError> {
-    let reference = ImageRef::parse(name)?;
-    let summary = state
-        .db
-        .find_image(
-            &reference.repository,
-            reference.tag.as_deref(),
-            reference.digest.as_ref().map(|d| d.as_str()),
-        )
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("image {reference}")))?;
+    let (reference, summary) = find(state, name).await?;
     let layers = state.db.image_layers(&summary.digest).await?;
     let blobs = BlobStore::new(state.config.layout().blobs());
     let config_digest = crate::domain::Digest::parse(&summary.config_digest)?;

@@ -291,13 +291,7 @@ async fn first_admin_signs_in_makes_a_token_and_signs_out_in_chromium() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_operator_pulls_an_image_from_the_images_page_and_an_admin_removes_it() {
     let test = "browser::an_operator_pulls_an_image_from_the_images_page_and_an_admin_removes_it";
-    if harness::skip_unless_root(test) {
-        return;
-    }
-    let Some(busybox) = crate::fixtures::busybox(test) else {
-        return;
-    };
-    let Some(registry) = crate::pull::Registry::start(test) else {
+    let Some((busybox, registry)) = crate::pull::busybox_and_registry(test) else {
         return;
     };
     let image = crate::fixtures::ImageBuilder::busybox(&busybox)

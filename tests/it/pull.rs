@@ -96,6 +96,16 @@ impl Registry {
     }
 }
 
+/// What every pull test needs, or `None` after a recorded skip: root, the busybox fixture and
+/// a registry on loopback.
+pub fn busybox_and_registry(test: &str) -> Option<(Vec<u8>, Registry)> {
+    if harness::skip_unless_root(test) {
+        return None;
+    }
+    let busybox = fixtures::busybox(test)?;
+    Some((busybox, Registry::start(test)?))
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -106,13 +116,7 @@ impl Drop for Registry {
 #[test]
 fn a_multi_layer_image_with_whiteouts_is_pulled_from_a_local_registry() {
     let test = "pull::a_multi_layer_image_with_whiteouts_is_pulled_from_a_local_registry";
-    if harness::skip_unless_root(test) {
-        return;
-    }
-    let Some(busybox) = fixtures::busybox(test) else {
-        return;
-    };
-    let Some(registry) = Registry::start(test) else {
+    let Some((busybox, registry)) = busybox_and_registry(test) else {
         return;
     };
     let image = ImageBuilder::busybox(&busybox)
@@ -249,13 +253,7 @@ fn write_multi_platform_layout(dir: &Path, tag: &str, images: &[(&fixtures::Imag
 #[test]
 fn an_index_with_two_platforms_yields_this_hosts_image_by_pull_and_by_load() {
     let test = "pull::an_index_with_two_platforms_yields_this_hosts_image_by_pull_and_by_load";
-    if harness::skip_unless_root(test) {
-        return;
-    }
-    let Some(busybox) = fixtures::busybox(test) else {
-        return;
-    };
-    let Some(registry) = Registry::start(test) else {
+    let Some((busybox, registry)) = busybox_and_registry(test) else {
         return;
     };
     let host_arch = wharf::host::oci_architecture(std::env::consts::ARCH);
@@ -505,13 +503,7 @@ impl Drop for CuttingProxy {
 #[test]
 fn a_layer_download_that_breaks_off_resumes_where_it_stopped() {
     let test = "pull::a_layer_download_that_breaks_off_resumes_where_it_stopped";
-    if harness::skip_unless_root(test) {
-        return;
-    }
-    let Some(busybox) = fixtures::busybox(test) else {
-        return;
-    };
-    let Some(registry) = Registry::start(test) else {
+    let Some((busybox, registry)) = busybox_and_registry(test) else {
         return;
     };
     let image = ImageBuilder::busybox(&busybox).cmd(&["true"]).build();
@@ -559,13 +551,7 @@ fn a_layer_download_that_breaks_off_resumes_where_it_stopped() {
 #[test]
 fn pull_reports_the_bytes_of_a_big_layer_as_they_arrive() {
     let test = "pull::pull_reports_the_bytes_of_a_big_layer_as_they_arrive";
-    if harness::skip_unless_root(test) {
-        return;
-    }
-    let Some(busybox) = fixtures::busybox(test) else {
-        return;
-    };
-    let Some(registry) = Registry::start(test) else {
+    let Some((busybox, registry)) = busybox_and_registry(test) else {
         return;
     };
     // 4 MiB that gzip cannot shrink (xorshift), so the layer spans several progress reports.
