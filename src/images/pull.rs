@@ -109,18 +109,35 @@ async fn fetch_resuming(
     let (mut failures, mut resumes) = (0u32, 0u32);
     loop {
         let offset = writer.written;
-        let outcome: Result<(), String> = async {
+        // Err(true, _): the connection failed, worth resuming; Err(false, _): the registry
+        // answered with an error, or sent more than the manifest says.
+        let outcome: Result<(), (bool, String)> = async {
+            let fatal = |e: String| (false, e);
+            let broken = |e: String| (true, e);
             let response = client
                 .pull_blob_stream_partial(reference, desc, offset, None)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| match e {
+                    OciDistributionError::RequestError(_) | OciDistributionError::IoError(_) => {
+                        broken(e.to_string())
+                    }
+                    _ => fatal(e.to_string()),
+                })?;
             let mut stream = match response {
                 oci_client::client::BlobResponse::Partial(stream) => stream,
                 oci_client::client::BlobResponse::Full(stream) => {
                     if offset > 0 {
                         // No range support: start over.
-                        writer.file.set_len(0).await.map_err(|e| e.to_string())?;
-                        writer.file.rewind().await.map_err(|e| e.to_string())?;
+                        writer
+                            .file
+                            .set_len(0)
+                            .await
+                            .map_err(|e| fatal(e.to_string()))?;
+                        writer
+                            .file
+                            .rewind()
+                            .await
+                            .map_err(|e| fatal(e.to_string()))?;
                         writer.hasher = sha2::Sha256::new();
                         writer.written = 0;
                     }
@@ -128,19 +145,28 @@ async fn fetch_resuming(
                 }
             };
             while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| e.to_string())?;
-                writer.write_all(&chunk).await.map_err(|e| e.to_string())?;
+                let chunk = chunk.map_err(|e| broken(e.to_string()))?;
+                if writer.written + chunk.len() as u64 > desc.size.max(0) as u64 {
+                    return Err(fatal(format!(
+                        "the registry sent more than the {} bytes the manifest says",
+                        desc.size
+                    )));
+                }
+                writer
+                    .write_all(&chunk)
+                    .await
+                    .map_err(|e| fatal(e.to_string()))?;
                 if writer.written.abs_diff(reported) >= super::load::DOWNLOAD_REPORT_BYTES {
                     reported = writer.written;
                     let _ = report.send((desc.digest.clone(), reported, desc.size.max(0) as u64));
                 }
             }
-            writer.flush().await.map_err(|e| e.to_string())
+            writer.flush().await.map_err(|e| fatal(e.to_string()))
         }
         .await;
         match outcome {
             Ok(()) => return Ok(()),
-            Err(e)
+            Err((true, e))
                 if failures < RESUME_ATTEMPTS
                     && resumes < MAX_RESUMES
                     && writer.written < desc.size as u64 =>
@@ -160,7 +186,7 @@ async fn fetch_resuming(
                 );
                 tokio::time::sleep(std::time::Duration::from_millis(200 << failures.min(4))).await;
             }
-            Err(e) => return Err(e),
+            Err((_, e)) => return Err(e),
         }
     }
 }

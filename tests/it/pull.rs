@@ -621,3 +621,67 @@ fn pull_reports_the_bytes_of_a_big_layer_as_they_arrive() {
         "stored comes after the reports"
     );
 }
+
+#[test]
+fn a_registry_that_sends_more_than_the_manifest_says_is_cut_off() {
+    let test = "pull::a_registry_that_sends_more_than_the_manifest_says_is_cut_off";
+    let Some((busybox, registry)) = busybox_and_registry(test) else {
+        return;
+    };
+    let image = ImageBuilder::busybox(&busybox).cmd(&["true"]).build();
+    let layout = image.write_oci_layout(&registry.dir.path().join("layout"), "v1");
+    registry.push(&layout, "v1", "wharf-test/liar");
+    // The same blobs under a manifest that says the layer is 1000 bytes shorter than it is.
+    let mut manifest: serde_json::Value = serde_json::from_slice(&image.manifest).unwrap();
+    let real = manifest["layers"][0]["size"].as_u64().unwrap();
+    manifest["layers"][0]["size"] = (real - 1000).into();
+    let registry_client = wharf::cli::client::ApiClient::new(
+        wharf::cli::client::Endpoint::Http {
+            authority: registry.addr.clone(),
+        },
+        None,
+    );
+    let put = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(registry_client.request_with_headers(
+            hyper::Method::PUT,
+            "/v2/wharf-test/liar/manifests/lying",
+            &[("content-type", "application/vnd.oci.image.manifest.v1+json")],
+            Some(serde_json::to_vec(&manifest).unwrap()),
+        ))
+        .unwrap();
+    assert!(
+        put.status.is_success(),
+        "{}",
+        String::from_utf8_lossy(&put.body)
+    );
+
+    let daemon = DaemonProcess::start();
+    let host = format!("unix://{}", daemon.socket.display());
+    let reference = format!("{}/wharf-test/liar:lying", registry.addr);
+    let (status, _, err) = run_wharf(wharf_command().args(["-H", &host, "pull", "-q", &reference]));
+    assert!(!status.success());
+    assert!(
+        err.contains(&format!(
+            "sent more than the {} bytes the manifest says",
+            real - 1000
+        )),
+        "{err}"
+    );
+    let hex = image.layers[0].digest.strip_prefix("sha256:").unwrap();
+    assert!(
+        !daemon
+            .data_root
+            .join("blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .exists(),
+        "nothing of the layer is kept"
+    );
+    let incoming = std::fs::read_dir(daemon.data_root.join("blobs/.incoming"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(incoming, 0, "no partial download is left behind");
+}
