@@ -19,7 +19,10 @@ cargo build --release --locked --quiet
 wharf=$PWD/target/release/wharf
 
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# Container state goes where both runtimes keep it by default (/run/runc, /run/wharf/runtime):
+# a tmpfs, not the disk the bundle is on.
+state=$(mktemp -d -p /run wharf-bench.XXXXXX)
+trap 'rm -rf "$work" "$state"' EXIT
 bundle=$work/bundle
 mkdir -p "$bundle/rootfs/bin"
 cp /bin/busybox "$bundle/rootfs/bin/"
@@ -36,7 +39,7 @@ spec["linux"]["cgroupsPath"] = "/wharf-bench/ctr"
 json.dump(spec, open(path, "w"))
 PY
 
-python3 - "$rounds" "$wharf" "$bundle" "$work" <<'PY'
+python3 - "$rounds" "$wharf" "$bundle" "$state" <<'PY'
 import statistics, subprocess, sys, time
 rounds, wharf, bundle, work = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 commands = {

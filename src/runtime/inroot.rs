@@ -33,6 +33,23 @@ fn cstring(path: &Path) -> io::Result<CString> {
 
 /// `openat2(dir, path, flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`.
 pub fn openat2_in_root(dir: &File, path: &Path, flags: libc::c_int, mode: u32) -> io::Result<File> {
+    openat2(
+        dir,
+        path,
+        flags,
+        mode,
+        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    )
+}
+
+/// `openat2(dir, path, flags)` with the given `RESOLVE_*` flags, retried on EAGAIN/EINTR.
+fn openat2(
+    dir: &File,
+    path: &Path,
+    flags: libc::c_int,
+    mode: u32,
+    resolve: u64,
+) -> io::Result<File> {
     let c = cstring(path)?;
     // SAFETY: open_how is plain data; an all-zero value is valid and every field is then set.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
@@ -42,7 +59,7 @@ pub fn openat2_in_root(dir: &File, path: &Path, flags: libc::c_int, mode: u32) -
     } else {
         0
     };
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    how.resolve = resolve;
     loop {
         // SAFETY: the path is a valid NUL-terminated string and `how` outlives the call; the
         // kernel returns a new descriptor that we alone own.
@@ -123,18 +140,25 @@ impl Root {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) && make != Make::Nothing => {}
             Err(e) => return Err(e),
         }
-        // Walk down, creating what is missing; each step is resolved in the root again.
-        let mut so_far = PathBuf::new();
-        let components: Vec<_> = rel.components().collect();
-        for (i, component) in components.iter().enumerate() {
-            let Component::Normal(name) = component else {
-                return Err(io::Error::from_raw_os_error(libc::EINVAL));
-            };
-            let parent = self.open_at(&so_far, libc::O_PATH | libc::O_DIRECTORY)?;
-            so_far.push(name);
-            if self.open_at(&so_far, libc::O_PATH).is_ok() {
-                continue;
+        let components = rel
+            .components()
+            .map(|c| match c {
+                Component::Normal(name) => Ok(name),
+                _ => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        // Find the deepest ancestor that exists (usually the parent), then make the rest below
+        // it; every step is resolved in the root again, so a link met on the way stays inside.
+        let mut made = components.len() - 1;
+        let mut parent = loop {
+            let prefix: PathBuf = components[..made].iter().collect();
+            match self.open_at(&prefix, libc::O_PATH | libc::O_DIRECTORY) {
+                Ok(dir) => break dir,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) && made > 0 => made -= 1,
+                Err(e) => return Err(e),
             }
+        };
+        for (i, name) in components.iter().enumerate().skip(made) {
             let last = i + 1 == components.len();
             let c = CString::new(name.as_bytes())
                 .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
@@ -175,12 +199,16 @@ impl Root {
                         target
                     } else {
                         Path::new("/")
-                            .join(so_far.parent().unwrap_or(Path::new("")))
+                            .join(components[..i].iter().collect::<PathBuf>())
                             .join(target)
                     };
                     let make_target = if last { make } else { Make::Dir };
                     self.resolve_depth(&inside, make_target, depth + 1)?;
                 }
+            }
+            if !last {
+                let prefix: PathBuf = components[..=i].iter().collect();
+                parent = self.open_at(&prefix, libc::O_PATH | libc::O_DIRECTORY)?;
             }
         }
         self.open_at(&rel, libc::O_PATH)
@@ -197,6 +225,20 @@ impl Root {
     pub fn escaping_link(&self, path: &Path) -> io::Result<Option<PathBuf>> {
         use std::collections::VecDeque;
         use std::ffi::OsString;
+        // Fast path: a path with no symlink and no `..` above the root cannot climb out. One
+        // openat2 tells; ENOENT/ENOTDIR mean what exists of the path has neither.
+        let rel = Self::relative(path);
+        if !rel.as_os_str().is_empty() {
+            let resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS;
+            match openat2(&self.dir, &rel, libc::O_PATH, 0, resolve) {
+                Ok(_) => return Ok(None),
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::ENOENT) | Some(libc::ENOTDIR) => return Ok(None),
+                    Some(libc::ELOOP) | Some(libc::EXDEV) => {}
+                    _ => return Err(e),
+                },
+            }
+        }
         let mut resolved: Vec<OsString> = Vec::new();
         let mut pending: VecDeque<(OsString, Option<PathBuf>)> = Self::relative(path)
             .components()

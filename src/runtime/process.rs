@@ -150,9 +150,21 @@ pub fn drop_privileges(process: &Process) -> Result<(), String> {
     let spec_caps = process.capabilities().as_ref().unwrap_or(&empty);
     let bounding = to_caps(spec_caps.bounding());
     for cap in caps::all() {
-        if !bounding.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
-            caps::drop(None, CapSet::Bounding, cap)
-                .map_err(|e| format!("drop {cap} from the bounding set: {e}"))?;
+        if bounding.contains(&cap) {
+            continue;
+        }
+        // One prctl per capability: dropping one already gone succeeds, and EINVAL means this
+        // kernel does not know the capability, so there is nothing to drop.
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap.index() as libc::c_ulong, 0, 0, 0) } != 0
+        {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EINVAL) {
+                return Err(format!(
+                    "drop {cap} from the bounding set: {}",
+                    io_message(&err)
+                ));
+            }
         }
     }
     let prctl = |option, value: libc::c_ulong, what: &str| -> Result<(), String> {
