@@ -13,6 +13,7 @@ use super::auth::caller_audit;
 use super::error::{ApiError, ErrorBody};
 use crate::auth::{Action, Caller, Target};
 use crate::images::credentials::{CredentialError, CredentialStore, RegistryLogin};
+use crate::images::login::LoginError;
 use crate::startup::AppState;
 
 /// One daemon per data root (its lock), so one process-wide lock serializes the file's writers.
@@ -70,7 +71,8 @@ async fn list(
 
 /// Stores (or replaces) the login pull uses for a registry host.
 #[utoipa::path(put, path = "/registries/logins/{host}", tag = "registries",
-    responses((status = 200, body = LoginSummary), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = LoginSummary), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 502, body = ErrorBody)))]
 async fn set(
     State(state): State<AppState>,
     caller: Caller,
@@ -85,15 +87,30 @@ async fn set(
             "login for registry {host}: the user name and the password must not be empty"
         )));
     }
+    // Check the login with the registry first, as `docker login` does: a typo is caught now.
+    let normalized = crate::images::credentials::normalize_host(&host)?;
+    let endpoint = if normalized == "docker.io" {
+        "index.docker.io"
+    } else {
+        normalized.as_str()
+    };
+    let plain_http =
+        crate::images::pull::plain_http_allowed(endpoint, &state.config.insecure_registries);
+    let login = RegistryLogin {
+        username: req.username.clone(),
+        password: req.password,
+    };
+    crate::images::login::verify(endpoint, &login, plain_http)
+        .await
+        .map_err(|e| match e {
+            LoginError::Refused { .. } => ApiError::BadRequest(e.to_string()),
+            LoginError::Unreachable { .. } | LoginError::Protocol { .. } => {
+                ApiError::BadGateway(e.to_string())
+            }
+        })?;
     let host = {
         let _writer = WRITERS.lock().await;
-        store(&state).set(
-            &host,
-            RegistryLogin {
-                username: req.username.clone(),
-                password: req.password,
-            },
-        )?
+        store(&state).set(&host, login)?
     };
     let record = caller_audit(
         &caller,

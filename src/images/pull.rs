@@ -242,7 +242,7 @@ async fn download(
 
 /// Whether `registry` may be reached over plain HTTP: a loopback one, or one the admin listed
 /// (`insecure_registries`, normalized like credential hosts).
-fn plain_http_allowed(registry: &str, insecure: &[String]) -> bool {
+pub fn plain_http_allowed(registry: &str, insecure: &[String]) -> bool {
     is_loopback(registry)
         || super::credentials::normalize_host(registry).is_ok_and(|h| insecure.contains(&h))
 }

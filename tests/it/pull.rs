@@ -364,21 +364,35 @@ fn a_registry_that_asks_for_a_login_is_pulled_from_with_the_one_from_wharf_login
             &format!("{password}\n"),
         )
     };
+    // The registry checks the login before it is stored, as with `docker login`.
+    let file = daemon.data_root.join("registry-credentials.json");
     let (status, _, err) = login("wrong");
-    assert!(status.success(), "{err}");
-    let (status, _, err) = pull();
-    assert!(!status.success(), "a wrong password does not pull");
-    assert!(err.contains("refused the stored login"), "{err}");
+    assert!(!status.success(), "a wrong password is refused at login");
+    assert!(
+        err.contains(&format!("registry {}", registry.addr))
+            && err.contains("wrong user name or password"),
+        "{err}"
+    );
+    assert!(!file.exists(), "a refused login is not stored");
 
     let (status, out, err) = login("s3cret-pass");
     assert!(status.success(), "{err}");
     assert!(out.contains(&registry.addr), "{out}");
-    let file = daemon.data_root.join("registry-credentials.json");
     let meta = std::fs::metadata(&file).unwrap();
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(meta.permissions().mode() & 0o777, 0o600, "root-only");
-    let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let good = std::fs::read(&file).unwrap();
+    let stored: serde_json::Value = serde_json::from_slice(&good).unwrap();
     assert_eq!(stored["registries"][&registry.addr]["username"], "puller");
+
+    // A stored login the registry stops accepting (a changed password) names the fix.
+    let mut stale = stored.clone();
+    stale["registries"][&registry.addr]["password"] = "changed-since".into();
+    std::fs::write(&file, serde_json::to_vec(&stale).unwrap()).unwrap();
+    let (status, _, err) = pull();
+    assert!(!status.success(), "a wrong stored password does not pull");
+    assert!(err.contains("refused the stored login"), "{err}");
+    std::fs::write(&file, &good).unwrap();
 
     let (status, _, err) = pull();
     assert!(status.success(), "the stored login pulls: {err}");
