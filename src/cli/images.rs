@@ -101,8 +101,18 @@ fn short(digest: &str) -> &str {
     &hex[..hex.len().min(12)]
 }
 
-pub(super) async fn list(client: ApiClient, format: Format) -> Result<(), ClientError> {
+pub(super) async fn list(
+    client: ApiClient,
+    format: Format,
+    quiet: bool,
+) -> Result<(), ClientError> {
     let images: Vec<ImageSummary> = client.get_json("/api/v1/images").await?;
+    if quiet {
+        for image in &images {
+            println!("{}", image.short_id());
+        }
+        return Ok(());
+    }
     if format == Format::Json {
         println!(
             "{}",

@@ -93,7 +93,7 @@ pub enum Command {
         quiet: bool,
     },
     /// List images
-    Images(FormatArgs),
+    Images(ImagesArgs),
     /// Show an image's manifest summary, layers and config as JSON
     Inspect { name: String },
     /// Show the steps that made an image, newest first
@@ -199,11 +199,21 @@ pub enum ImageCommand {
     /// Show an image's manifest summary, layers and config as JSON
     Inspect { name: String },
     /// List images
-    Ls(FormatArgs),
+    Ls(ImagesArgs),
     /// Remove images no name points at, and the files only they used
     Prune,
     /// Disk use of the content store and the unpacked layers
     Df,
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Only the image IDs, one per image
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -240,7 +250,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }),
         Command::Images(args) | Command::Image(ImageCommand::Ls(args)) => {
             client_command(&cli.host, cli.token, cli.tls_ca, |c| {
-                images::list(c, args.format)
+                images::list(c, args.format, args.quiet)
             })
         }
         Command::Pull { reference, quiet } => {

@@ -452,7 +452,10 @@ pub async fn pull(
         let (blob, size) = done
             .map_err(|e| e.to_string())
             .and_then(|r| r)
-            .map_err(content("a layer"))?;
+            .map_err(|reason| PullError::Registry {
+                registry: registry.clone(),
+                reason,
+            })?;
         progress(Progress::Stored {
             path: format!("{registry}/{}", parsed.repository()),
             digest: blob.to_string(),

@@ -424,6 +424,20 @@ struct CuttingProxy {
 
 impl CuttingProxy {
     fn start(upstream: &str, blob: &str, cut_after: usize) -> CuttingProxy {
+        Self::spawn(upstream, blob, cut_after, None)
+    }
+
+    /// Answers every request for the blob with `response` (a whole HTTP/1.1 answer) itself.
+    fn answering(upstream: &str, blob: &str, response: &'static str) -> CuttingProxy {
+        Self::spawn(upstream, blob, usize::MAX, Some(response))
+    }
+
+    fn spawn(
+        upstream: &str,
+        blob: &str,
+        cut_after: usize,
+        answer: Option<&'static str>,
+    ) -> CuttingProxy {
         use std::io::{Read, Write};
         use std::sync::Arc;
         use std::sync::atomic::{AtomicBool, Ordering};
@@ -446,6 +460,7 @@ impl CuttingProxy {
                 let armed = Arc::new(AtomicBool::new(false));
                 let (mut c_in, mut s_out) =
                     (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let mut c_reply = client.try_clone().unwrap();
                 let (armed_w, cut_w, ranges_w, blob_w) = (
                     Arc::clone(&armed),
                     Arc::clone(&cut_done),
@@ -467,6 +482,13 @@ impl CuttingProxy {
                                 .trim()
                                 .to_owned();
                             ranges_w.lock().unwrap().push(range);
+                            if let Some(response) = answer {
+                                // HTTP/1.1 without pipelining: the server is idle now.
+                                let _ = c_reply.write_all(response.as_bytes());
+                                let _ = c_reply.shutdown(std::net::Shutdown::Both);
+                                let _ = s_out.shutdown(std::net::Shutdown::Both);
+                                break;
+                            }
                             if !cut_w.swap(true, Ordering::SeqCst) {
                                 armed_w.store(true, Ordering::SeqCst);
                             }
@@ -512,6 +534,43 @@ impl Drop for CuttingProxy {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
         let _ = std::net::TcpStream::connect(&self.addr); // wakes the accept loop
     }
+}
+
+#[test]
+fn a_registry_error_for_a_layer_fails_the_pull_without_retrying() {
+    let test = "pull::a_registry_error_for_a_layer_fails_the_pull_without_retrying";
+    let Some((busybox, registry)) = busybox_and_registry(test) else {
+        return;
+    };
+    let image = ImageBuilder::busybox(&busybox).cmd(&["true"]).build();
+    let layer = image.layers[0].digest.clone();
+    let layout = image.write_oci_layout(&registry.dir.path().join("layout"), "v1");
+    registry.push(&layout, "v1", "wharf-test/broken");
+    let body = r#"{"errors":[{"code":"UNKNOWN","message":"disk on fire"}]}"#;
+    let response: &'static str = Box::leak(
+        format!(
+            "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_boxed_str(),
+    );
+    let proxy = CuttingProxy::answering(&registry.addr, &layer, response);
+
+    let daemon = DaemonProcess::start();
+    let host = format!("unix://{}", daemon.socket.display());
+    let reference = format!("{}/wharf-test/broken:v1", proxy.addr);
+    let (status, _, err) = run_wharf(wharf_command().args(["-H", &host, "pull", "-q", &reference]));
+    assert!(!status.success(), "a 500 for a layer fails the pull");
+    assert!(
+        err.contains(&format!("registry {}", proxy.addr)) && err.contains("500"),
+        "the error names the registry and its answer: {err}"
+    );
+    let asked = proxy.ranges.lock().unwrap().len();
+    assert_eq!(asked, 1, "an answer from the registry is not retried");
+    let (status, out, _) = run_wharf(wharf_command().args(["-H", &host, "images", "-q"]));
+    assert!(status.success());
+    assert!(out.trim().is_empty(), "no image half-made: {out}");
 }
 
 #[test]
