@@ -19,10 +19,15 @@ pub(super) async fn load(
     repository: Option<String>,
     quiet: bool,
 ) -> Result<(), ClientError> {
+    let mut total = 0;
     let mut source: Box<dyn Read + Send> = match &input {
-        Some(path) => Box::new(std::fs::File::open(path).map_err(|e| ClientError::Input {
-            reason: format!("cannot read {}: {e}", path.display()),
-        })?),
+        Some(path) => {
+            let file = std::fs::File::open(path).map_err(|e| ClientError::Input {
+                reason: format!("cannot read {}: {e}", path.display()),
+            })?;
+            total = file.metadata().map(|m| m.len()).unwrap_or(0);
+            Box::new(file)
+        }
         None => {
             if std::io::stdin().is_terminal() {
                 return Err(ClientError::Input {
@@ -32,13 +37,24 @@ pub(super) async fn load(
             Box::new(std::io::stdin())
         }
     };
+    // The bar shows the bytes sent; the daemon's events (printed by on_line) clear it first.
+    let bar = std::sync::Arc::new(std::sync::Mutex::new(DownloadBar::labelled(
+        !quiet && std::io::stderr().is_terminal(),
+        "sending",
+    )));
+    let sender_bar = std::sync::Arc::clone(&bar);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
     tokio::task::spawn_blocking(move || {
         let mut buf = vec![0u8; 1 << 20];
+        let mut sent = 0u64;
         loop {
             match source.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
+                    sent += n as u64;
+                    if let Ok(mut bar) = sender_bar.lock() {
+                        bar.update("archive", sent, total);
+                    }
                     if tx
                         .blocking_send(Ok(Frame::data(Bytes::copy_from_slice(&buf[..n]))))
                         .is_err()
@@ -63,6 +79,9 @@ pub(super) async fn load(
         let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
             return;
         };
+        if let Ok(mut bar) = bar.lock() {
+            bar.clear();
+        }
         if let Some(error) = event["error"].as_str() {
             failure = Some(error.to_owned());
             return;
@@ -85,9 +104,13 @@ pub(super) async fn load(
             _ => {}
         }
     };
-    client
+    let sent = client
         .upload_streaming(&path, "application/x-tar", body, &mut on_line)
-        .await?;
+        .await;
+    if let Ok(mut bar) = bar.lock() {
+        bar.clear();
+    }
+    sent?;
     match failure {
         Some(reason) => Err(ClientError::Input {
             reason: format!("load failed: {reason}"),
@@ -261,18 +284,25 @@ pub(super) async fn save(
     Ok(())
 }
 
-/// One line on a terminal, redrawn in place: the bytes of all layers downloading so far.
+/// One line on a terminal, redrawn in place: the bytes of all parts (layers downloading, or the
+/// one archive being sent) so far. A total of 0 means unknown (an archive piped in).
 struct DownloadBar {
     on: bool,
     shown: bool,
+    label: &'static str,
     layers: std::collections::BTreeMap<String, (u64, u64)>,
 }
 
 impl DownloadBar {
     fn new(on: bool) -> DownloadBar {
+        Self::labelled(on, "downloading")
+    }
+
+    fn labelled(on: bool, label: &'static str) -> DownloadBar {
         DownloadBar {
             on,
             shown: false,
+            label,
             layers: std::collections::BTreeMap::new(),
         }
     }
@@ -287,15 +317,23 @@ impl DownloadBar {
             .values()
             .fold((0, 0), |(d, a), (c, t)| (d + c, a + t));
         const WIDTH: u64 = 30;
-        let filled = (done.min(all) * WIDTH).checked_div(all).unwrap_or(0) as usize;
-        eprint!(
-            "\r\x1b[Kdownloading [{}{}] {} / {} ({} layers)",
-            "#".repeat(filled),
-            ".".repeat(WIDTH as usize - filled),
-            human_bytes(done),
-            human_bytes(all),
-            self.layers.len()
-        );
+        if all == 0 {
+            eprint!("\r\x1b[K{} {}", self.label, human_bytes(done));
+        } else {
+            let filled = (done.min(all) * WIDTH).checked_div(all).unwrap_or(0) as usize;
+            let parts = match self.layers.len() {
+                1 => String::new(),
+                n => format!(" ({n} layers)"),
+            };
+            eprint!(
+                "\r\x1b[K{} [{}{}] {} / {}{parts}",
+                self.label,
+                "#".repeat(filled),
+                ".".repeat(WIDTH as usize - filled),
+                human_bytes(done),
+                human_bytes(all),
+            );
+        }
         self.shown = true;
     }
 

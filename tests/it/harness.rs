@@ -394,3 +394,36 @@ pub fn run_wharf_input(cmd: &mut Command, input: &str) -> (ExitStatus, String, S
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// Runs a `wharf` command with its standard error on a terminal (a pty the test opens), as a
+/// user at a shell has it; returns (status, stdout, what the terminal showed).
+pub fn run_wharf_on_terminal(cmd: &mut Command) -> (ExitStatus, String, String) {
+    use std::io::Read;
+    let pty = nix::pty::openpty(None, None).expect("open a pty");
+    let mut master = std::fs::File::from(pty.master);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(pty.slave));
+    let child = cmd.spawn().expect("run wharf");
+    // Replacing the Command's stderr closes our copy of the slave end, so the master reads EOF
+    // (EIO) once wharf exits.
+    cmd.stderr(Stdio::null());
+    let reader = std::thread::spawn(move || {
+        let mut shown = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match master.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => shown.extend_from_slice(&buf[..n]),
+            }
+        }
+        shown
+    });
+    let output = child.wait_with_output().expect("wait for wharf");
+    let shown = reader.join().expect("pty reader");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&shown).into_owned(),
+    )
+}

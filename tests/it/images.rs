@@ -119,21 +119,26 @@ fn docker_archives_and_oci_layouts_load_and_can_be_inspected() {
         err.contains("named only by the tag \"v2\": give a repository"),
         "{err}"
     );
-    let (status, out, err) = run_wharf(
+    // On a terminal, the bytes sent show on a bar redrawn in place.
+    let (status, out, shown) = harness::run_wharf_on_terminal(
         wharf_command()
             .args([
                 "-H",
                 &host(&daemon),
                 "load",
-                "--quiet",
                 "--repository",
                 "wharf-test/oci",
                 "-i",
             ])
             .arg(&layout_tar),
     );
-    assert!(status.success(), "{err}");
+    assert!(status.success(), "{shown}");
     assert_eq!(out, "Loaded image: wharf-test/oci:v2\n");
+    assert!(
+        shown.contains("\r\x1b[Ksending [") && shown.contains("#]"),
+        "a full bar: {shown:?}"
+    );
+    assert!(shown.contains("stored"), "{shown:?}");
     assert_eq!(images_json(&daemon).as_array().unwrap().len(), 2);
 
     // A layout whose blob does not match its name is refused; nothing is recorded.

@@ -693,6 +693,21 @@ fn pull_reports_the_bytes_of_a_big_layer_as_they_arrive() {
         stored[0].0 > reports.last().unwrap().0,
         "stored comes after the reports"
     );
+
+    // `wharf pull` on a terminal draws those reports as one bar redrawn in place (a fresh
+    // daemon, so the layers download again).
+    drop(daemon);
+    let daemon = DaemonProcess::start();
+    let host = format!("unix://{}", daemon.socket.display());
+    let reference = format!("{}/wharf-test/big:v1", registry.addr);
+    let (status, out, shown) =
+        harness::run_wharf_on_terminal(wharf_command().args(["-H", &host, "pull", &reference]));
+    assert!(status.success(), "{shown}");
+    assert!(out.contains("Pulled: "), "{out}");
+    assert!(
+        shown.contains("\r\x1b[Kdownloading [") && shown.contains("downloaded "),
+        "{shown:?}"
+    );
 }
 
 #[test]
