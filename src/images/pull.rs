@@ -49,6 +49,69 @@ struct HashingWriter {
     file: tokio::fs::File,
     hasher: sha2::Sha256,
     written: u64,
+    /// The layer being unpacked from the same bytes while they arrive (see [`StreamedUnpack`]).
+    tee: Option<tokio::sync::mpsc::Sender<Result<hyper::body::Bytes, ()>>>,
+}
+
+/// A layer unpacked while its blob downloads: the download's chunks go through a bounded
+/// channel to a blocking task that decompresses and unpacks them, so the network, the hash and
+/// the unpacking overlap. The layer becomes visible only when its diff id matches (the unpack
+/// checks it), and the pull still fails if the blob's own digest is wrong. A download that had to
+/// start over (a registry without range support) abandons the stream, and any layer not made
+/// this way is unpacked from the stored blob after the downloads, as before.
+struct StreamedUnpack {
+    task: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+/// The blocking side of the channel, as a `Read`.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Result<hyper::body::Bytes, ()>>,
+    current: hyper::body::Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(())) => {
+                    return Err(std::io::Error::other(
+                        "the download started over; unpacking from the stored blob",
+                    ));
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        hyper::body::Buf::advance(&mut self.current, n);
+        Ok(n)
+    }
+}
+
+impl StreamedUnpack {
+    /// Starts unpacking `chain` from what the returned sender is given.
+    fn start(
+        layers: LayerStore,
+        chain: Digest,
+        diff: Digest,
+    ) -> (
+        StreamedUnpack,
+        tokio::sync::mpsc::Sender<Result<hyper::body::Bytes, ()>>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let task = tokio::task::spawn_blocking(move || {
+            let reader = ChannelReader {
+                rx,
+                current: hyper::body::Bytes::new(),
+            };
+            layers
+                .ensure(&chain, &diff, reader, Limits::default())
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        (StreamedUnpack { task }, tx)
+    }
 }
 
 impl tokio::io::AsyncWrite for HashingWriter {
@@ -127,7 +190,10 @@ async fn fetch_resuming(
                 oci_client::client::BlobResponse::Partial(stream) => stream,
                 oci_client::client::BlobResponse::Full(stream) => {
                     if offset > 0 {
-                        // No range support: start over.
+                        // No range support: start over (and abandon the streamed unpack).
+                        if let Some(tee) = writer.tee.take() {
+                            let _ = tee.send(Err(())).await;
+                        }
                         writer
                             .file
                             .set_len(0)
@@ -156,6 +222,12 @@ async fn fetch_resuming(
                     .write_all(&chunk)
                     .await
                     .map_err(|e| fatal(e.to_string()))?;
+                if let Some(tee) = &writer.tee
+                    && tee.send(Ok(chunk)).await.is_err()
+                {
+                    // The unpack stopped (its error is reported after the download).
+                    writer.tee = None;
+                }
                 if writer.written.abs_diff(reported) >= super::load::DOWNLOAD_REPORT_BYTES {
                     reported = writer.written;
                     let _ = report.send((desc.digest.clone(), reported, desc.size.max(0) as u64));
@@ -193,6 +265,7 @@ async fn fetch_resuming(
 
 /// Downloads one blob straight into the store's `.incoming/`, hashing as it arrives, and moves
 /// it into place only if it has the expected digest and size.
+#[allow(clippy::too_many_arguments)]
 async fn download(
     client: &Client,
     reference: &Reference,
@@ -200,19 +273,35 @@ async fn download(
     blob: &Digest,
     blobs: &BlobStore,
     report: &DownloadReports,
+    unpack: Option<(LayerStore, Digest, Digest)>,
 ) -> Result<u64, String> {
     use sha2::Digest as _;
     let tmp = blobs.incoming_path().map_err(|e| e.to_string())?;
     let file = tokio::fs::File::create(&tmp)
         .await
         .map_err(|e| e.to_string())?;
+    let (streamed, tee) = match unpack {
+        Some((layers, chain, diff)) if !layers.exists(&chain) => {
+            let (streamed, tx) = StreamedUnpack::start(layers, chain, diff);
+            (Some(streamed), Some(tx))
+        }
+        _ => (None, None),
+    };
     let mut writer = HashingWriter {
         file,
         hasher: sha2::Sha256::new(),
         written: 0,
+        tee,
     };
     let result = async {
-        fetch_resuming(client, reference, desc, &mut writer, report).await?;
+        let fetched = fetch_resuming(client, reference, desc, &mut writer, report).await;
+        // End the unpack's stream and wait for it. A failed one leaves no layer, and is done
+        // again from the stored blob after the downloads, which reports why.
+        writer.tee = None;
+        if let Some(streamed) = streamed {
+            let _ = streamed.task.await;
+        }
+        fetched?;
         if writer.written != desc.size as u64 {
             return Err(format!(
                 "{} bytes arrived, the manifest says {}",
@@ -415,12 +504,13 @@ pub async fn pull(
     let mut downloads = tokio::task::JoinSet::new();
     let (report_tx, mut report_rx) = tokio::sync::mpsc::unbounded_channel();
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(PARALLEL_DOWNLOADS));
-    for desc in &descs {
+    for ((desc, diff), chain) in descs.iter().zip(&diff_ids).zip(chain_ids(&diff_ids)) {
         let blob =
             Digest::parse(&desc.digest).map_err(|e| content("a layer digest")(e.to_string()))?;
         if target.blobs.exists(&blob) {
             continue;
         }
+        let unpack = Some((target.layers.clone(), chain, diff.clone()));
         let (client, reference, desc, blobs) = (
             client.clone(),
             by_digest.clone(),
@@ -431,7 +521,7 @@ pub async fn pull(
         let report = report_tx.clone();
         downloads.spawn(async move {
             let _slot = slots.acquire_owned().await.map_err(|e| e.to_string())?;
-            let result = download(&client, &reference, &desc, &blob, &blobs, &report).await;
+            let result = download(&client, &reference, &desc, &blob, &blobs, &report, unpack).await;
             result
                 .map(|size| (blob, size))
                 .map_err(|e| format!("layer {}: {e}", desc.digest))
