@@ -18,8 +18,11 @@ pub const DEFAULT_CONFIG_FILE: &str = "/etc/wharf/wharf.toml";
 pub const DEFAULT_DATA_ROOT: &str = "/var/lib/wharf";
 /// Default unix socket of the API, used by the local CLI.
 pub const DEFAULT_SOCKET: &str = "/run/wharf/wharf.sock";
-/// Default TCP address of the API, the registry and the dashboard.
+/// Default TCP address of the API and the dashboard.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
+/// Default TCP address of the built-in registry (loopback: docker pushes there over plain HTTP
+/// without an insecure-registries entry).
+pub const DEFAULT_REGISTRY_LISTEN: &str = "127.0.0.1:5000";
 
 /// The settings of one daemon, fully resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +31,8 @@ pub struct Config {
     pub data_root: PathBuf,
     /// TCP address to serve on; `None` serves on the unix socket only.
     pub listen: Option<SocketAddr>,
+    /// TCP address of the registry (`/v2/`); `None` turns the registry off.
+    pub registry_listen: Option<SocketAddr>,
     /// Path of the unix socket the local CLI talks to.
     pub socket: PathBuf,
     /// Group given access to the socket (mode 0660); `None` leaves it root's group.
@@ -57,6 +62,11 @@ impl Config {
                     .parse()
                     .expect("default listen address parses"),
             ),
+            registry_listen: Some(
+                DEFAULT_REGISTRY_LISTEN
+                    .parse()
+                    .expect("default registry address parses"),
+            ),
             socket: PathBuf::from(DEFAULT_SOCKET),
             socket_group: None,
             log_level: "info".to_owned(),
@@ -77,6 +87,18 @@ impl Config {
             TlsMode::Off => false,
             TlsMode::Auto => {
                 self.tls_cert.is_some() || self.listen.is_some_and(|a| !a.ip().is_loopback())
+            }
+        }
+    }
+
+    /// Whether the registry listener speaks TLS: as for the API's, by its own address.
+    pub fn registry_tls_enabled(&self) -> bool {
+        match self.tls {
+            TlsMode::On => true,
+            TlsMode::Off => false,
+            TlsMode::Auto => {
+                self.tls_cert.is_some()
+                    || self.registry_listen.is_some_and(|a| !a.ip().is_loopback())
             }
         }
     }
@@ -180,6 +202,10 @@ impl Config {
         if let Some(listen) = layer.listen {
             self.listen = parse_listen(&listen).map_err(|r| invalid("listen", &listen, r))?;
         }
+        if let Some(listen) = layer.registry_listen {
+            self.registry_listen =
+                parse_listen(&listen).map_err(|r| invalid("registry_listen", &listen, r))?;
+        }
         if let Some(socket) = layer.socket {
             if !socket.is_absolute() {
                 return Err(invalid(
@@ -252,6 +278,7 @@ pub struct Overrides {
     pub config: Option<PathBuf>,
     pub data_root: Option<PathBuf>,
     pub listen: Option<String>,
+    pub registry_listen: Option<String>,
     pub socket: Option<PathBuf>,
     pub socket_group: Option<String>,
     pub log_level: Option<String>,
@@ -270,6 +297,7 @@ impl Overrides {
             config: None,
             data_root: path("WHARF_DATA_ROOT"),
             listen: env("WHARF_LISTEN"),
+            registry_listen: env("WHARF_REGISTRY_LISTEN"),
             socket: path("WHARF_SOCKET"),
             socket_group: env("WHARF_SOCKET_GROUP"),
             log_level: env("WHARF_LOG").filter(|v| !v.is_empty()),
@@ -295,6 +323,7 @@ impl Overrides {
 struct ConfigFile {
     data_root: Option<PathBuf>,
     listen: Option<String>,
+    registry_listen: Option<String>,
     socket: Option<PathBuf>,
     socket_group: Option<String>,
     log_level: Option<String>,
@@ -315,6 +344,7 @@ impl ConfigFile {
             config: None,
             data_root: self.data_root,
             listen: self.listen,
+            registry_listen: self.registry_listen,
             socket: self.socket,
             socket_group: self.socket_group,
             log_level: self.log_level,
@@ -441,6 +471,11 @@ impl DataRoot {
     /// Unpacked layers (see `images::snapshot`).
     pub fn layers(&self) -> PathBuf {
         self.root.join("layers")
+    }
+
+    /// Registry upload sessions in progress (see `registry::uploads`).
+    pub fn uploads(&self) -> PathBuf {
+        self.root.join("uploads")
     }
 
     /// Credentials for remote registries, from `wharf login` (see `images::credentials`).
@@ -703,7 +738,7 @@ mod tests {
             .filter(|l| l.contains(" = ") && !l.starts_with(' ') && !l.starts_with("socket_group"))
             .map(|l| format!("{l}\n"))
             .collect();
-        assert_eq!(uncommented.lines().count(), 7, "{uncommented}");
+        assert_eq!(uncommented.lines().count(), 8, "{uncommented}");
         let dir = temp_dir();
         let flags = Overrides {
             config: Some(write_file(dir.path(), &uncommented)),

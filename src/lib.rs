@@ -12,6 +12,7 @@ pub mod db;
 pub mod domain;
 pub mod host;
 pub mod images;
+pub mod registry;
 pub mod runtime;
 pub mod startup;
 pub mod tls;

@@ -47,6 +47,8 @@ pub struct AppState {
     pub started_at: SystemTime,
     /// The bound TCP address, if the daemon serves on TCP (the real port when 0 was asked).
     pub tcp_addr: Option<SocketAddr>,
+    /// The bound address of the registry, if it is on.
+    pub registry_addr: Option<SocketAddr>,
     /// SHA-256 fingerprint of the TLS certificate served on TCP, when TLS is on.
     pub tls_fingerprint: Option<String>,
     /// Probed once at start; the kernel and cgroup mode do not change while the daemon runs.
@@ -115,6 +117,9 @@ pub struct Application {
     tcp: Option<TcpListener>,
     tls: Option<TlsSetup>,
     tcp_addr: Option<SocketAddr>,
+    registry: Option<TcpListener>,
+    registry_addr: Option<SocketAddr>,
+    registry_tls: Option<TlsSetup>,
     unix: UnixListener,
     socket: SocketFile,
     setup_url: Option<String>,
@@ -149,11 +154,35 @@ impl Application {
             }
             None => (None, None),
         };
-        let tls = if config.tls_enabled() {
-            Some(prepare_tls(&config, &layout, tcp_addr)?)
+        let (registry, registry_addr) = match config.registry_listen {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartupError::Listen { addr, source })?;
+                let local = listener
+                    .local_addr()
+                    .map_err(|source| StartupError::Listen { addr, source })?;
+                (Some(listener), Some(local))
+            }
+            None => (None, None),
+        };
+        // One certificate for both listeners, naming both addresses.
+        let tls_setup = if config.tls_enabled() || config.registry_tls_enabled() {
+            Some(prepare_tls(&config, &layout, &[tcp_addr, registry_addr])?)
         } else {
             None
         };
+        let registry_tls = tls_setup
+            .as_ref()
+            .filter(|_| config.registry_tls_enabled() && registry.is_some())
+            .map(|t| TlsSetup {
+                acceptor: t.acceptor.clone(),
+                fingerprint: t.fingerprint.clone(),
+                cert_path: t.cert_path.clone(),
+                ca_path: t.ca_path.clone(),
+                generated: t.generated,
+            });
+        let tls = tls_setup.filter(|_| config.tls_enabled());
         let (unix, socket) = bind_socket(&config.socket, config.socket_group.as_deref())?;
 
         let host = Arc::new(
@@ -210,6 +239,7 @@ impl Application {
             version = crate::VERSION,
             data_root = %layout.root().display(),
             tcp = ?tcp_addr,
+            registry = ?registry_addr,
             socket = %config.socket.display(),
             cgroup = %host.cgroup.mode,
             "wharf daemon ready"
@@ -221,6 +251,7 @@ impl Application {
                 daemon_id,
                 started_at: SystemTime::now(),
                 tcp_addr,
+                registry_addr,
                 tls_fingerprint: tls.as_ref().map(|t| t.fingerprint.clone()),
                 host,
                 auth,
@@ -228,6 +259,9 @@ impl Application {
             tcp,
             tls,
             tcp_addr,
+            registry,
+            registry_addr,
+            registry_tls,
             unix,
             socket,
             setup_url,
@@ -243,6 +277,11 @@ impl Application {
     /// The bound TCP address (the real port when the config asked for port 0).
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         self.tcp_addr
+    }
+
+    /// The bound registry address (the real port when 0 was asked).
+    pub fn registry_addr(&self) -> Option<SocketAddr> {
+        self.registry_addr
     }
 
     /// The path of the API's unix socket.
@@ -264,6 +303,9 @@ impl Application {
             tcp,
             tls,
             tcp_addr,
+            registry,
+            registry_addr,
+            registry_tls,
             unix,
             socket,
             setup_url: _,
@@ -299,6 +341,40 @@ impl Application {
                 servers.spawn(async move { (format!("http://{addr}"), serve.await) });
             }
             _ => {}
+        }
+        if let (Some(listener), Some(addr)) = (registry, registry_addr) {
+            let registry_state =
+                crate::registry::RegistryState::new(state.clone(), registry_tls.is_some());
+            let uploads = std::sync::Arc::clone(&registry_state.uploads);
+            // Abandoned uploads are reaped hourly (and once at start).
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(3600));
+                loop {
+                    tick.tick().await;
+                    uploads.reap_all(crate::registry::UPLOAD_MAX_AGE).await;
+                }
+            });
+            let app = crate::registry::routes::router(registry_state)
+                .layer(tower_http::trace::TraceLayer::new_for_http())
+                .into_make_service_with_connect_info::<Peer>();
+            match registry_tls {
+                Some(tls) => {
+                    let listener = TlsListener::new(listener, tls.acceptor).map_err(|source| {
+                        StartupError::Serve {
+                            listener: addr.to_string(),
+                            source,
+                        }
+                    })?;
+                    let serve =
+                        axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
+                    servers.spawn(async move { (format!("registry https://{addr}"), serve.await) });
+                }
+                None => {
+                    let serve =
+                        axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
+                    servers.spawn(async move { (format!("registry http://{addr}"), serve.await) });
+                }
+            }
         }
         let socket_name = socket.path.display().to_string();
         let serve = axum::serve(unix, router.into_make_service_with_connect_info::<Peer>())
@@ -351,7 +427,7 @@ impl Application {
 fn prepare_tls(
     config: &Config,
     layout: &DataRoot,
-    tcp_addr: Option<SocketAddr>,
+    addrs: &[Option<SocketAddr>],
 ) -> Result<TlsSetup, StartupError> {
     let setup = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => crate::tls::load(cert, key, None, false),
@@ -364,10 +440,14 @@ fn prepare_tls(
             if let Ok(host) = nix::unistd::gethostname() {
                 names.insert(0, host.to_string_lossy().into_owned());
             }
-            if let Some(addr) =
-                tcp_addr.filter(|a| !a.ip().is_unspecified() && !a.ip().is_loopback())
+            for addr in addrs
+                .iter()
+                .flatten()
+                .filter(|a| !a.ip().is_unspecified() && !a.ip().is_loopback())
             {
-                names.push(addr.ip().to_string());
+                if !names.contains(&addr.ip().to_string()) {
+                    names.push(addr.ip().to_string());
+                }
             }
             crate::tls::self_signed(&layout.tls_dir(), &names)
         }

@@ -34,6 +34,8 @@ pub struct SystemInfo {
     pub config_file: Option<PathBuf>,
     /// The TCP address the daemon serves on, if any.
     pub tcp_address: Option<String>,
+    /// The address of the built-in registry (`/v2/`), if it is on.
+    pub registry_address: Option<String>,
     /// SHA-256 fingerprint of the TLS certificate on the TCP address; none for plain HTTP.
     pub tls_fingerprint: Option<String>,
     /// The unix socket of the API.
@@ -65,6 +67,7 @@ async fn info(State(state): State<AppState>, caller: Caller) -> Result<Json<Syst
         data_root: state.config.data_root.clone(),
         config_file: state.config.config_file.clone(),
         tcp_address: state.tcp_addr.map(|a| a.to_string()),
+        registry_address: state.registry_addr.map(|a| a.to_string()),
         tls_fingerprint: state.tls_fingerprint.clone(),
         socket: state.config.socket.clone(),
         started_at: humantime::format_rfc3339_seconds(state.started_at).to_string(),

@@ -148,6 +148,10 @@ pub struct ServeArgs {
     /// TCP address, e.g. 127.0.0.1:7878 (port 0 picks one), or `none` (env WHARF_LISTEN)
     #[arg(long)]
     pub listen: Option<String>,
+    /// TCP address of the built-in registry (default 127.0.0.1:5000), or `none` (env
+    /// WHARF_REGISTRY_LISTEN)
+    #[arg(long)]
+    pub registry_listen: Option<String>,
     /// Unix socket of the API (default /run/wharf/wharf.sock; env WHARF_SOCKET)
     #[arg(long)]
     pub socket: Option<PathBuf>,
@@ -181,6 +185,7 @@ impl ServeArgs {
             config: self.config.clone(),
             data_root: self.data_root.clone(),
             listen: self.listen.clone(),
+            registry_listen: self.registry_listen.clone(),
             socket: self.socket.clone(),
             socket_group: self.socket_group.clone(),
             log_level: self.log_level.clone(),

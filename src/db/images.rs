@@ -117,36 +117,7 @@ impl Db {
             .await
             .map_err(sql("starting a transaction"))?;
         let now = now_secs();
-        sqlx::query(
-            "INSERT INTO manifests (digest, media_type, config_digest, size, os, architecture, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING",
-        )
-        .bind(&image.digest)
-        .bind(&image.media_type)
-        .bind(&image.config_digest)
-        .bind(image.size)
-        .bind(&image.os)
-        .bind(&image.architecture)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(sql("recording a manifest"))?;
-        for (position, layer) in image.layers.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO manifest_layers (manifest_digest, position, blob_digest, diff_id, chain_id, size, media_type) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (manifest_digest, position) DO NOTHING",
-            )
-            .bind(&image.digest)
-            .bind(position as i64)
-            .bind(&layer.blob_digest)
-            .bind(&layer.diff_id)
-            .bind(&layer.chain_id)
-            .bind(layer.size)
-            .bind(&layer.media_type)
-            .execute(&mut *tx)
-            .await
-            .map_err(sql("recording a layer"))?;
-        }
+        insert_image(&mut tx, image, now).await?;
         for (repository, tag) in tags {
             sqlx::query(
                 "INSERT INTO image_tags (repository, tag, manifest_digest, updated_at) VALUES (?, ?, ?, ?) \
@@ -159,6 +130,7 @@ impl Db {
             .execute(&mut *tx)
             .await
             .map_err(sql("tagging an image"))?;
+            hold_in_repository(&mut tx, repository, &image.digest, now).await?;
         }
         tx.commit().await.map_err(sql("committing an image"))
     }
@@ -217,6 +189,12 @@ impl Db {
         repository: &str,
         tag: &str,
     ) -> Result<(), DbError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(sql("starting a transaction"))?;
+        let now = now_secs();
         sqlx::query(
             "INSERT INTO image_tags (repository, tag, manifest_digest, updated_at) VALUES (?, ?, ?, ?) \
              ON CONFLICT (repository, tag) DO UPDATE SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at",
@@ -224,11 +202,12 @@ impl Db {
         .bind(repository)
         .bind(tag)
         .bind(manifest_digest)
-        .bind(now_secs())
-        .execute(&self.pool)
+        .bind(now)
+        .execute(&mut *tx)
         .await
         .map_err(sql("tagging an image"))?;
-        Ok(())
+        hold_in_repository(&mut tx, repository, manifest_digest, now).await?;
+        tx.commit().await.map_err(sql("committing a tag"))
     }
 
     /// Removes a name; when it was the image's last name (or `digest` names the image itself),
@@ -288,11 +267,7 @@ impl Db {
                 .await
                 .map_err(sql("counting names"))?;
         let removed = if names == 0 || digest.is_some() {
-            sqlx::query("DELETE FROM manifests WHERE digest = ?")
-                .bind(&manifest)
-                .execute(&mut *tx)
-                .await
-                .map_err(sql("removing an image"))?;
+            super::registry::forget_manifest(&mut tx, &manifest).await?;
             Some(manifest)
         } else {
             None
@@ -305,7 +280,9 @@ impl Db {
     pub async fn blob_in_use(&self, digest: &str) -> Result<bool, DbError> {
         let n: i64 = sqlx::query_scalar(
             "SELECT (SELECT count(*) FROM manifests WHERE digest = ?1 OR config_digest = ?1) + \
-             (SELECT count(*) FROM manifest_layers WHERE blob_digest = ?1)",
+             (SELECT count(*) FROM manifest_layers WHERE blob_digest = ?1) + \
+             (SELECT count(*) FROM manifest_references WHERE target = ?1) + \
+             (SELECT count(*) FROM repository_manifests WHERE digest = ?1)",
         )
         .bind(digest)
         .fetch_one(&self.pool)
@@ -332,4 +309,85 @@ impl Db {
             .await
             .map_err(sql("listing dangling images"))
     }
+}
+
+/// Inserts a runnable image's manifest and layer rows, and what the manifest references.
+pub(super) async fn insert_image(
+    tx: &mut sqlx::SqliteConnection,
+    image: &NewImage,
+    now: i64,
+) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO manifests (digest, media_type, config_digest, size, os, architecture, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING",
+    )
+    .bind(&image.digest)
+    .bind(&image.media_type)
+    .bind(&image.config_digest)
+    .bind(image.size)
+    .bind(&image.os)
+    .bind(&image.architecture)
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .map_err(sql("recording a manifest"))?;
+    let blobs =
+        std::iter::once(&image.config_digest).chain(image.layers.iter().map(|l| &l.blob_digest));
+    for target in blobs {
+        sqlx::query(
+            "INSERT OR IGNORE INTO manifest_references (manifest_digest, target, kind) VALUES (?, ?, 'blob')",
+        )
+        .bind(&image.digest)
+        .bind(target)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql("recording what a manifest references"))?;
+    }
+    for (position, layer) in image.layers.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO manifest_layers (manifest_digest, position, blob_digest, diff_id, chain_id, size, media_type) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (manifest_digest, position) DO NOTHING",
+        )
+        .bind(&image.digest)
+        .bind(position as i64)
+        .bind(&layer.blob_digest)
+        .bind(&layer.diff_id)
+        .bind(&layer.chain_id)
+        .bind(layer.size)
+        .bind(&layer.media_type)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql("recording a layer"))?;
+    }
+    Ok(())
+}
+
+/// Makes `repository` hold a local image's manifest (and its blobs), so the registry serves
+/// every local image under each of its names.
+async fn hold_in_repository(
+    tx: &mut sqlx::SqliteConnection,
+    repository: &str,
+    digest: &str,
+    now: i64,
+) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT OR IGNORE INTO repository_manifests (repository, digest, media_type, size, pushed_at) \
+         SELECT ?1, digest, media_type, size, ?3 FROM manifests WHERE digest = ?2",
+    )
+    .bind(repository)
+    .bind(digest)
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .map_err(sql("adding a manifest to a repository"))?;
+    sqlx::query(
+        "INSERT OR IGNORE INTO repository_blobs (repository, digest) \
+         SELECT ?1, target FROM manifest_references WHERE manifest_digest = ?2 AND kind = 'blob'",
+    )
+    .bind(repository)
+    .bind(digest)
+    .execute(&mut *tx)
+    .await
+    .map_err(sql("linking a manifest's blobs"))?;
+    Ok(())
 }

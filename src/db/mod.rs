@@ -19,10 +19,12 @@ use utoipa::ToSchema;
 pub mod audit;
 pub mod auth;
 pub mod images;
+pub mod registry;
 
 pub use audit::{AuditEntry, AuditFilter, AuditRecord, Outcome};
 pub use auth::{AccountKind, ApiToken, Credentials, NewToken, RepositoryGrant, Session, User};
 pub use images::{ImageSummary, LayerRecord, NewImage};
+pub use registry::{NewRepoManifest, RefKind, Referrer, RepoManifest};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 

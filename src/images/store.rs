@@ -42,25 +42,26 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     }
 }
 
-enum Hasher {
+/// An incremental hash of one of the digest algorithms.
+pub(crate) enum Hasher {
     Sha256(Sha256),
     Sha512(Sha512),
 }
 
 impl Hasher {
-    fn new(algorithm: DigestAlgorithm) -> Hasher {
+    pub(crate) fn new(algorithm: DigestAlgorithm) -> Hasher {
         match algorithm {
             DigestAlgorithm::Sha256 => Hasher::Sha256(Sha256::new()),
             DigestAlgorithm::Sha512 => Hasher::Sha512(Sha512::new()),
         }
     }
-    fn update(&mut self, bytes: &[u8]) {
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
         match self {
             Hasher::Sha256(h) => h.update(bytes),
             Hasher::Sha512(h) => h.update(bytes),
         }
     }
-    fn finish(self) -> Digest {
+    pub(crate) fn finish(self) -> Digest {
         let text = match self {
             Hasher::Sha256(h) => format!("sha256:{}", hex::encode(h.finalize())),
             Hasher::Sha512(h) => format!("sha512:{}", hex::encode(h.finalize())),

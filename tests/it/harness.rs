@@ -73,6 +73,7 @@ pub fn test_config(dir: &Path) -> Config {
     Config {
         data_root: dir.join("data"),
         listen: Some("127.0.0.1:0".parse().unwrap()),
+        registry_listen: Some("127.0.0.1:0".parse().unwrap()),
         socket: dir.join("run/wharf.sock"),
         socket_group: None,
         log_level: "warn".to_owned(),
@@ -91,6 +92,8 @@ pub struct TestDaemon {
     pub data_root: PathBuf,
     pub socket: PathBuf,
     pub tcp: SocketAddr,
+    /// The built-in registry's address, when it is on.
+    pub registry: Option<SocketAddr>,
     /// The first-run setup URL the daemon printed (a fresh data root has no users).
     pub setup_url: Option<String>,
     admin_token: tokio::sync::OnceCell<String>,
@@ -128,6 +131,7 @@ impl TestDaemon {
                 };
                 let ready = (
                     app.tcp_addr().expect("TCP listener"),
+                    app.registry_addr(),
                     app.setup_url().map(str::to_owned),
                 );
                 let _ = ready_tx.send(Ok(ready));
@@ -139,11 +143,12 @@ impl TestDaemon {
             })
         });
         match ready_rx.recv().expect("daemon thread reports") {
-            Ok((tcp, setup_url)) => Ok(TestDaemon {
+            Ok((tcp, registry, setup_url)) => Ok(TestDaemon {
                 dir,
                 data_root,
                 socket,
                 tcp,
+                registry,
                 setup_url,
                 admin_token: tokio::sync::OnceCell::new(),
                 shutdown: Some(shutdown_tx),
@@ -257,6 +262,8 @@ impl DaemonProcess {
             .arg("--socket")
             .arg(dir.join("wharf.sock"))
             .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--registry-listen")
             .arg("127.0.0.1:0")
             .env("WHARF_CONFIG", config)
             .env("WHARF_LOG", "info");

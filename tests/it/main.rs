@@ -6,6 +6,7 @@ mod harness;
 mod images;
 mod layers;
 mod pull;
+mod registry;
 
 mod api;
 mod auth;

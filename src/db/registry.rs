@@ -1,0 +1,357 @@
+//! The registry's rows: which manifests and blobs each repository holds, what manifests point
+//! at, tags (shared with local images), and per-repository settings.
+
+use super::{Db, DbError, NewImage, now_secs, sql};
+
+/// A manifest as a repository holds it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RepoManifest {
+    pub digest: String,
+    pub media_type: String,
+    pub size: i64,
+}
+
+/// One entry of the referrers API.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Referrer {
+    pub digest: String,
+    pub media_type: String,
+    pub size: i64,
+    pub artifact_type: Option<String>,
+    pub annotations: Option<String>,
+}
+
+/// What a pushed manifest points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefKind {
+    Blob,
+    Manifest,
+}
+
+impl RefKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            RefKind::Blob => "blob",
+            RefKind::Manifest => "manifest",
+        }
+    }
+}
+
+/// A manifest put into a repository, with everything recorded in the same transaction.
+#[derive(Debug, Clone)]
+pub struct NewRepoManifest {
+    pub repository: String,
+    pub digest: String,
+    pub media_type: String,
+    pub size: i64,
+    pub artifact_type: Option<String>,
+    pub subject: Option<String>,
+    /// A JSON object.
+    pub annotations: Option<String>,
+    pub references: Vec<(String, RefKind)>,
+    pub tag: Option<String>,
+    /// Set when the manifest is a runnable image of a known platform: it becomes a local image.
+    pub image: Option<NewImage>,
+}
+
+impl Db {
+    /// Records a pushed manifest: the repository holds it (and the blobs it uses), the tag moves
+    /// to it, and a runnable image becomes a local image, all in one transaction.
+    pub async fn put_manifest(&self, m: &NewRepoManifest) -> Result<(), DbError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(sql("starting a transaction"))?;
+        let now = now_secs();
+        sqlx::query(
+            "INSERT INTO repository_manifests (repository, digest, media_type, size, artifact_type, subject, annotations, pushed_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (repository, digest) DO UPDATE SET pushed_at = excluded.pushed_at",
+        )
+        .bind(&m.repository)
+        .bind(&m.digest)
+        .bind(&m.media_type)
+        .bind(m.size)
+        .bind(&m.artifact_type)
+        .bind(&m.subject)
+        .bind(&m.annotations)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(sql("recording a pushed manifest"))?;
+        for (target, kind) in &m.references {
+            sqlx::query(
+                "INSERT OR IGNORE INTO manifest_references (manifest_digest, target, kind) VALUES (?, ?, ?)",
+            )
+            .bind(&m.digest)
+            .bind(target)
+            .bind(kind.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(sql("recording what a manifest references"))?;
+            if *kind == RefKind::Blob {
+                sqlx::query(
+                    "INSERT OR IGNORE INTO repository_blobs (repository, digest) VALUES (?, ?)",
+                )
+                .bind(&m.repository)
+                .bind(target)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql("linking a blob"))?;
+            }
+        }
+        if let Some(tag) = &m.tag {
+            sqlx::query(
+                "INSERT INTO image_tags (repository, tag, manifest_digest, updated_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (repository, tag) DO UPDATE SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at",
+            )
+            .bind(&m.repository)
+            .bind(tag)
+            .bind(&m.digest)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql("moving a tag"))?;
+        }
+        if let Some(image) = &m.image {
+            super::images::insert_image(&mut tx, image, now).await?;
+        }
+        tx.commit()
+            .await
+            .map_err(sql("committing a pushed manifest"))
+    }
+
+    /// The manifest `reference` (a tag or a digest) names in `repository`.
+    pub async fn resolve_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<Option<RepoManifest>, DbError> {
+        let query = if reference.contains(':') {
+            "SELECT digest, media_type, size FROM repository_manifests WHERE repository = ?1 AND digest = ?2"
+        } else {
+            "SELECT m.digest, m.media_type, m.size FROM image_tags t JOIN repository_manifests m \
+             ON m.repository = t.repository AND m.digest = t.manifest_digest WHERE t.repository = ?1 AND t.tag = ?2"
+        };
+        sqlx::query_as::<_, RepoManifest>(query)
+            .bind(repository)
+            .bind(reference)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sql("looking up a manifest"))
+    }
+
+    /// Whether `repository` holds the manifest `digest`.
+    pub async fn holds_manifest(&self, repository: &str, digest: &str) -> Result<bool, DbError> {
+        Ok(self.resolve_manifest(repository, digest).await?.is_some())
+    }
+
+    /// Lets `repository` serve the blob (after an upload or a mount into it).
+    pub async fn link_blob(&self, repository: &str, digest: &str) -> Result<(), DbError> {
+        sqlx::query("INSERT OR IGNORE INTO repository_blobs (repository, digest) VALUES (?, ?)")
+            .bind(repository)
+            .bind(digest)
+            .execute(&self.pool)
+            .await
+            .map_err(sql("linking a blob"))?;
+        Ok(())
+    }
+
+    pub async fn blob_linked(&self, repository: &str, digest: &str) -> Result<bool, DbError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM repository_blobs WHERE repository = ? AND digest = ?",
+        )
+        .bind(repository)
+        .bind(digest)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(sql("checking a blob link"))?;
+        Ok(n > 0)
+    }
+
+    /// Stops `repository` serving the blob; true if it did.
+    pub async fn unlink_blob(&self, repository: &str, digest: &str) -> Result<bool, DbError> {
+        let done = sqlx::query("DELETE FROM repository_blobs WHERE repository = ? AND digest = ?")
+            .bind(repository)
+            .bind(digest)
+            .execute(&self.pool)
+            .await
+            .map_err(sql("unlinking a blob"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Whether the repository holds anything (a manifest, a blob or a tag).
+    pub async fn repository_exists(&self, repository: &str) -> Result<bool, DbError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM repository_manifests WHERE repository = ?1) + \
+             (SELECT count(*) FROM repository_blobs WHERE repository = ?1) + \
+             (SELECT count(*) FROM image_tags WHERE repository = ?1)",
+        )
+        .bind(repository)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(sql("looking up a repository"))?;
+        Ok(n > 0)
+    }
+
+    /// The repository's tags in lexical order, at most `n` after `last`.
+    pub async fn list_tags(
+        &self,
+        repository: &str,
+        n: Option<i64>,
+        last: Option<&str>,
+    ) -> Result<Vec<String>, DbError> {
+        sqlx::query_scalar(
+            "SELECT tag FROM image_tags WHERE repository = ?1 AND tag > ?2 ORDER BY tag LIMIT ?3",
+        )
+        .bind(repository)
+        .bind(last.unwrap_or(""))
+        .bind(n.unwrap_or(-1))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql("listing tags"))
+    }
+
+    /// Repository names in lexical order, at most `n` after `last`.
+    pub async fn catalog(
+        &self,
+        n: Option<i64>,
+        last: Option<&str>,
+    ) -> Result<Vec<String>, DbError> {
+        sqlx::query_scalar(
+            "SELECT name FROM (SELECT repository AS name FROM repository_manifests \
+             UNION SELECT repository FROM image_tags UNION SELECT repository FROM repository_blobs) \
+             WHERE name > ?1 ORDER BY name LIMIT ?2",
+        )
+        .bind(last.unwrap_or(""))
+        .bind(n.unwrap_or(-1))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql("listing repositories"))
+    }
+
+    /// Removes a tag; true if it existed.
+    pub async fn delete_tag(&self, repository: &str, tag: &str) -> Result<bool, DbError> {
+        let done = sqlx::query("DELETE FROM image_tags WHERE repository = ? AND tag = ?")
+            .bind(repository)
+            .bind(tag)
+            .execute(&self.pool)
+            .await
+            .map_err(sql("removing a tag"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Removes a manifest from a repository with the repository's tags that name it. When no
+    /// repository holds it any more, what it references is released and a local image of it
+    /// goes too. True if the repository held it.
+    pub async fn delete_manifest(&self, repository: &str, digest: &str) -> Result<bool, DbError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(sql("starting a transaction"))?;
+        let done =
+            sqlx::query("DELETE FROM repository_manifests WHERE repository = ? AND digest = ?")
+                .bind(repository)
+                .bind(digest)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql("removing a manifest"))?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM image_tags WHERE repository = ? AND manifest_digest = ?")
+            .bind(repository)
+            .bind(digest)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql("removing a manifest's tags"))?;
+        let held: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM repository_manifests WHERE digest = ?")
+                .bind(digest)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(sql("counting a manifest's repositories"))?;
+        if held == 0 {
+            forget_manifest(&mut tx, digest).await?;
+        }
+        tx.commit().await.map_err(sql("committing"))?;
+        Ok(true)
+    }
+
+    /// The manifests in `repository` whose subject is `subject`, optionally of one artifact type.
+    pub async fn referrers(
+        &self,
+        repository: &str,
+        subject: &str,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>, DbError> {
+        sqlx::query_as::<_, Referrer>(
+            "SELECT digest, media_type, size, artifact_type, annotations FROM repository_manifests \
+             WHERE repository = ?1 AND subject = ?2 AND (?3 IS NULL OR artifact_type = ?3) ORDER BY digest",
+        )
+        .bind(repository)
+        .bind(subject)
+        .bind(artifact_type)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql("listing referrers"))
+    }
+
+    /// Whether anyone may pull `repository` without credentials.
+    pub async fn anonymous_pull(&self, repository: &str) -> Result<bool, DbError> {
+        let on: Option<i64> =
+            sqlx::query_scalar("SELECT anonymous_pull FROM repositories WHERE name = ?")
+                .bind(repository)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(sql("reading repository settings"))?;
+        Ok(on == Some(1))
+    }
+
+    pub async fn set_anonymous_pull(&self, repository: &str, on: bool) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO repositories (name, anonymous_pull, created_at) VALUES (?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET anonymous_pull = excluded.anonymous_pull",
+        )
+        .bind(repository)
+        .bind(on as i64)
+        .bind(now_secs())
+        .execute(&self.pool)
+        .await
+        .map_err(sql("writing repository settings"))?;
+        Ok(())
+    }
+}
+
+/// Drops every row about a manifest no repository or name holds any more.
+pub(super) async fn forget_manifest(
+    tx: &mut sqlx::SqliteConnection,
+    digest: &str,
+) -> Result<(), DbError> {
+    for (query, what) in [
+        (
+            "DELETE FROM image_tags WHERE manifest_digest = ?",
+            "removing a manifest's names",
+        ),
+        (
+            "DELETE FROM repository_manifests WHERE digest = ?",
+            "removing a manifest from repositories",
+        ),
+        (
+            "DELETE FROM manifest_references WHERE manifest_digest = ?",
+            "releasing what a manifest references",
+        ),
+        (
+            "DELETE FROM manifests WHERE digest = ?",
+            "removing an image",
+        ),
+    ] {
+        sqlx::query(query)
+            .bind(digest)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql(what))?;
+    }
+    Ok(())
+}

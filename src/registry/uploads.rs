@@ -1,0 +1,317 @@
+//! Blob upload sessions: `<data-root>/uploads/<uuid>/` holds `data` (the bytes so far) and
+//! `repository` (whose upload it is). The bytes are hashed as they arrive; the hash lives in
+//! memory, and a session found on disk after a restart is hashed again from its file, so an
+//! upload survives the daemon. A blob leaves its session only by `commit`: fsynced, its digest
+//! verified, and renamed into the content store, so no reader ever sees a partial blob.
+//! Sessions untouched for longer than the configured age are reaped.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Mutex;
+
+use crate::domain::{Digest, DigestAlgorithm};
+use crate::images::store::{BlobStore, Hasher};
+
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("upload {0} is not known (finished, cancelled or reaped)")]
+    Unknown(String),
+    #[error("upload {id}: {what}: {source}")]
+    Io {
+        id: String,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the uploaded blob's digest is {actual}, not {expected}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+}
+
+/// An upload in progress.
+pub struct Session {
+    pub id: String,
+    pub repository: String,
+    dir: PathBuf,
+    file: tokio::fs::File,
+    hasher: Option<Hasher>,
+    pub size: u64,
+}
+
+impl Session {
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// Appends bytes (the caller checked the `Content-Range` against [`Session::size`]).
+    pub async fn append(&mut self, bytes: &[u8]) -> Result<(), UploadError> {
+        self.file
+            .write_all(bytes)
+            .await
+            .map_err(|source| UploadError::Io {
+                id: self.id.clone(),
+                what: "write",
+                source,
+            })?;
+        if let Some(h) = &mut self.hasher {
+            h.update(bytes);
+        }
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+/// A session in memory: its repository (readable without the session's lock) and the session.
+type OpenSession = (String, Arc<Mutex<Session>>);
+
+/// The sessions of one daemon.
+pub struct Uploads {
+    root: PathBuf,
+    /// id → (repository, session); the repository outside the session's lock, so looking a
+    /// session up never waits for a long write to it.
+    open: Mutex<HashMap<String, OpenSession>>,
+}
+
+fn io<'a>(id: &'a str, what: &'static str) -> impl FnOnce(std::io::Error) -> UploadError + 'a {
+    move |source| UploadError::Io {
+        id: id.to_owned(),
+        what,
+        source,
+    }
+}
+
+impl Uploads {
+    pub fn new(root: impl Into<PathBuf>) -> Uploads {
+        Uploads {
+            root: root.into(),
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Starts a session for `repository`.
+    pub async fn start(&self, repository: &str) -> Result<Arc<Mutex<Session>>, UploadError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let dir = self.root.join(&id);
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(io(&id, "make its directory"))?;
+        tokio::fs::write(dir.join("repository"), repository)
+            .await
+            .map_err(io(&id, "record its repository"))?;
+        let file = tokio::fs::File::create(dir.join("data"))
+            .await
+            .map_err(io(&id, "make its data file"))?;
+        let session = Arc::new(Mutex::new(Session {
+            id: id.clone(),
+            repository: repository.to_owned(),
+            dir,
+            file,
+            hasher: Some(Hasher::new(DigestAlgorithm::Sha256)),
+            size: 0,
+        }));
+        self.open
+            .lock()
+            .await
+            .insert(id, (repository.to_owned(), Arc::clone(&session)));
+        Ok(session)
+    }
+
+    /// The session `id` of `repository`: in memory, or found on disk after a restart.
+    pub async fn get(
+        &self,
+        repository: &str,
+        id: &str,
+    ) -> Result<Arc<Mutex<Session>>, UploadError> {
+        let unknown = || UploadError::Unknown(id.to_owned());
+        if uuid::Uuid::parse_str(id).is_err() {
+            return Err(unknown());
+        }
+        let mut open = self.open.lock().await;
+        if let Some((owner, session)) = open.get(id) {
+            if owner != repository {
+                return Err(unknown());
+            }
+            return Ok(Arc::clone(session));
+        }
+        let dir = self.root.join(id);
+        let owner = tokio::fs::read_to_string(dir.join("repository"))
+            .await
+            .map_err(|_| unknown())?;
+        if owner != repository {
+            return Err(unknown());
+        }
+        let data = dir.join("data");
+        let (hasher, size) = {
+            let data = data.clone();
+            tokio::task::spawn_blocking(move || hash_file(&data))
+                .await
+                .map_err(|e| io(id, "hash its data")(std::io::Error::other(e)))?
+                .map_err(io(id, "hash its data"))?
+        };
+        let file = tokio::fs::OpenOptions::new()
+            .append(true)
+            .open(&data)
+            .await
+            .map_err(io(id, "open its data file"))?;
+        let session = Arc::new(Mutex::new(Session {
+            id: id.to_owned(),
+            repository: repository.to_owned(),
+            dir,
+            file,
+            hasher: Some(hasher),
+            size,
+        }));
+        open.insert(id.to_owned(), (repository.to_owned(), Arc::clone(&session)));
+        Ok(session)
+    }
+
+    /// Ends a session and removes its files.
+    pub async fn cancel(&self, session: &Session) {
+        self.open.lock().await.remove(&session.id);
+        let _ = tokio::fs::remove_dir_all(&session.dir).await;
+    }
+
+    /// Verifies the session's bytes against `expected` and moves them into the store. On a
+    /// mismatch the upload is removed (the client starts over), as the spec asks.
+    pub async fn commit(
+        &self,
+        session: &mut Session,
+        expected: &Digest,
+        blobs: &BlobStore,
+    ) -> Result<u64, UploadError> {
+        let id = session.id.clone();
+        session.file.flush().await.map_err(io(&id, "flush"))?;
+        let data = session.data();
+        let actual = match (expected.algorithm(), session.hasher.take()) {
+            (DigestAlgorithm::Sha256, Some(h)) => h.finish(),
+            (algorithm, _) => {
+                let data = data.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut h = Hasher::new(algorithm);
+                    let mut f = std::fs::File::open(&data)?;
+                    let mut buf = vec![0u8; 1 << 20];
+                    loop {
+                        let n = f.read(&mut buf)?;
+                        if n == 0 {
+                            break;
+                        }
+                        h.update(&buf[..n]);
+                    }
+                    Ok::<_, std::io::Error>(h.finish())
+                })
+                .await
+                .map_err(|e| io(&id, "hash its data")(std::io::Error::other(e)))?
+                .map_err(io(&id, "hash its data"))?
+            }
+        };
+        let size = session.size;
+        let placed = {
+            let (blobs, data, expected, actual) = (
+                blobs.clone(),
+                data.clone(),
+                expected.clone(),
+                actual.clone(),
+            );
+            tokio::task::spawn_blocking(move || blobs.place_verified(&data, &expected, &actual))
+                .await
+                .map_err(|e| io(&id, "store the blob")(std::io::Error::other(e)))?
+        };
+        self.cancel(session).await;
+        match placed {
+            Ok(()) => Ok(size),
+            Err(crate::images::store::StoreError::DigestMismatch { expected, actual }) => {
+                Err(UploadError::DigestMismatch { expected, actual })
+            }
+            Err(e) => Err(io(&id, "store the blob")(std::io::Error::other(
+                e.to_string(),
+            ))),
+        }
+    }
+
+    /// Removes sessions on disk untouched for longer than `age` (not those open right now).
+    pub async fn reap(&self, age: Duration) -> usize {
+        let open: Vec<String> = self.open.lock().await.keys().cloned().collect();
+        let root = self.root.clone();
+        let removed = tokio::task::spawn_blocking(move || reap_dir(&root, age, &open))
+            .await
+            .unwrap_or(0);
+        if removed > 0 {
+            tracing::info!(removed, "reaped abandoned registry uploads");
+        }
+        removed
+    }
+
+    /// Forgets in-memory sessions idle for longer than `age` and reaps them from disk.
+    pub async fn reap_all(&self, age: Duration) -> usize {
+        let mut stale = Vec::new();
+        {
+            let open = self.open.lock().await;
+            for (id, (_, session)) in open.iter() {
+                if let Ok(s) = session.try_lock()
+                    && modified_before(&s.data(), age)
+                {
+                    stale.push(id.clone());
+                }
+            }
+        }
+        {
+            let mut open = self.open.lock().await;
+            for id in &stale {
+                open.remove(id);
+            }
+        }
+        self.reap(age).await
+    }
+}
+
+fn modified_before(path: &Path, age: Duration) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|m| SystemTime::now().duration_since(m).ok())
+        .is_some_and(|d| d > age)
+}
+
+fn reap_dir(root: &Path, age: Duration, open: &[String]) -> usize {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if open.contains(&name) {
+            continue;
+        }
+        let path = entry.path();
+        let data = path.join("data");
+        let stale = if data.exists() {
+            modified_before(&data, age)
+        } else {
+            modified_before(&path, age)
+        };
+        if stale && std::fs::remove_dir_all(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+fn hash_file(path: &Path) -> std::io::Result<(Hasher, u64)> {
+    let mut h = Hasher::new(DigestAlgorithm::Sha256);
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((h, size))
+}

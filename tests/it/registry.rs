@@ -1,0 +1,826 @@
+//! The built-in registry, over HTTP as the distribution spec describes it (a port of the spec's
+//! conformance checks: pull, push, content discovery, content management), and with real
+//! clients (skopeo, docker).
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::fixtures::{self, ImageBuilder};
+use crate::harness::{self, TestDaemon};
+
+/// A registry client: base URL and credentials.
+struct Reg {
+    http: reqwest::Client,
+    base: String,
+    auth: Option<(String, String)>,
+}
+
+impl Reg {
+    fn new(daemon: &TestDaemon, auth: Option<(&str, &str)>) -> Reg {
+        Reg {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: format!("http://{}", daemon.registry.expect("registry on")),
+            auth: auth.map(|(u, p)| (u.to_owned(), p.to_owned())),
+        }
+    }
+
+    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let url = if path.starts_with("http") {
+            path.to_owned()
+        } else {
+            format!("{}{path}", self.base)
+        };
+        let r = self.http.request(method, url);
+        match &self.auth {
+            Some((u, p)) => r.basic_auth(u, Some(p)),
+            None => r,
+        }
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Vec<u8>) -> reqwest::Response {
+        self.req(method, path).body(body).send().await.unwrap()
+    }
+}
+
+fn header(r: &reqwest::Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+async fn error_codes(r: reqwest::Response) -> Vec<String> {
+    let body: Value = r.json().await.unwrap();
+    body["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a spec error body: {body}"))
+        .iter()
+        .map(|e| e["code"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn digest_of(bytes: &[u8]) -> String {
+    fixtures::sha256_digest(bytes)
+}
+
+/// Monolithic upload (POST ?digest=); returns the response.
+async fn upload(reg: &Reg, repo: &str, bytes: &[u8]) -> reqwest::Response {
+    let digest = digest_of(bytes);
+    reg.send(
+        reqwest::Method::POST,
+        &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
+        bytes.to_vec(),
+    )
+    .await
+}
+
+/// An OCI image manifest of `config` and `layers` (blobs of any bytes).
+fn manifest(config: &[u8], layers: &[&[u8]], extra: Value) -> Vec<u8> {
+    let mut m = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest_of(config), "size": config.len()},
+        "layers": layers.iter().map(|l| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest_of(l), "size": l.len()})).collect::<Vec<_>>(),
+    });
+    if let (Some(m), Some(extra)) = (m.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::to_vec(&m).unwrap()
+}
+
+async fn put_manifest(reg: &Reg, repo: &str, reference: &str, bytes: &[u8]) -> reqwest::Response {
+    reg.req(
+        reqwest::Method::PUT,
+        &format!("/v2/{repo}/manifests/{reference}"),
+    )
+    .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+    .body(bytes.to_vec())
+    .send()
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn auth_challenges_and_the_token_flow() {
+    if harness::skip_unless_root("registry::auth_challenges_and_the_token_flow") {
+        return;
+    }
+    let daemon = TestDaemon::start();
+    daemon.user_with_token("pusher", "operator").await;
+    let anonymous = Reg::new(&daemon, None);
+    let r = anonymous.send(reqwest::Method::GET, "/v2/", vec![]).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let challenge = header(&r, "www-authenticate");
+    let realm = format!("http://{}/v2/token", daemon.registry.unwrap());
+    assert!(
+        challenge.starts_with(&format!("Bearer realm=\"{realm}\",service=\"wharf\"")),
+        "{challenge}"
+    );
+    assert_eq!(
+        header(&r, "docker-distribution-api-version"),
+        "registry/2.0"
+    );
+    assert_eq!(error_codes(r).await, ["UNAUTHORIZED"]);
+
+    // Anonymous push is refused with the scope to ask a token for.
+    let r = upload(&anonymous, "team/app", b"hello").await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        header(&r, "www-authenticate").contains("scope=\"repository:team/app:pull,push\""),
+        "{}",
+        header(&r, "www-authenticate")
+    );
+
+    let basic = Reg::new(&daemon, Some(("pusher", "pusher-password")));
+    let r = basic.send(reqwest::Method::GET, "/v2/", vec![]).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let wrong = Reg::new(&daemon, Some(("pusher", "wrong")));
+    let r = wrong.send(reqwest::Method::GET, "/v2/", vec![]).await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    // The token endpoint grants the intersection of the scope and the account's rights: an
+    // operator may pull and push, not delete.
+    let r = basic
+        .req(reqwest::Method::GET, &realm)
+        .query(&[
+            ("service", "wharf"),
+            ("scope", "repository:team/app:pull,push,delete"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let token: Value = r.json().await.unwrap();
+    let token = token["token"].as_str().unwrap().to_owned();
+    let r = wrong
+        .req(reqwest::Method::GET, &realm)
+        .query(&[("service", "wharf"), ("scope", "repository:team/app:pull")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "a wrong password gets no token"
+    );
+
+    let bearer = |method, path: &str| {
+        anonymous
+            .req(method, path)
+            .header("authorization", format!("Bearer {token}"))
+    };
+    let blob = b"pushed with a token".to_vec();
+    let r = bearer(
+        reqwest::Method::POST,
+        &format!("/v2/team/app/blobs/uploads/?digest={}", digest_of(&blob)),
+    )
+    .body(blob.clone())
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = bearer(
+        reqwest::Method::DELETE,
+        &format!("/v2/team/app/blobs/{}", digest_of(&blob)),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "delete was not granted"
+    );
+    assert!(header(&r, "www-authenticate").contains("insufficient_scope"));
+    let r = bearer(
+        reqwest::Method::GET,
+        &format!("/v2/team/other/blobs/{}", digest_of(&blob)),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "the token is for team/app only"
+    );
+    let r = anonymous
+        .req(reqwest::Method::GET, "/v2/")
+        .header("authorization", "Bearer forged.token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn blobs_upload_in_every_mode_and_bad_digests_leave_nothing() {
+    if harness::skip_unless_root(
+        "registry::blobs_upload_in_every_mode_and_bad_digests_leave_nothing",
+    ) {
+        return;
+    }
+    let daemon = TestDaemon::start();
+    daemon.user_with_token("pusher", "admin").await;
+    let reg = Reg::new(&daemon, Some(("pusher", "pusher-password")));
+    let repo = "conf/app";
+    let head = |digest: String| {
+        let reg = &reg;
+        async move {
+            reg.send(
+                reqwest::Method::HEAD,
+                &format!("/v2/{repo}/blobs/{digest}"),
+                vec![],
+            )
+            .await
+            .status()
+        }
+    };
+
+    // Monolithic, then reads: HEAD, GET, Range.
+    let data = b"0123456789abcdef".to_vec();
+    let r = upload(&reg, repo, &data).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(
+        header(&r, "location"),
+        format!("/v2/{repo}/blobs/{}", digest_of(&data))
+    );
+    assert_eq!(header(&r, "docker-content-digest"), digest_of(&data));
+    let r = reg
+        .send(
+            reqwest::Method::HEAD,
+            &format!("/v2/{repo}/blobs/{}", digest_of(&data)),
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(header(&r, "content-length"), "16");
+    assert_eq!(header(&r, "docker-content-digest"), digest_of(&data));
+    let r = reg
+        .req(
+            reqwest::Method::GET,
+            &format!("/v2/{repo}/blobs/{}", digest_of(&data)),
+        )
+        .header("range", "bytes=2-5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(header(&r, "content-range"), "bytes 2-5/16");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"2345");
+    let r = reg
+        .req(
+            reqwest::Method::GET,
+            &format!("/v2/{repo}/blobs/{}", digest_of(&data)),
+        )
+        .header("range", "bytes=99-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+
+    // A wrong digest, monolithic: 400 DIGEST_INVALID, nothing stored.
+    let wrong = digest_of(b"something else");
+    let r = reg
+        .send(
+            reqwest::Method::POST,
+            &format!("/v2/{repo}/blobs/uploads/?digest={wrong}"),
+            b"not that".to_vec(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_codes(r).await, ["DIGEST_INVALID"]);
+    assert_eq!(head(wrong.clone()).await, StatusCode::NOT_FOUND);
+    assert_eq!(head(digest_of(b"not that")).await, StatusCode::NOT_FOUND);
+
+    // POST then PUT with the body.
+    let two = b"post then put".to_vec();
+    let r = reg
+        .send(
+            reqwest::Method::POST,
+            &format!("/v2/{repo}/blobs/uploads/"),
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let location = header(&r, "location");
+    assert!(location.starts_with(&format!("/v2/{repo}/blobs/uploads/")));
+    let r = reg
+        .send(
+            reqwest::Method::PUT,
+            &format!("{location}?digest={}", digest_of(&two)),
+            two.clone(),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(head(digest_of(&two)).await, StatusCode::OK);
+
+    // Chunked, in order; a repeated chunk gets 416; GET of the session tells where it stands.
+    let chunked = b"first-second".to_vec();
+    let r = reg
+        .send(
+            reqwest::Method::POST,
+            &format!("/v2/{repo}/blobs/uploads/"),
+            vec![],
+        )
+        .await;
+    let location = header(&r, "location");
+    let patch = |range: &'static str, bytes: &'static [u8]| {
+        let (reg, location) = (&reg, location.clone());
+        async move {
+            reg.req(reqwest::Method::PATCH, &location)
+                .header("content-range", range)
+                .header("content-type", "application/octet-stream")
+                .body(bytes.to_vec())
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = patch("0-5", b"first-").await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(header(&r, "range"), "0-5");
+    let r = patch("0-5", b"first-").await;
+    assert_eq!(
+        r.status(),
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        "a repeated chunk"
+    );
+    let r = patch("9-14", b"second").await;
+    assert_eq!(
+        r.status(),
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        "a chunk out of order"
+    );
+    let r = reg.send(reqwest::Method::GET, &location, vec![]).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&r, "range"), "0-5");
+    assert_eq!(header(&r, "location"), location);
+    let r = patch("6-11", b"second").await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = reg
+        .send(
+            reqwest::Method::PUT,
+            &format!("{location}?digest={}", digest_of(&chunked)),
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(head(digest_of(&chunked)).await, StatusCode::OK);
+
+    // Chunked with a wrong digest at the end: 400, and the session is gone.
+    let r = reg
+        .send(
+            reqwest::Method::POST,
+            &format!("/v2/{repo}/blobs/uploads/"),
+            vec![],
+        )
+        .await;
+    let location = header(&r, "location");
+    reg.send(reqwest::Method::PATCH, &location, b"abc".to_vec())
+        .await;
+    let r = reg
+        .send(
+            reqwest::Method::PUT,
+            &format!("{location}?digest={wrong}"),
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_codes(r).await, ["DIGEST_INVALID"]);
+    let r = reg.send(reqwest::Method::GET, &location, vec![]).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_codes(r).await, ["BLOB_UPLOAD_UNKNOWN"]);
+
+    // Streamed: one PATCH without Content-Range, then PUT with the digest (docker push does so).
+    let streamed = vec![7u8; 3 << 20];
+    let r = reg
+        .send(
+            reqwest::Method::POST,
+            &format!("/v2/{repo}/blobs/uploads/"),
+            vec![],
+        )
+        .await;
+    let location = header(&r, "location");
+    let r = reg
+        .send(reqwest::Method::PATCH, &location, streamed.clone())
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(header(&r, "range"), format!("0-{}", streamed.len() - 1));
+    let r = reg
+        .send(
+            reqwest::Method::PUT,
+            &format!("{location}?digest={}", digest_of(&streamed)),
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    // Cancel.
+    let r = reg
+        .send(
+            reqwest::Method::POST,
+            &format!("/v2/{repo}/blobs/uploads/"),
+            vec![],
+        )
+        .await;
+    let location = header(&r, "location");
+    let r = reg.send(reqwest::Method::DELETE, &location, vec![]).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = reg.send(reqwest::Method::GET, &location, vec![]).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let uploads = daemon.data_root.join("uploads");
+    let left: Vec<_> = std::fs::read_dir(&uploads).unwrap().collect();
+    assert!(left.is_empty(), "no upload directories left: {left:?}");
+
+    // Cross-repository mount; a mount of a blob the source lacks starts an upload instead.
+    let r = reg
+        .send(
+            reqwest::Method::POST,
+            &format!(
+                "/v2/conf/other/blobs/uploads/?mount={}&from={repo}",
+                digest_of(&data)
+            ),
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(
+        header(&r, "location"),
+        format!("/v2/conf/other/blobs/{}", digest_of(&data))
+    );
+    let r = reg
+        .send(
+            reqwest::Method::POST,
+            &format!("/v2/conf/third/blobs/uploads/?mount={wrong}&from={repo}"),
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    // A blob is only served through a repository that holds it.
+    let r = reg
+        .send(
+            reqwest::Method::HEAD,
+            &format!("/v2/conf/third/blobs/{}", digest_of(&data)),
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    // Delete a blob from a repository.
+    let r = reg
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v2/conf/other/blobs/{}", digest_of(&data)),
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = reg
+        .send(
+            reqwest::Method::HEAD,
+            &format!("/v2/conf/other/blobs/{}", digest_of(&data)),
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    // Names out of the grammar.
+    let r = upload(&reg, "Conf/App", b"x").await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_codes(r).await, ["NAME_INVALID"]);
+}
+
+#[tokio::test]
+async fn manifests_tags_catalog_and_referrers() {
+    if harness::skip_unless_root("registry::manifests_tags_catalog_and_referrers") {
+        return;
+    }
+    let daemon = TestDaemon::start();
+    daemon.user_with_token("pusher", "admin").await;
+    let reg = Reg::new(&daemon, Some(("pusher", "pusher-password")));
+    let repo = "conf/app";
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let layer = b"not really a layer".to_vec();
+    assert_eq!(
+        upload(&reg, repo, config).await.status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        upload(&reg, repo, &layer).await.status(),
+        StatusCode::CREATED
+    );
+
+    // Missing blobs: one MANIFEST_BLOB_UNKNOWN per missing descriptor.
+    let missing = manifest(b"no such config", &[b"no such layer"], json!({}));
+    let r = put_manifest(&reg, repo, "broken", &missing).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        error_codes(r).await,
+        ["MANIFEST_BLOB_UNKNOWN", "MANIFEST_BLOB_UNKNOWN"]
+    );
+
+    let image = manifest(config, &[&layer], json!({}));
+    let image_digest = digest_of(&image);
+    let r = put_manifest(&reg, repo, "v1", &image).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(header(&r, "docker-content-digest"), image_digest);
+    assert_eq!(
+        header(&r, "location"),
+        format!("/v2/{repo}/manifests/{image_digest}")
+    );
+    for reference in ["v1", image_digest.as_str()] {
+        let r = reg
+            .send(
+                reqwest::Method::GET,
+                &format!("/v2/{repo}/manifests/{reference}"),
+                vec![],
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(
+            header(&r, "content-type"),
+            "application/vnd.oci.image.manifest.v1+json"
+        );
+        assert_eq!(header(&r, "docker-content-digest"), image_digest);
+        assert_eq!(r.bytes().await.unwrap().as_ref(), image.as_slice());
+    }
+    // By digest, the digest must match.
+    let r = put_manifest(&reg, repo, &digest_of(b"other"), &image).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_codes(r).await, ["DIGEST_INVALID"]);
+    // Too big: 413 without reading it all.
+    let mut big = br#"{"schemaVersion": 2, "annotations": {"x": ""#.to_vec();
+    big.extend(std::iter::repeat_n(b'a', 5 << 20));
+    let r = put_manifest(&reg, repo, "big", &big).await;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(error_codes(r).await, ["SIZE_INVALID"]);
+    // The daemon answered before reading the rest and closed that connection: a fresh client.
+    let reg = Reg::new(&daemon, Some(("pusher", "pusher-password")));
+    let r = put_manifest(&reg, repo, "bad%20tag", &image).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+
+    // Tags, a page at a time.
+    for tag in ["v2", "v3"] {
+        assert_eq!(
+            put_manifest(&reg, repo, tag, &image).await.status(),
+            StatusCode::CREATED
+        );
+    }
+    let r = reg
+        .send(
+            reqwest::Method::GET,
+            &format!("/v2/{repo}/tags/list?n=2"),
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        header(&r, "link"),
+        format!("</v2/{repo}/tags/list?n=2&last=v2>; rel=\"next\"")
+    );
+    let page: Value = r.json().await.unwrap();
+    assert_eq!(page, json!({"name": repo, "tags": ["v1", "v2"]}));
+    let r = reg
+        .send(
+            reqwest::Method::GET,
+            &format!("/v2/{repo}/tags/list?n=2&last=v2"),
+            vec![],
+        )
+        .await;
+    assert_eq!(header(&r, "link"), "");
+    let page: Value = r.json().await.unwrap();
+    assert_eq!(page["tags"], json!(["v3"]));
+    let r = reg
+        .send(reqwest::Method::GET, "/v2/conf/none/tags/list", vec![])
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_codes(r).await, ["NAME_UNKNOWN"]);
+
+    // The catalog.
+    for blob in [&config[..], &layer[..]] {
+        assert_eq!(
+            upload(&reg, "conf/zeta", blob).await.status(),
+            StatusCode::CREATED
+        );
+    }
+    let r = put_manifest(&reg, "conf/zeta", "v1", &image).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = reg
+        .send(reqwest::Method::GET, "/v2/_catalog?n=1", vec![])
+        .await;
+    assert_eq!(
+        header(&r, "link"),
+        "</v2/_catalog?n=1&last=conf/app>; rel=\"next\""
+    );
+    let page: Value = r.json().await.unwrap();
+    assert_eq!(page["repositories"], json!(["conf/app"]));
+
+    // Referrers: an artifact whose subject is the image.
+    let sbom_config = br#"{}"#;
+    assert_eq!(
+        upload(&reg, repo, sbom_config).await.status(),
+        StatusCode::CREATED
+    );
+    let artifact = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.example.sbom",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": digest_of(sbom_config), "size": 2},
+        "layers": [],
+        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": image_digest, "size": image.len()},
+        "annotations": {"org.example.kind": "sbom"},
+    }))
+    .unwrap();
+    let r = put_manifest(&reg, repo, &digest_of(&artifact), &artifact).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(header(&r, "oci-subject"), image_digest);
+    let r = reg
+        .send(
+            reqwest::Method::GET,
+            &format!("/v2/{repo}/referrers/{image_digest}"),
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        header(&r, "content-type"),
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let index: Value = r.json().await.unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 1);
+    assert_eq!(index["manifests"][0]["digest"], digest_of(&artifact));
+    assert_eq!(
+        index["manifests"][0]["artifactType"],
+        "application/vnd.example.sbom"
+    );
+    assert_eq!(
+        index["manifests"][0]["annotations"]["org.example.kind"],
+        "sbom"
+    );
+    let r = reg
+        .send(
+            reqwest::Method::GET,
+            &format!("/v2/{repo}/referrers/{image_digest}?artifactType=application/vnd.other"),
+            vec![],
+        )
+        .await;
+    assert_eq!(header(&r, "oci-filters-applied"), "artifactType");
+    let index: Value = r.json().await.unwrap();
+    assert_eq!(index["manifests"], json!([]));
+    // A subject that is not (yet) in the registry is accepted.
+    let orphan = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.example.sig",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": digest_of(sbom_config), "size": 2},
+        "layers": [],
+        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest_of(b"elsewhere"), "size": 9},
+    }))
+    .unwrap();
+    let r = put_manifest(&reg, repo, &digest_of(&orphan), &orphan).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    // Delete a tag, then the manifest.
+    let r = reg
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v2/{repo}/manifests/v3"),
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = reg
+        .send(
+            reqwest::Method::GET,
+            &format!("/v2/{repo}/manifests/v3"),
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(error_codes(r).await, ["MANIFEST_UNKNOWN"]);
+    let r = reg
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v2/{repo}/manifests/{image_digest}"),
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    for reference in ["v1", image_digest.as_str()] {
+        let r = reg
+            .send(
+                reqwest::Method::GET,
+                &format!("/v2/{repo}/manifests/{reference}"),
+                vec![],
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{reference}");
+    }
+    // conf/zeta still holds it.
+    let r = reg
+        .send(reqwest::Method::GET, "/v2/conf/zeta/manifests/v1", vec![])
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_pushed_image_is_a_local_image_and_local_images_can_be_pulled() {
+    let test = "registry::a_pushed_image_is_a_local_image_and_local_images_can_be_pulled";
+    if harness::skip_unless_root(test) {
+        return;
+    }
+    let Some(busybox) = fixtures::busybox(test) else {
+        return;
+    };
+    let daemon = TestDaemon::start();
+    daemon.user_with_token("pusher", "admin").await;
+    let reg = Reg::new(&daemon, Some(("pusher", "pusher-password")));
+    let image = ImageBuilder::busybox(&busybox).cmd(&["true"]).build();
+    assert_eq!(
+        upload(&reg, "team/app", &image.config).await.status(),
+        StatusCode::CREATED
+    );
+    for layer in &image.layers {
+        assert_eq!(
+            upload(&reg, "team/app", &layer.gzip).await.status(),
+            StatusCode::CREATED
+        );
+    }
+    let r = reg
+        .req(reqwest::Method::PUT, "/v2/team/app/manifests/v1")
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(image.manifest.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    let admin = daemon.admin_client().await;
+    let images: Value = admin.get_json("/api/v1/images").await.unwrap();
+    let pushed = images
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["digest"] == image.manifest_digest.as_str())
+        .unwrap_or_else(|| panic!("the pushed image is local: {images}"));
+    assert_eq!(pushed["tags"], json!(["team/app:v1"]));
+    // Its layers are unpacked for containers without a pull.
+    let layers = daemon.data_root.join("layers");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let n = std::fs::read_dir(&layers)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    .count()
+            })
+            .unwrap_or(0);
+        if n == image.layers.len() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "layers unpacked");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // A local image (loaded, never pushed) is served under its name.
+    let archive = daemon.dir.path().join("local.tar");
+    let other = ImageBuilder::busybox(&busybox)
+        .label("local", "yes")
+        .build();
+    other.write_docker_archive(&archive, "local/only:v7");
+    let (status, _, err) = harness::run_wharf(
+        harness::wharf_command()
+            .args([
+                "-H",
+                &format!("unix://{}", daemon.socket.display()),
+                "load",
+                "-q",
+                "-i",
+            ])
+            .arg(&archive),
+    );
+    assert!(status.success(), "{err}");
+    let r = reg
+        .send(reqwest::Method::GET, "/v2/local/only/manifests/v7", vec![])
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let served = r.bytes().await.unwrap();
+    let parsed: Value = serde_json::from_slice(&served).unwrap();
+    let config = parsed["config"]["digest"].as_str().unwrap();
+    let r = reg
+        .send(
+            reqwest::Method::GET,
+            &format!("/v2/local/only/blobs/{config}"),
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), other.config.as_slice());
+}
