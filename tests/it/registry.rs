@@ -824,3 +824,225 @@ async fn a_pushed_image_is_a_local_image_and_local_images_can_be_pulled() {
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.bytes().await.unwrap().as_ref(), other.config.as_slice());
 }
+
+/// Runs skopeo with `args`; (success, stderr).
+fn skopeo(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("skopeo")
+        .args(args)
+        .output()
+        .expect("run skopeo");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn skopeo_copies_both_ways_by_tag_and_by_digest_with_rights_per_repository() {
+    let test = "registry::skopeo_copies_both_ways_by_tag_and_by_digest_with_rights_per_repository";
+    if harness::skip_unless_root(test) {
+        return;
+    }
+    if !std::path::Path::new("/usr/bin/skopeo").exists() {
+        harness::skip(test, "skopeo is missing: install the skopeo package");
+        return;
+    }
+    let Some(busybox) = fixtures::busybox(test) else {
+        return;
+    };
+    let daemon = TestDaemon::start();
+    daemon.user_with_token("pusher", "operator").await;
+    let socket = daemon.unix_client();
+    let _: Value = socket
+        .send_json(
+            hyper::Method::POST,
+            "/api/v1/users",
+            &json!({"name": "ci", "kind": "robot", "password": "ci-robot-password",
+                    "grants": [{"pattern": "a", "pull": true}]}),
+        )
+        .await
+        .unwrap();
+    let addr = daemon.registry.unwrap().to_string();
+    let work = tempfile::tempdir().unwrap();
+    let image = ImageBuilder::busybox(&busybox)
+        .layer(
+            fixtures::LayerBuilder::new()
+                .file("etc/motd", 0o644, b"pushed by skopeo\n")
+                .finish(),
+            "COPY motd /etc/",
+        )
+        .cmd(&["cat", "/etc/motd"])
+        .build();
+    let layout = image.write_oci_layout(&work.path().join("layout"), "v1");
+    let src = format!("oci:{}:v1", layout.display());
+    let creds = ["--dest-creds", "pusher:pusher-password"];
+
+    // Push by tag, with the account's login.
+    let dest = format!("docker://{addr}/a:v1");
+    let (ok, err) = skopeo(
+        &[
+            &["copy", "--dest-tls-verify=false"][..],
+            &creds,
+            &[&src, &dest],
+        ]
+        .concat(),
+    );
+    assert!(ok, "push: {err}");
+    // And by digest.
+    let dest = format!("docker://{addr}/b@{}", image.manifest_digest);
+    let (ok, err) = skopeo(
+        &[
+            &["copy", "--dest-tls-verify=false"][..],
+            &creds,
+            &[&src, &dest],
+        ]
+        .concat(),
+    );
+    assert!(ok, "push by digest: {err}");
+
+    // Pull back, by tag and by digest: the very same manifest.
+    for (source, name) in [
+        (format!("docker://{addr}/a:v1"), "by-tag"),
+        (
+            format!("docker://{addr}/b@{}", image.manifest_digest),
+            "by-digest",
+        ),
+    ] {
+        let out = work.path().join(name);
+        let dest = format!("oci:{}:x", out.display());
+        let (ok, err) = skopeo(&[
+            "copy",
+            "--src-tls-verify=false",
+            "--src-creds",
+            "pusher:pusher-password",
+            "--preserve-digests",
+            &source,
+            &dest,
+        ]);
+        assert!(ok, "pull {name}: {err}");
+        let index: Value =
+            serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
+        assert_eq!(
+            index["manifests"][0]["digest"],
+            image.manifest_digest.as_str(),
+            "{name}"
+        );
+    }
+
+    // The robot may pull a, not push a nor pull b; without a login nothing.
+    let dest = format!("oci:{}:x", work.path().join("robot").display());
+    let (ok, err) = skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--src-creds",
+        "ci:ci-robot-password",
+        &format!("docker://{addr}/a:v1"),
+        &dest,
+    ]);
+    assert!(ok, "the robot pulls a: {err}");
+    let (ok, err) = skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--src-creds",
+        "ci:ci-robot-password",
+        &format!("docker://{addr}/b@{}", image.manifest_digest),
+        &dest,
+    ]);
+    assert!(!ok, "the robot may not pull b");
+    assert!(
+        err.to_lowercase().contains("denied") || err.contains("401") || err.contains("403"),
+        "{err}"
+    );
+    let (ok, _) = skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "ci:ci-robot-password",
+        &src,
+        &format!("docker://{addr}/a:v2"),
+    ]);
+    assert!(!ok, "the robot may not push a");
+    let (ok, _) = skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-no-creds",
+        &src,
+        &format!("docker://{addr}/a:v3"),
+    ]);
+    assert!(!ok, "anonymous push is refused");
+    let (ok, _) = skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--src-no-creds",
+        &format!("docker://{addr}/a:v1"),
+        &dest,
+    ]);
+    assert!(!ok, "anonymous pull is off by default");
+}
+
+#[tokio::test]
+async fn docker_logs_in_pushes_pulls_and_runs() {
+    let test = "registry::docker_logs_in_pushes_pulls_and_runs";
+    let Some(busybox) = fixtures::busybox(test) else {
+        return;
+    };
+    let Some(docker) = crate::dockerd::Dockerd::start(test, json!({})) else {
+        return;
+    };
+    let daemon = TestDaemon::start();
+    daemon.user_with_token("pusher", "operator").await;
+    let addr = daemon.registry.unwrap().to_string();
+    let ok = |out: std::process::Output, what: &str| {
+        assert!(
+            out.status.success(),
+            "{what}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("img.tar");
+    ImageBuilder::busybox(&busybox)
+        .layer(
+            fixtures::LayerBuilder::new()
+                .file("hello", 0o644, b"hello from the wharf registry\n")
+                .finish(),
+            "COPY hello /",
+        )
+        .cmd(&["cat", "/hello"])
+        .build()
+        .write_docker_archive(&archive, "wharf-test/hello:v1");
+    ok(
+        docker.docker(&["load", "-i", archive.to_str().unwrap()]),
+        "load",
+    );
+    let name = format!("{addr}/team/hello:v1");
+    ok(docker.docker(&["tag", "wharf-test/hello:v1", &name]), "tag");
+
+    let out = docker.docker(&["login", &addr, "-u", "pusher", "-p", "wrong-password"]);
+    assert!(!out.status.success(), "a wrong password is refused");
+    ok(
+        docker.docker(&["login", &addr, "-u", "pusher", "-p", "pusher-password"]),
+        "login",
+    );
+    ok(docker.docker(&["push", &name]), "push");
+    ok(docker.docker(&["rmi", &name, "wharf-test/hello:v1"]), "rmi");
+    ok(docker.docker(&["pull", &name]), "pull");
+    let said = ok(
+        docker.docker(&["run", "--rm", "--network", "none", &name]),
+        "run",
+    );
+    assert_eq!(said, "hello from the wharf registry\n");
+
+    // The push is a local image of wharf's at once.
+    let admin = daemon.admin_client().await;
+    let images: Value = admin.get_json("/api/v1/images").await.unwrap();
+    assert!(
+        images.as_array().unwrap().iter().any(|i| i["tags"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("team/hello:v1"))),
+        "{images}"
+    );
+}
