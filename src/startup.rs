@@ -54,6 +54,9 @@ pub struct AppState {
     /// Probed once at start; the kernel and cgroup mode do not change while the daemon runs.
     pub host: Arc<HostInfo>,
     pub auth: Arc<Authenticator>,
+    /// Registry garbage collection holds it to write; a manifest push, to read, from checking
+    /// its blobs until it is recorded, so a collection never takes a blob a push relies on.
+    pub registry_gc: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl FromRef<AppState> for Db {
@@ -255,6 +258,7 @@ impl Application {
                 tls_fingerprint: tls.as_ref().map(|t| t.fingerprint.clone()),
                 host,
                 auth,
+                registry_gc: Arc::new(tokio::sync::RwLock::new(())),
             },
             tcp,
             tls,

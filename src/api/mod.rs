@@ -9,6 +9,7 @@ pub mod auth;
 mod error;
 mod images;
 mod registries;
+mod registry;
 mod system;
 mod tokens;
 mod users;
@@ -49,7 +50,8 @@ pub fn router() -> Router<AppState> {
                 .merge(tokens::routes())
                 .merge(audit::routes())
                 .merge(images::routes())
-                .merge(registries::routes()),
+                .merge(registries::routes())
+                .merge(registry::routes()),
         )
         .split_for_parts();
     doc.info.version = crate::VERSION.to_owned();

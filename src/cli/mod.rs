@@ -8,6 +8,7 @@
 mod auth;
 pub mod client;
 mod images;
+mod registry;
 pub mod runtime;
 mod serve;
 mod system;
@@ -125,6 +126,9 @@ pub enum Command {
     /// Image commands
     #[command(subcommand)]
     Image(ImageCommand),
+    /// The built-in registry: repositories, tags, anonymous pull, garbage collection
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
     /// The OCI runtime: runc's command line (create, start, run, state, kill, delete, …)
     Runtime(runtime::RuntimeArgs),
     /// Revoke and forget the token kept by `wharf login`, or make the daemon forget a registry's
@@ -282,6 +286,9 @@ pub fn run(cli: Cli) -> ExitCode {
             format,
         } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
             images::save(c, name, output, format)
+        }),
+        Command::Registry(command) => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            registry::run(c, command)
         }),
         Command::Image(ImageCommand::Prune) => {
             client_command(&cli.host, cli.token, cli.tls_ca, |c| async move {

@@ -282,7 +282,8 @@ impl Db {
             "SELECT (SELECT count(*) FROM manifests WHERE digest = ?1 OR config_digest = ?1) + \
              (SELECT count(*) FROM manifest_layers WHERE blob_digest = ?1) + \
              (SELECT count(*) FROM manifest_references WHERE target = ?1) + \
-             (SELECT count(*) FROM repository_manifests WHERE digest = ?1)",
+             (SELECT count(*) FROM repository_manifests WHERE digest = ?1) + \
+             (SELECT count(*) FROM repository_blobs WHERE digest = ?1)",
         )
         .bind(digest)
         .fetch_one(&self.pool)

@@ -24,7 +24,9 @@ pub mod registry;
 pub use audit::{AuditEntry, AuditFilter, AuditRecord, Outcome};
 pub use auth::{AccountKind, ApiToken, Credentials, NewToken, RepositoryGrant, Session, User};
 pub use images::{ImageSummary, LayerRecord, NewImage};
-pub use registry::{NewRepoManifest, RefKind, Referrer, RepoManifest};
+pub use registry::{
+    NewRepoManifest, RefKind, Referrer, RepoManifest, RepositorySummary, TagDetail,
+};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 

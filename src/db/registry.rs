@@ -329,6 +329,18 @@ pub(super) async fn forget_manifest(
     tx: &mut sqlx::SqliteConnection,
     digest: &str,
 ) -> Result<(), DbError> {
+    // Repositories stop holding the blobs only this manifest gave them.
+    sqlx::query(
+        "DELETE FROM repository_blobs WHERE digest IN \
+         (SELECT target FROM manifest_references WHERE manifest_digest = ?1 AND kind = 'blob') \
+         AND NOT EXISTS (SELECT 1 FROM repository_manifests rm JOIN manifest_references r \
+         ON r.manifest_digest = rm.digest WHERE rm.repository = repository_blobs.repository \
+         AND r.target = repository_blobs.digest AND rm.digest != ?1)",
+    )
+    .bind(digest)
+    .execute(&mut *tx)
+    .await
+    .map_err(sql("releasing a manifest's blobs"))?;
     for (query, what) in [
         (
             "DELETE FROM image_tags WHERE manifest_digest = ?",
@@ -354,4 +366,108 @@ pub(super) async fn forget_manifest(
             .map_err(sql(what))?;
     }
     Ok(())
+}
+
+impl Db {
+    /// Every digest a manifest or an image still needs: manifests held by a repository or an
+    /// image and what they reference (not bare blob links: see [`Db::unreferenced_links`]).
+    pub async fn live_digests(&self) -> Result<std::collections::HashSet<String>, DbError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT digest FROM repository_manifests UNION SELECT digest FROM manifests \
+             UNION SELECT config_digest FROM manifests UNION SELECT blob_digest FROM manifest_layers \
+             UNION SELECT target FROM manifest_references",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql("listing live blobs"))?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Links of blobs no manifest of their repository references (pushed, never used).
+    pub async fn unreferenced_links(&self) -> Result<Vec<(String, String)>, DbError> {
+        sqlx::query_as(
+            "SELECT b.repository, b.digest FROM repository_blobs b WHERE NOT EXISTS \
+             (SELECT 1 FROM repository_manifests rm JOIN manifest_references r ON r.manifest_digest = rm.digest \
+             WHERE rm.repository = b.repository AND r.target = b.digest)",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql("listing unused blob links"))
+    }
+
+    /// Chain ids of the unpacked layers images still use.
+    pub async fn live_chains(&self) -> Result<std::collections::HashSet<String>, DbError> {
+        let rows: Vec<String> = sqlx::query_scalar("SELECT DISTINCT chain_id FROM manifest_layers")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql("listing live layers"))?;
+        Ok(rows.into_iter().collect())
+    }
+}
+
+/// A repository as the registry pages list it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct RepositorySummary {
+    pub name: String,
+    pub tags: i64,
+    pub anonymous_pull: bool,
+}
+
+/// A tag with what it names.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+    sqlx::FromRow,
+)]
+pub struct TagDetail {
+    pub tag: String,
+    pub digest: String,
+    pub media_type: String,
+    /// Bytes of the manifest and, for an image, of its config and layers.
+    pub size: i64,
+    /// Unix seconds when the tag last moved.
+    pub updated_at: i64,
+}
+
+impl Db {
+    /// Every repository with its tag count and anonymous-pull setting, by name.
+    pub async fn repositories(&self) -> Result<Vec<RepositorySummary>, DbError> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT n.name, (SELECT count(*) FROM image_tags t WHERE t.repository = n.name), \
+             coalesce((SELECT anonymous_pull FROM repositories r WHERE r.name = n.name), 0) \
+             FROM (SELECT repository AS name FROM repository_manifests UNION SELECT repository FROM image_tags \
+             UNION SELECT repository FROM repository_blobs) n ORDER BY n.name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql("listing repositories"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, tags, anonymous)| RepositorySummary {
+                name,
+                tags,
+                anonymous_pull: anonymous == 1,
+            })
+            .collect())
+    }
+
+    /// The repository's tags with their manifests.
+    pub async fn tag_details(&self, repository: &str) -> Result<Vec<TagDetail>, DbError> {
+        sqlx::query_as::<_, TagDetail>(
+            "SELECT t.tag, t.manifest_digest AS digest, m.media_type, \
+             m.size + coalesce((SELECT sum(l.size) FROM manifest_layers l WHERE l.manifest_digest = t.manifest_digest), 0) AS size, \
+             t.updated_at FROM image_tags t JOIN repository_manifests m \
+             ON m.repository = t.repository AND m.digest = t.manifest_digest \
+             WHERE t.repository = ? ORDER BY t.tag",
+        )
+        .bind(repository)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql("listing tags"))
+    }
 }

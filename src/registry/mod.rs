@@ -8,9 +8,11 @@
 //! - [`routes`]: the HTTP handlers, grouped per resource (base, blobs, uploads, manifests, tags,
 //!   catalog, referrers, token), and authentication (Basic, Bearer, anonymous pull).
 //! - [`manifest`]: parsing and checking a pushed manifest.
+//! - [`gc`]: online garbage collection of the content store.
 //! - [`errors`]: the spec's error codes and body. [`names`]: its name and tag grammar.
 
 pub mod errors;
+pub mod gc;
 pub mod manifest;
 pub mod names;
 pub mod routes;

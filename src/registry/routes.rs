@@ -1059,7 +1059,9 @@ async fn put_manifest(
     } else {
         crate::images::store::sha256(&bytes)
     };
-    // Every blob must be in this repository, every index entry a manifest it holds.
+    // Every blob must be in this repository, every index entry a manifest it holds; garbage
+    // collection waits until the manifest that needs them is recorded.
+    let _no_gc = ctx.state.app.registry_gc.read().await;
     let db = &ctx.state.app.db;
     let mut missing = Vec::new();
     for (target, kind) in parsed.references() {

@@ -1046,3 +1046,196 @@ async fn docker_logs_in_pushes_pulls_and_runs() {
         "{images}"
     );
 }
+
+/// Makes a file or directory look `hours` old (what the grace window measures).
+fn age(path: &std::path::Path, hours: u32) {
+    let out = std::process::Command::new("touch")
+        .args(["-h", "-d", &format!("{hours} hours ago")])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
+
+fn blob_path(daemon: &TestDaemon, digest: &str) -> std::path::PathBuf {
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    daemon
+        .data_root
+        .join("blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+}
+
+#[tokio::test]
+async fn the_cli_lists_removes_and_opens_repositories_and_gc_frees_only_the_unused() {
+    let test =
+        "registry::the_cli_lists_removes_and_opens_repositories_and_gc_frees_only_the_unused";
+    if harness::skip_unless_root(test) {
+        return;
+    }
+    let daemon = TestDaemon::start();
+    daemon.user_with_token("pusher", "admin").await;
+    let reg = Reg::new(&daemon, Some(("pusher", "pusher-password")));
+    let host = format!("unix://{}", daemon.socket.display());
+    let wharf =
+        |args: &[&str]| harness::run_wharf(harness::wharf_command().args(["-H", &host]).args(args));
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let layer = vec![9u8; 100_000];
+    let orphan = vec![3u8; 50_000];
+    for blob in [&config[..], &layer[..], &orphan[..]] {
+        assert_eq!(
+            upload(&reg, "gc/app", blob).await.status(),
+            StatusCode::CREATED
+        );
+    }
+    let image = manifest(config, &[&layer], json!({}));
+    assert_eq!(
+        put_manifest(&reg, "gc/app", "v1", &image).await.status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        put_manifest(&reg, "gc/app", "v2", &image).await.status(),
+        StatusCode::CREATED
+    );
+
+    let (status, out, err) = wharf(&["registry", "ls"]);
+    assert!(status.success(), "{err}");
+    assert!(out.contains("gc/app") && out.contains(" 2 "), "{out}");
+    let (status, out, err) = wharf(&["registry", "tags", "gc/app"]);
+    assert!(status.success(), "{err}");
+    assert!(
+        out.contains("v1") && out.contains(&digest_of(&image)),
+        "{out}"
+    );
+    let (status, _, err) = wharf(&["registry", "rm", "gc/app:v2"]);
+    assert!(status.success(), "{err}");
+    let (status, _, err) = wharf(&["registry", "rm", "gc/app:v2"]);
+    assert!(!status.success() && err.contains("not found"), "{err}");
+    let (status, _, err) = wharf(&["registry", "tags", "Bad/Name"]);
+    assert!(!status.success() && err.contains("not valid"), "{err}");
+
+    // Anonymous pull, once opened.
+    let anonymous = Reg::new(&daemon, None);
+    let get_v1 = || anonymous.send(reqwest::Method::GET, "/v2/gc/app/manifests/v1", vec![]);
+    assert_eq!(get_v1().await.status(), StatusCode::UNAUTHORIZED);
+    let (status, _, err) = wharf(&["registry", "anonymous-pull", "gc/app", "on"]);
+    assert!(status.success(), "{err}");
+    assert_eq!(get_v1().await.status(), StatusCode::OK);
+    let r = upload(&anonymous, "gc/app", b"anonymous push").await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "anonymous push never");
+
+    // Fresh blobs are in their grace window: nothing goes, even the orphan.
+    let (status, out, err) = wharf(&["registry", "gc", "--dry-run"]);
+    assert!(status.success(), "{err}");
+    assert!(out.contains("Would free 0B in 0 blobs"), "{out}");
+    // Once old, the orphan (pushed, never used by a manifest) goes; the image's blobs stay.
+    for blob in [&config[..], &layer[..], &orphan[..], &image[..]] {
+        age(&blob_path(&daemon, &digest_of(blob)), 2);
+    }
+    let admin = daemon.admin_client().await;
+    let dry: Value = admin
+        .send_json(
+            hyper::Method::POST,
+            "/api/v1/registry/gc",
+            &json!({"dry_run": true}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(dry["blobs"], 1, "{dry}");
+    assert_eq!(dry["bytes"], 50_000);
+    assert!(
+        blob_path(&daemon, &digest_of(&orphan)).exists(),
+        "a dry run removes nothing"
+    );
+    let done: Value = admin
+        .send_json(hyper::Method::POST, "/api/v1/registry/gc", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(done["removed"], json!([digest_of(&orphan)]), "{done}");
+    assert!(!blob_path(&daemon, &digest_of(&orphan)).exists());
+    let r = reg
+        .send(
+            reqwest::Method::GET,
+            &format!("/v2/gc/app/blobs/{}", digest_of(&layer)),
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "the image's layer is still served"
+    );
+
+    // Deleting the manifest frees its blobs at the next collection.
+    let r = reg
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v2/gc/app/manifests/{}", digest_of(&image)),
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let done: Value = admin
+        .send_json(hyper::Method::POST, "/api/v1/registry/gc", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(done["blobs"], 3, "config, layer and manifest: {done}");
+    for blob in [&config[..], &layer[..], &image[..]] {
+        assert!(!blob_path(&daemon, &digest_of(blob)).exists());
+    }
+}
+
+#[tokio::test]
+async fn gc_between_a_pushs_layers_and_its_manifest_leaves_the_image_whole() {
+    let test = "registry::gc_between_a_pushs_layers_and_its_manifest_leaves_the_image_whole";
+    if harness::skip_unless_root(test) {
+        return;
+    }
+    let daemon = TestDaemon::start();
+    daemon.user_with_token("pusher", "admin").await;
+    let reg = Reg::new(&daemon, Some(("pusher", "pusher-password")));
+    let admin = daemon.admin_client().await;
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let layers: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 10_000]).collect();
+    for blob in std::iter::once(&config[..]).chain(layers.iter().map(Vec::as_slice)) {
+        assert_eq!(
+            upload(&reg, "gc/race", blob).await.status(),
+            StatusCode::CREATED
+        );
+    }
+    // Collections run while the push is between its layers and its manifest, and while the
+    // manifest goes in.
+    let collector = {
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            for _ in 0..5 {
+                let _: Value = admin
+                    .send_json(hyper::Method::POST, "/api/v1/registry/gc", &json!({}))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let refs: Vec<&[u8]> = layers.iter().map(Vec::as_slice).collect();
+    let image = manifest(config, &refs, json!({}));
+    let r = put_manifest(&reg, "gc/race", "v1", &image).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    collector.await.unwrap();
+    let _: Value = admin
+        .send_json(hyper::Method::POST, "/api/v1/registry/gc", &json!({}))
+        .await
+        .unwrap();
+    for blob in std::iter::once(&config[..]).chain(refs.iter().copied()) {
+        let r = reg
+            .send(
+                reqwest::Method::GET,
+                &format!("/v2/gc/race/blobs/{}", digest_of(blob)),
+                vec![],
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.bytes().await.unwrap().as_ref(), blob);
+    }
+}
