@@ -1239,3 +1239,272 @@ async fn gc_between_a_pushs_layers_and_its_manifest_leaves_the_image_whole() {
         assert_eq!(r.bytes().await.unwrap().as_ref(), blob);
     }
 }
+
+/// A `wharf serve` process with a registry login, for the tests that kill the daemon.
+struct Served {
+    daemon: harness::DaemonProcess,
+    registry: String,
+}
+
+impl Served {
+    fn registry_of(daemon: &harness::DaemonProcess) -> String {
+        let host = format!("unix://{}", daemon.socket.display());
+        let (status, out, err) = harness::run_wharf(
+            harness::wharf_command().args(["-H", &host, "info", "--format", "json"]),
+        );
+        assert!(status.success(), "{err}");
+        let info: Value = serde_json::from_str(&out).unwrap();
+        info["registry_address"].as_str().unwrap().to_owned()
+    }
+
+    fn start() -> Served {
+        let daemon = harness::DaemonProcess::start();
+        let host = format!("unix://{}", daemon.socket.display());
+        let (status, _, err) = harness::run_wharf_input(
+            harness::wharf_command().args([
+                "-H",
+                &host,
+                "user",
+                "add",
+                "pusher",
+                "--role",
+                "admin",
+                "--password-stdin",
+            ]),
+            "pusher-password\n",
+        );
+        assert!(status.success(), "{err}");
+        let registry = Self::registry_of(&daemon);
+        Served { daemon, registry }
+    }
+
+    /// SIGKILLs the daemon and starts a new one on the same data root.
+    fn kill_and_restart(&mut self) {
+        self.daemon.signal(nix::sys::signal::Signal::SIGKILL);
+        self.daemon
+            .wait_exit(std::time::Duration::from_secs(10))
+            .expect("killed");
+        let dir = std::mem::replace(&mut self.daemon.dir, tempfile::tempdir().unwrap());
+        let cmd = harness::DaemonProcess::command(dir.path());
+        let mut daemon = harness::DaemonProcess::spawn(dir, cmd);
+        daemon.wait_ready();
+        self.registry = Self::registry_of(&daemon);
+        self.daemon = daemon;
+    }
+
+    fn client(&self) -> Reg {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Reg {
+            http: reqwest::Client::new(),
+            base: format!("http://{}", self.registry),
+            auth: Some(("pusher".into(), "pusher-password".into())),
+        }
+    }
+}
+
+/// Every blob in the store has the digest it is named by.
+fn store_is_sound(data_root: &std::path::Path) -> usize {
+    let mut checked = 0;
+    let Ok(prefixes) = std::fs::read_dir(data_root.join("blobs/sha256")) else {
+        return 0;
+    };
+    for prefix in prefixes.flatten() {
+        for file in std::fs::read_dir(prefix.path()).unwrap().flatten() {
+            let bytes = std::fs::read(file.path()).unwrap();
+            assert_eq!(
+                digest_of(&bytes),
+                format!("sha256:{}", file.file_name().to_string_lossy()),
+                "a blob holds what its name says"
+            );
+            checked += 1;
+        }
+    }
+    checked
+}
+
+#[tokio::test]
+async fn parallel_uploads_of_one_blob_and_a_corrupt_one_end_with_one_good_blob() {
+    if harness::skip_unless_root(
+        "registry::parallel_uploads_of_one_blob_and_a_corrupt_one_end_with_one_good_blob",
+    ) {
+        return;
+    }
+    let daemon = TestDaemon::start();
+    daemon.user_with_token("pusher", "admin").await;
+    let blob: Vec<u8> = (0..(1u32 << 20)).map(|i| (i * 7 % 251) as u8).collect();
+    let digest = digest_of(&blob);
+    let mut tasks = Vec::new();
+    for i in 0..21 {
+        let reg = Reg::new(&daemon, Some(("pusher", "pusher-password")));
+        let mut body = blob.clone();
+        if i == 20 {
+            body[12345] ^= 1; // the corrupt one claims the same digest
+        }
+        let digest = digest.clone();
+        tasks.push(tokio::spawn(async move {
+            reg.send(
+                reqwest::Method::POST,
+                &format!("/v2/par/app/blobs/uploads/?digest={digest}"),
+                body,
+            )
+            .await
+            .status()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    assert!(
+        statuses[..20].iter().all(|s| *s == StatusCode::CREATED),
+        "{statuses:?}"
+    );
+    assert_eq!(statuses[20], StatusCode::BAD_REQUEST);
+    assert_eq!(store_is_sound(&daemon.data_root), 1);
+    let left: Vec<_> = std::fs::read_dir(daemon.data_root.join("uploads"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test]
+async fn a_daemon_killed_mid_upload_keeps_the_session_and_loses_nothing() {
+    if harness::skip_unless_root(
+        "registry::a_daemon_killed_mid_upload_keeps_the_session_and_loses_nothing",
+    ) {
+        return;
+    }
+    let mut served = Served::start();
+    let reg = served.client();
+    let blob: Vec<u8> = (0..(6u32 << 20)).map(|i| (i % 253) as u8).collect();
+    let digest = digest_of(&blob);
+    let r = reg
+        .send(reqwest::Method::POST, "/v2/kill/app/blobs/uploads/", vec![])
+        .await;
+    let location = header(&r, "location");
+    let r = reg
+        .req(reqwest::Method::PATCH, &location)
+        .header("content-range", format!("0-{}", (1 << 20) - 1))
+        .body(blob[..1 << 20].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    // A streamed PATCH that stalls halfway; the daemon dies under it.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let stalled = {
+        let request = reg
+            .req(reqwest::Method::PATCH, &location)
+            .body(reqwest::Body::wrap_stream(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            ));
+        tokio::spawn(async move { request.send().await })
+    };
+    tx.send(Ok(blob[1 << 20..2 << 20].to_vec())).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // And many commits of other blobs at the same time.
+    let mut commits = Vec::new();
+    for i in 0..8u8 {
+        let reg = served.client();
+        commits.push(tokio::spawn(async move {
+            let body = vec![i; 2 << 20];
+            // The daemon dies under some of these: their errors are expected.
+            let _ = reg
+                .req(
+                    reqwest::Method::POST,
+                    &format!("/v2/kill/other/blobs/uploads/?digest={}", digest_of(&body)),
+                )
+                .body(body)
+                .send()
+                .await;
+        }));
+    }
+    // Kill as soon as the first of them is in the store, the others still arriving.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store_is_sound(&served.daemon.data_root) == 0 {
+        assert!(std::time::Instant::now() < deadline, "a commit lands");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    served.kill_and_restart();
+    drop(tx);
+    let _ = stalled.await;
+    for c in commits {
+        let _ = c.await;
+    }
+
+    // No partial blob is visible, the database is whole.
+    store_is_sound(&served.daemon.data_root);
+    let mut db = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(served.daemon.data_root.join("wharf.db"))
+        .connect()
+        .await
+        .unwrap();
+    use sqlx::ConnectOptions as _;
+    let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(check, "ok");
+
+    // The session survived: it tells what it holds, and the upload goes on from there.
+    let reg = served.client();
+    let r = reg.send(reqwest::Method::GET, &location, vec![]).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let range = header(&r, "range");
+    let held: usize = range.strip_prefix("0-").unwrap().parse::<usize>().unwrap() + 1;
+    assert!((1 << 20..=2 << 20).contains(&held), "{range}");
+    let r = reg
+        .req(reqwest::Method::PATCH, &location)
+        .header("content-range", format!("{held}-{}", blob.len() - 1))
+        .body(blob[held..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = reg
+        .send(
+            reqwest::Method::PUT,
+            &format!("{location}?digest={digest}"),
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = reg
+        .send(
+            reqwest::Method::GET,
+            &format!("/v2/kill/app/blobs/{digest}"),
+            vec![],
+        )
+        .await;
+    assert_eq!(r.bytes().await.unwrap().as_ref(), blob.as_slice());
+    // Re-pushing the interrupted blobs works.
+    for i in 0..8u8 {
+        assert_eq!(
+            upload(&reg, "kill/other", &vec![i; 2 << 20]).await.status(),
+            StatusCode::CREATED
+        );
+    }
+
+    // An abandoned session is reaped when the daemon starts.
+    let r = reg
+        .send(reqwest::Method::POST, "/v2/kill/app/blobs/uploads/", vec![])
+        .await;
+    let abandoned = header(&r, "location");
+    let id = abandoned.rsplit('/').next().unwrap().to_owned();
+    let session = served.daemon.data_root.join("uploads").join(&id);
+    age(&session.join("data"), 48);
+    served.kill_and_restart();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while session.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the abandoned upload is reaped"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let r = served
+        .client()
+        .send(reqwest::Method::GET, &abandoned, vec![])
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
