@@ -1508,3 +1508,79 @@ async fn a_daemon_killed_mid_upload_keeps_the_session_and_loses_nothing() {
         .await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn over_https_with_the_generated_certificate_trusted() {
+    let test = "registry::over_https_with_the_generated_certificate_trusted";
+    let Some(busybox) = fixtures::busybox(test) else {
+        return;
+    };
+    if !std::path::Path::new("/usr/bin/skopeo").exists() {
+        harness::skip(test, "skopeo is missing: install the skopeo package");
+        return;
+    }
+    let Some(docker) = crate::dockerd::Dockerd::start(test, json!({})) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = harness::test_config(dir.path());
+    config.tls = wharf::config::TlsMode::On;
+    let daemon = TestDaemon::start_in(dir, config).unwrap();
+    daemon.user_with_token("pusher", "operator").await;
+    let addr = daemon.registry.unwrap().to_string();
+
+    // skopeo verifies the certificate against the daemon's CA, and nothing else.
+    let certs = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        daemon.data_root.join("tls/ca.pem"),
+        certs.path().join("ca.crt"),
+    )
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let image = ImageBuilder::busybox(&busybox).cmd(&["echo", "over tls"]).build();
+    let layout = image.write_oci_layout(&work.path().join("layout"), "v1");
+    let src = format!("oci:{}:v1", layout.display());
+    let dest = format!("docker://{addr}/tls/app:v1");
+    let (ok, err) = skopeo(&[
+        "copy", "--dest-creds", "pusher:pusher-password", "--dest-tls-verify=true",
+        "--dest-cert-dir", certs.path().to_str().unwrap(), &src, &dest,
+    ]);
+    assert!(ok, "push over verified TLS: {err}");
+    let empty = tempfile::tempdir().unwrap();
+    let (ok, err) = skopeo(&[
+        "copy", "--dest-creds", "pusher:pusher-password", "--dest-tls-verify=true",
+        "--dest-cert-dir", empty.path().to_str().unwrap(), &src, &dest,
+    ]);
+    assert!(!ok, "without the CA the certificate is not trusted");
+    assert!(err.contains("certificate"), "{err}");
+    let out = work.path().join("back");
+    let (ok, err) = skopeo(&[
+        "copy", "--src-creds", "pusher:pusher-password", "--src-cert-dir",
+        certs.path().to_str().unwrap(), &dest, &format!("oci:{}:x", out.display()),
+    ]);
+    assert!(ok, "pull over verified TLS: {err}");
+
+    // docker over HTTPS (the listener speaks nothing else): login, push, pull, run.
+    let ok = |out: std::process::Output, what: &str| {
+        assert!(
+            out.status.success(),
+            "{what}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ok(
+        docker.docker(&["login", &addr, "-u", "pusher", "-p", "pusher-password"]),
+        "login",
+    );
+    let name = format!("{addr}/tls/app:v1");
+    ok(docker.docker(&["pull", &name]), "pull");
+    ok(docker.docker(&["tag", &name, &format!("{addr}/tls/copy:v1")]), "tag");
+    ok(docker.docker(&["push", &format!("{addr}/tls/copy:v1")]), "push");
+    let said = ok(
+        docker.docker(&["run", "--rm", "--network", "none", &name]),
+        "run",
+    );
+    assert_eq!(said, "over tls\n");
+}
