@@ -83,7 +83,7 @@ for image in big many; do
     skopeo copy --quiet --dest-tls-verify=false "oci:$work/$image:v1" "docker://$registry/bench/$image:v1"
 done
 
-"$wharf" serve --data-root "$work/wharf" --socket "$work/wharf.sock" --listen none >"$work/wharf.log" 2>&1 &
+"$wharf" serve --data-root "$work/wharf" --socket "$work/wharf.sock" --listen none --registry-listen none >"$work/wharf.log" 2>&1 &
 pids+=($!)
 dockerd --data-root "$work/docker" --exec-root "$work/docker-exec" --pidfile "$work/docker.pid" \
     --host "unix://$work/docker.sock" --iptables=false --ip6tables=false --bridge=none >"$work/dockerd.log" 2>&1 &

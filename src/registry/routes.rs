@@ -718,7 +718,7 @@ async fn get_blob(ctx: &Ctx<'_>, name: &str, digest: &Digest, head: bool) -> Res
         }
         Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
             file.take(len),
-            256 << 10,
+            1 << 20,
         ))
     };
     builder
@@ -770,26 +770,40 @@ fn blob_created(name: &str, digest: &Digest) -> Response {
         .expect("a valid response")
 }
 
-/// Appends a request body to a session; returns the bytes added.
+/// Appends a request body to a session; returns the bytes added. What arrived before a body
+/// broke off stays in the session, so the client can resume from there.
 async fn append_body(session: &mut super::uploads::Session, body: Body) -> Result<u64> {
     let mut body = body;
-    let mut added = 0u64;
+    let mut writer = session
+        .writer()
+        .map_err(|e| RegistryError::internal("writing an upload", e))?;
+    let mut broke = None;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            RegistryError::new(
-                Code::BlobUploadInvalid,
-                format!("the upload's body broke off: {e}"),
-            )
-        })?;
-        if let Ok(data) = frame.into_data() {
-            session
-                .append(&data)
-                .await
-                .map_err(|e| RegistryError::internal("writing an upload", e))?;
-            added += data.len() as u64;
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data()
+                    && !writer.send(data).await
+                {
+                    break;
+                }
+            }
+            Err(e) => {
+                broke = Some(e);
+                break;
+            }
         }
     }
-    Ok(added)
+    let added = writer
+        .finish(session)
+        .await
+        .map_err(|e| RegistryError::internal("writing an upload", e))?;
+    match broke {
+        Some(e) => Err(RegistryError::new(
+            Code::BlobUploadInvalid,
+            format!("the upload's body broke off after {added} bytes: {e}"),
+        )),
+        None => Ok(added),
+    }
 }
 
 async fn start_upload(

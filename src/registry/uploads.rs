@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
 use crate::domain::{Digest, DigestAlgorithm};
@@ -37,9 +36,49 @@ pub struct Session {
     pub id: String,
     pub repository: String,
     dir: PathBuf,
-    file: tokio::fs::File,
+    /// Opened for appending; written only by a [`SessionWriter`]'s blocking thread.
+    file: std::fs::File,
     hasher: Option<Hasher>,
     pub size: u64,
+}
+
+/// How many bytes a writer lets pile up in the page cache before it starts their writeback
+/// (`sync_file_range`), so the fsync at commit has little left to wait for.
+const WRITEBACK_EVERY: u64 = 8 << 20;
+
+/// Writes one request's body into a session on a blocking thread: the network, the hash and
+/// the disk work at the same time. [`SessionWriter::finish`] hands the session its state back.
+pub struct SessionWriter {
+    tx: Option<tokio::sync::mpsc::Sender<hyper::body::Bytes>>,
+    task: tokio::task::JoinHandle<(Option<Hasher>, u64, std::io::Result<()>)>,
+}
+
+impl SessionWriter {
+    /// Queues bytes; false if the writer stopped (its error comes from `finish`).
+    pub async fn send(&mut self, bytes: hyper::body::Bytes) -> bool {
+        match &self.tx {
+            Some(tx) => tx.send(bytes).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Waits for the queued bytes to be written and gives the session its new size and hash.
+    pub async fn finish(mut self, session: &mut Session) -> Result<u64, UploadError> {
+        self.tx = None;
+        let (hasher, written, result) = self.task.await.map_err(|e| UploadError::Io {
+            id: session.id.clone(),
+            what: "write",
+            source: std::io::Error::other(e),
+        })?;
+        session.hasher = hasher;
+        session.size += written;
+        result.map_err(|source| UploadError::Io {
+            id: session.id.clone(),
+            what: "write",
+            source,
+        })?;
+        Ok(written)
+    }
 }
 
 impl Session {
@@ -47,21 +86,44 @@ impl Session {
         self.dir.join("data")
     }
 
-    /// Appends bytes (the caller checked the `Content-Range` against [`Session::size`]).
-    pub async fn append(&mut self, bytes: &[u8]) -> Result<(), UploadError> {
-        self.file
-            .write_all(bytes)
-            .await
-            .map_err(|source| UploadError::Io {
-                id: self.id.clone(),
-                what: "write",
-                source,
-            })?;
-        if let Some(h) = &mut self.hasher {
-            h.update(bytes);
-        }
-        self.size += bytes.len() as u64;
-        Ok(())
+    /// Starts appending (the caller checked the `Content-Range` against [`Session::size`]).
+    pub fn writer(&mut self) -> Result<SessionWriter, UploadError> {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let mut file = self.file.try_clone().map_err(|source| UploadError::Io {
+            id: self.id.clone(),
+            what: "write",
+            source,
+        })?;
+        let mut hasher = self.hasher.take();
+        let start = self.size;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<hyper::body::Bytes>(32);
+        let task = tokio::task::spawn_blocking(move || {
+            let (mut written, mut started) = (0u64, 0u64);
+            while let Some(chunk) = rx.blocking_recv() {
+                if let Err(e) = file.write_all(&chunk) {
+                    return (hasher, written, Err(e));
+                }
+                if let Some(h) = &mut hasher {
+                    h.update(&chunk);
+                }
+                written += chunk.len() as u64;
+                if written - started >= WRITEBACK_EVERY {
+                    // SAFETY: a plain syscall on a descriptor we own; it only starts writeback.
+                    unsafe {
+                        libc::sync_file_range(
+                            file.as_raw_fd(),
+                            (start + started) as i64,
+                            (written - started) as i64,
+                            libc::SYNC_FILE_RANGE_WRITE,
+                        );
+                    }
+                    started = written;
+                }
+            }
+            (hasher, written, Ok(()))
+        });
+        Ok(SessionWriter { tx: Some(tx), task })
     }
 }
 
@@ -102,9 +164,14 @@ impl Uploads {
         tokio::fs::write(dir.join("repository"), repository)
             .await
             .map_err(io(&id, "record its repository"))?;
-        let file = tokio::fs::File::create(dir.join("data"))
+        let file = tokio::fs::OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(dir.join("data"))
             .await
-            .map_err(io(&id, "make its data file"))?;
+            .map_err(io(&id, "make its data file"))?
+            .into_std()
+            .await;
         let session = Arc::new(Mutex::new(Session {
             id: id.clone(),
             repository: repository.to_owned(),
@@ -156,7 +223,9 @@ impl Uploads {
             .append(true)
             .open(&data)
             .await
-            .map_err(io(id, "open its data file"))?;
+            .map_err(io(id, "open its data file"))?
+            .into_std()
+            .await;
         let session = Arc::new(Mutex::new(Session {
             id: id.to_owned(),
             repository: repository.to_owned(),
@@ -184,7 +253,6 @@ impl Uploads {
         blobs: &BlobStore,
     ) -> Result<u64, UploadError> {
         let id = session.id.clone();
-        session.file.flush().await.map_err(io(&id, "flush"))?;
         let data = session.data();
         let actual = match (expected.algorithm(), session.hasher.take()) {
             (DigestAlgorithm::Sha256, Some(h)) => h.finish(),

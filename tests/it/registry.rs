@@ -1537,26 +1537,45 @@ async fn over_https_with_the_generated_certificate_trusted() {
     )
     .unwrap();
     let work = tempfile::tempdir().unwrap();
-    let image = ImageBuilder::busybox(&busybox).cmd(&["echo", "over tls"]).build();
+    let image = ImageBuilder::busybox(&busybox)
+        .cmd(&["echo", "over tls"])
+        .build();
     let layout = image.write_oci_layout(&work.path().join("layout"), "v1");
     let src = format!("oci:{}:v1", layout.display());
     let dest = format!("docker://{addr}/tls/app:v1");
     let (ok, err) = skopeo(&[
-        "copy", "--dest-creds", "pusher:pusher-password", "--dest-tls-verify=true",
-        "--dest-cert-dir", certs.path().to_str().unwrap(), &src, &dest,
+        "copy",
+        "--dest-creds",
+        "pusher:pusher-password",
+        "--dest-tls-verify=true",
+        "--dest-cert-dir",
+        certs.path().to_str().unwrap(),
+        &src,
+        &dest,
     ]);
     assert!(ok, "push over verified TLS: {err}");
     let empty = tempfile::tempdir().unwrap();
     let (ok, err) = skopeo(&[
-        "copy", "--dest-creds", "pusher:pusher-password", "--dest-tls-verify=true",
-        "--dest-cert-dir", empty.path().to_str().unwrap(), &src, &dest,
+        "copy",
+        "--dest-creds",
+        "pusher:pusher-password",
+        "--dest-tls-verify=true",
+        "--dest-cert-dir",
+        empty.path().to_str().unwrap(),
+        &src,
+        &dest,
     ]);
     assert!(!ok, "without the CA the certificate is not trusted");
     assert!(err.contains("certificate"), "{err}");
     let out = work.path().join("back");
     let (ok, err) = skopeo(&[
-        "copy", "--src-creds", "pusher:pusher-password", "--src-cert-dir",
-        certs.path().to_str().unwrap(), &dest, &format!("oci:{}:x", out.display()),
+        "copy",
+        "--src-creds",
+        "pusher:pusher-password",
+        "--src-cert-dir",
+        certs.path().to_str().unwrap(),
+        &dest,
+        &format!("oci:{}:x", out.display()),
     ]);
     assert!(ok, "pull over verified TLS: {err}");
 
@@ -1576,8 +1595,14 @@ async fn over_https_with_the_generated_certificate_trusted() {
     );
     let name = format!("{addr}/tls/app:v1");
     ok(docker.docker(&["pull", &name]), "pull");
-    ok(docker.docker(&["tag", &name, &format!("{addr}/tls/copy:v1")]), "tag");
-    ok(docker.docker(&["push", &format!("{addr}/tls/copy:v1")]), "push");
+    ok(
+        docker.docker(&["tag", &name, &format!("{addr}/tls/copy:v1")]),
+        "tag",
+    );
+    ok(
+        docker.docker(&["push", &format!("{addr}/tls/copy:v1")]),
+        "push",
+    );
     let said = ok(
         docker.docker(&["run", "--rm", "--network", "none", &name]),
         "run",
