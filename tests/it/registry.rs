@@ -216,6 +216,22 @@ async fn auth_challenges_and_the_token_flow() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    // Failed logins are throttled like every sign-in: after a few, even the right password
+    // waits, and the client is told so.
+    let mut throttled = None;
+    for _ in 0..10 {
+        let r = wrong.send(reqwest::Method::GET, "/v2/", vec![]).await;
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            throttled = Some(r);
+            break;
+        }
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let r = throttled.expect("wrong passwords get throttled");
+    assert_eq!(error_codes(r).await, ["TOOMANYREQUESTS"]);
+    let r = basic.send(reqwest::Method::GET, "/v2/", vec![]).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "the account is blocked for now");
 }
 
 #[tokio::test]
