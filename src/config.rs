@@ -50,6 +50,9 @@ pub struct Config {
     pub insecure_registries: Vec<String>,
     /// Which config file contributed, if any (reported by `system/info`).
     pub config_file: Option<PathBuf>,
+    /// The wharf binary that runs container shims; `None` is this process's own binary (an
+    /// in-process test daemon sets the real one).
+    pub shim_exe: Option<PathBuf>,
 }
 
 impl Config {
@@ -76,6 +79,7 @@ impl Config {
             tls_key: None,
             insecure_registries: Vec::new(),
             config_file: None,
+            shim_exe: None,
         }
     }
 

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod engine;
 pub mod host;
 pub mod images;
 pub mod registry;

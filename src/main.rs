@@ -11,6 +11,17 @@ use clap::{Args, FromArgMatches, Parser};
 fn main() -> ExitCode {
     // `wharf runtime …` is run once per container start by dockerd or the shim: parse only its
     // own command line, not the whole client's, which costs a measurable part of a start.
+    // The container shim (spawned by the daemon, never by users): no clap, no tokio.
+    let raw: Vec<String> = std::env::args().collect();
+    if raw.get(1).is_some_and(|a| a == "__shim") {
+        return match wharf::engine::shim::ShimArgs::parse(&raw[2..]) {
+            Ok(args) => ExitCode::from(wharf::engine::shim::run(&args) as u8),
+            Err(message) => {
+                eprintln!("{message}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let mut args = std::env::args_os();
     let argv0 = args.next();
     if args.next().is_some_and(|a| a == "runtime") {

@@ -57,6 +57,7 @@ pub struct AppState {
     /// Registry garbage collection holds it to write; a manifest push, to read, from checking
     /// its blobs until it is recorded, so a collection never takes a blob a push relies on.
     pub registry_gc: Arc<tokio::sync::RwLock<()>>,
+    pub engine: crate::engine::Engine,
 }
 
 impl FromRef<AppState> for Db {
@@ -231,6 +232,15 @@ impl Application {
         } else {
             None
         };
+        let engine_db = db.clone();
+        let shim_exe = match &config.shim_exe {
+            Some(path) => path.clone(),
+            None => std::env::current_exe().map_err(|source| StartupError::DataRoot {
+                path: PathBuf::from("/proc/self/exe"),
+                what: "find the wharf binary for container shims".into(),
+                source,
+            })?,
+        };
         db.record_event(&NewEvent {
             kind: "daemon",
             action: "start",
@@ -259,6 +269,7 @@ impl Application {
                 host,
                 auth,
                 registry_gc: Arc::new(tokio::sync::RwLock::new(())),
+                engine: crate::engine::Engine::new(engine_db, layout.clone(), shim_exe),
             },
             tcp,
             tls,

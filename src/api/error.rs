@@ -32,6 +32,9 @@ pub enum ApiError {
     /// A daemon-side failure that names the file or part that failed.
     #[error("{0}")]
     Internal(String),
+    /// A 404 whose message is complete as it is.
+    #[error("{0}")]
+    Missing(String),
     /// Another server the daemon had to ask (a remote registry) failed or could not be reached.
     #[error("{0}")]
     BadGateway(String),
@@ -69,6 +72,7 @@ impl IntoResponse for ApiError {
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
             e @ ApiError::NotFound(_) => (StatusCode::NOT_FOUND, e.to_string()),
             ApiError::BadGateway(m) => (StatusCode::BAD_GATEWAY, m),
+            ApiError::Missing(m) => (StatusCode::NOT_FOUND, m),
             ApiError::Internal(m) => {
                 tracing::error!(error = %m, "API request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, m)

@@ -243,9 +243,12 @@ async fn tag(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
-pub struct NameQuery {
+pub struct RemoveQuery {
     /// `name[:tag]` or `name@digest`.
     pub name: String,
+    /// Untag an image containers still use (the image itself stays while they exist).
+    #[serde(default)]
+    pub force: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -260,17 +263,48 @@ pub struct Removed {
 
 /// Removes a name; with the image's last name (or by digest) the image goes, and the blobs and
 /// layers nothing else uses are deleted.
-#[utoipa::path(delete, path = "/images", tag = "images", params(NameQuery),
-    responses((status = 200, body = Removed), (status = 404, body = ErrorBody)))]
+#[utoipa::path(delete, path = "/images", tag = "images", params(RemoveQuery),
+    responses((status = 200, body = Removed), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn remove(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<NameQuery>,
+    Query(q): Query<RemoveQuery>,
 ) -> Result<Json<Removed>, ApiError> {
     caller
         .require(Action::ImageRemove, &Target::Image(q.name.clone()))
         .await?;
     let (reference, summary) = find(&state, &q.name).await?;
+    // An image containers run from stays while they exist: only its name may go (with force).
+    let users = state.db.containers_of_image(&summary.digest).await?;
+    let last_name = reference.digest.is_some() || summary.tags.len() <= 1;
+    if !users.is_empty() && last_name {
+        let used_by = format!(
+            "image {} is used by container{} {}",
+            q.name,
+            if users.len() == 1 { "" } else { "s" },
+            users.join(", ")
+        );
+        let Some(tag) = reference.tag.as_deref().filter(|_| q.force) else {
+            return Err(ApiError::Conflict(format!(
+                "{used_by}: remove {} first, or untag it with --force (the image stays while they use it)",
+                if users.len() == 1 { "it" } else { "them" }
+            )));
+        };
+        state.db.delete_tag(&reference.repository, tag).await?;
+        let record = caller_audit(
+            &caller,
+            "image.remove",
+            &format!("image:{reference}"),
+            "untagged; kept for its containers",
+        );
+        state.db.record_audit(&record).await?;
+        return Ok(Json(Removed {
+            untagged: Some(reference.to_string()),
+            deleted: None,
+            freed_blobs: 0,
+            freed_layers: 0,
+        }));
+    }
     let layers = state.db.image_layers(&summary.digest).await?;
     let deleted = state
         .db

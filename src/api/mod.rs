@@ -6,6 +6,7 @@
 
 mod audit;
 pub mod auth;
+mod containers;
 mod error;
 mod images;
 mod registries;
@@ -49,6 +50,7 @@ pub fn router() -> Router<AppState> {
                 .merge(users::routes())
                 .merge(tokens::routes())
                 .merge(audit::routes())
+                .merge(containers::routes())
                 .merge(images::routes())
                 .merge(registries::routes())
                 .merge(registry::routes()),

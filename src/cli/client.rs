@@ -124,6 +124,9 @@ pub enum ClientError {
     },
     #[error("{reason}")]
     Input { reason: String },
+    /// Not a failure of wharf's: `wharf run` ends with its container's exit code.
+    #[error("the container exited with code {0}")]
+    ContainerExit(u8),
     #[error("TLS to the wharf daemon at {endpoint} failed: {reason}")]
     Tls { endpoint: Endpoint, reason: String },
     #[error("the daemon answered {status}: {message}")]
@@ -284,6 +287,41 @@ impl ApiClient {
             .builder(Method::POST, path, &[])
             .header(hyper::header::CONTENT_TYPE, content_type)
             .body(body)
+            .map_err(|e| self.invalid(e))?;
+        let (response, driver) = self.send_on_new_connection(request).await?;
+        let status = response.status();
+        let mut body = response.into_body();
+        if !status.is_success() {
+            return Err(self.error_answer(status, body).await);
+        }
+        let mut pending = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| self.http(e))?;
+            if let Some(data) = frame.data_ref() {
+                pending.extend_from_slice(data);
+                while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=end).collect();
+                    on_line(String::from_utf8_lossy(&line).trim_end());
+                }
+            }
+        }
+        if !pending.is_empty() {
+            on_line(String::from_utf8_lossy(&pending).trim_end());
+        }
+        let _ = driver.await;
+        Ok(())
+    }
+
+    /// GETs `path` and calls `on_line` with each line of the answer as it arrives (NDJSON
+    /// streams such as followed logs).
+    pub async fn get_lines(
+        &self,
+        path: &str,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<(), ClientError> {
+        let request = self
+            .builder(Method::GET, path, &[])
+            .body(Full::new(Bytes::new()))
             .map_err(|e| self.invalid(e))?;
         let (response, driver) = self.send_on_new_connection(request).await?;
         let status = response.status();

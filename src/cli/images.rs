@@ -233,9 +233,16 @@ pub(super) async fn tag(
         .await
 }
 
-pub(super) async fn remove(client: ApiClient, names: Vec<String>) -> Result<(), ClientError> {
+pub(super) async fn remove(
+    client: ApiClient,
+    names: Vec<String>,
+    force: bool,
+) -> Result<(), ClientError> {
     for name in names {
-        let path = format!("/api/v1/images?name={}", percent_encode(&name));
+        let path = format!(
+            "/api/v1/images?name={}&force={force}",
+            percent_encode(&name)
+        );
         let removed: serde_json::Value = client
             .send_json(hyper::Method::DELETE, &path, &serde_json::json!({}))
             .await?;

@@ -7,6 +7,7 @@
 
 mod auth;
 pub mod client;
+mod containers;
 mod images;
 mod registry;
 pub mod runtime;
@@ -110,6 +111,9 @@ pub enum Command {
     Tag { source: String, target: String },
     /// Remove image names (and images left without one)
     Rmi {
+        /// Untag an image containers still use (it stays while they exist)
+        #[arg(short = 'f', long)]
+        force: bool,
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -126,6 +130,69 @@ pub enum Command {
     /// Image commands
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Create and start a container, print its output and end with its exit code
+    Run {
+        /// Run in the background and print the container's id
+        #[arg(short = 'd', long)]
+        detach: bool,
+        #[command(flatten)]
+        args: containers::CreateArgs,
+    },
+    /// Create a container (not started) and print its id
+    Create(containers::CreateArgs),
+    /// Start containers
+    Start {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Stop containers: SIGTERM, then SIGKILL after the timeout
+    Stop {
+        /// Seconds to wait before SIGKILL
+        #[arg(short = 't', long = "time", default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Send a signal to containers (default SIGKILL)
+    Kill {
+        #[arg(short = 's', long, default_value = "SIGKILL")]
+        signal: String,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Remove containers
+    Rm {
+        /// Kill running containers first
+        #[arg(short = 'f', long)]
+        force: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// List containers (running ones unless -a)
+    Ps {
+        #[arg(short = 'a', long)]
+        all: bool,
+        /// Only the ids
+        #[arg(short = 'q', long)]
+        quiet: bool,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Print a container's output
+    Logs {
+        /// Keep printing as the container writes, until it ends
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only the last N lines
+        #[arg(long, value_name = "N")]
+        tail: Option<usize>,
+        /// Prefix each line with its time
+        #[arg(short = 't', long)]
+        timestamps: bool,
+        container: String,
+    },
+    /// Wait for a container to end and print its exit code
+    Wait { container: String },
     /// The built-in registry: repositories, tags, anonymous pull, garbage collection
     #[command(subcommand)]
     Registry(registry::RegistryCommand),
@@ -277,8 +344,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Tag { source, target } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
             images::tag(c, source, target)
         }),
-        Command::Rmi { names } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
-            images::remove(c, names)
+        Command::Rmi { force, names } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            images::remove(c, names, force)
         }),
         Command::Save {
             name,
@@ -286,6 +353,56 @@ pub fn run(cli: Cli) -> ExitCode {
             format,
         } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
             images::save(c, name, output, format)
+        }),
+        Command::Run { detach, args } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            containers::run(c, args, detach)
+        }),
+        Command::Create(args) => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            containers::create(c, args)
+        }),
+        Command::Start { containers: list } => {
+            client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+                containers::act(c, "start", list, String::new())
+            })
+        }
+        Command::Stop {
+            time,
+            containers: list,
+        } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            containers::act(c, "stop", list, format!("?timeout={time}"))
+        }),
+        Command::Kill {
+            signal,
+            containers: list,
+        } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            containers::act(
+                c,
+                "kill",
+                list,
+                format!("?signal={}", crate::domain::percent_encode(&signal)),
+            )
+        }),
+        Command::Rm {
+            force,
+            containers: list,
+        } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            containers::act(c, "rm", list, format!("?force={force}"))
+        }),
+        Command::Ps { all, quiet, format } => {
+            client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+                containers::ps(c, all, quiet, format)
+            })
+        }
+        Command::Logs {
+            follow,
+            tail,
+            timestamps,
+            container,
+        } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            containers::logs(c, container, follow, tail, timestamps)
+        }),
+        Command::Wait { container } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            containers::wait(c, container)
         }),
         Command::Registry(command) => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
             registry::run(c, command)
@@ -403,6 +520,7 @@ where
     });
     match runtime.block_on(command(ApiClient::new(endpoint, token).with_tls_ca(tls_ca))) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(ClientError::ContainerExit(code)) => ExitCode::from(code),
         Err(e) => {
             eprintln!("wharf: {e}");
             ExitCode::FAILURE

@@ -303,9 +303,12 @@ impl Db {
 }
 
 impl Db {
-    /// Manifests no name points at (dangling images).
+    /// Manifests no name points at and no container uses (dangling images).
     pub async fn dangling_images(&self) -> Result<Vec<String>, DbError> {
-        sqlx::query_scalar("SELECT digest FROM manifests WHERE digest NOT IN (SELECT manifest_digest FROM image_tags)")
+        sqlx::query_scalar(
+            "SELECT digest FROM manifests WHERE digest NOT IN (SELECT manifest_digest FROM image_tags) \
+             AND digest NOT IN (SELECT image_digest FROM containers)",
+        )
             .fetch_all(&self.pool)
             .await
             .map_err(sql("listing dangling images"))

@@ -18,11 +18,13 @@ use utoipa::ToSchema;
 
 pub mod audit;
 pub mod auth;
+pub mod containers;
 pub mod images;
 pub mod registry;
 
 pub use audit::{AuditEntry, AuditFilter, AuditRecord, Outcome};
 pub use auth::{AccountKind, ApiToken, Credentials, NewToken, RepositoryGrant, Session, User};
+pub use containers::ContainerRow;
 pub use images::{ImageSummary, LayerRecord, NewImage};
 pub use registry::{
     NewRepoManifest, RefKind, Referrer, RepoManifest, RepositorySummary, TagDetail,

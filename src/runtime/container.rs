@@ -119,6 +119,20 @@ pub struct Created {
     exec_error: File,
 }
 
+impl Created {
+    /// Waits until the started program has replaced the init (its `execve` succeeded), or
+    /// returns why it could not ("exec failed: …").
+    pub fn exec_result(&mut self) -> Result<(), String> {
+        let mut message = String::new();
+        let _ = (&self.exec_error).read_to_string(&mut message);
+        if message.is_empty() {
+            Ok(())
+        } else {
+            Err(message)
+        }
+    }
+}
+
 /// Undoes a half-made container when creation fails.
 struct CreateGuard<'a> {
     runtime: &'a Runtime,

@@ -83,6 +83,7 @@ pub fn test_config(dir: &Path) -> Config {
         tls_key: None,
         insecure_registries: Vec::new(),
         config_file: None,
+        shim_exe: Some(PathBuf::from(env!("CARGO_BIN_EXE_wharf"))),
     }
 }
 

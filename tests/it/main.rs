@@ -13,6 +13,7 @@ mod auth;
 mod browser;
 mod cli;
 mod config;
+mod containers;
 mod database;
 mod dockerd;
 mod runtime;

@@ -231,7 +231,11 @@ async fn auth_challenges_and_the_token_flow() {
     let r = throttled.expect("wrong passwords get throttled");
     assert_eq!(error_codes(r).await, ["TOOMANYREQUESTS"]);
     let r = basic.send(reqwest::Method::GET, "/v2/", vec![]).await;
-    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "the account is blocked for now");
+    assert_eq!(
+        r.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the account is blocked for now"
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,309 @@
+//! `/api/v1/containers`: create, start, stop, kill, wait, remove, list, inspect and logs.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::auth::caller_audit;
+use super::error::{ApiError, Body as JsonBody, ErrorBody};
+use crate::auth::{Action, Caller, Target};
+use crate::engine::logs::{self, LogQuery};
+use crate::engine::{ContainerConfig, ContainerView, EngineError};
+use crate::startup::AppState;
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(inspect, remove))
+        .routes(routes!(start))
+        .routes(routes!(stop))
+        .routes(routes!(kill))
+        .routes(routes!(wait))
+        .routes(routes!(container_logs))
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::NoContainer(_) | EngineError::NoImage(_) => {
+                ApiError::Missing(e.to_string())
+            }
+            EngineError::Invalid(_) | EngineError::Start { .. } => {
+                ApiError::BadRequest(e.to_string())
+            }
+            EngineError::WrongState { .. } => ApiError::Conflict(e.to_string()),
+            EngineError::Io { .. } => ApiError::Internal(e.to_string()),
+            EngineError::Database(e) => ApiError::Database(e),
+        }
+    }
+}
+
+async fn audited(
+    state: &AppState,
+    caller: &Caller,
+    action: &str,
+    name: &str,
+) -> Result<(), ApiError> {
+    let record = caller_audit(caller, action, &format!("container:{name}"), "");
+    state.db.record_audit(&record).await?;
+    Ok(())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// Also stopped containers.
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// Lists running containers (all of them with `all=true`).
+#[utoipa::path(get, path = "/containers", tag = "containers", params(ListQuery),
+    responses((status = 200, body = [ContainerView]), (status = 401, body = ErrorBody)))]
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<ContainerView>>, ApiError> {
+    caller
+        .require(Action::ContainerRead, &Target::Container("*".into()))
+        .await?;
+    let rows = state.db.list_containers(q.all).await?;
+    Ok(Json(rows.into_iter().map(ContainerView::from).collect()))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateContainer {
+    pub name: Option<String>,
+    #[serde(flatten)]
+    pub config: ContainerConfig,
+}
+
+/// Creates a container from a local image (not started).
+#[utoipa::path(post, path = "/containers", tag = "containers",
+    responses((status = 201, body = ContainerView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(req): JsonBody<CreateContainer>,
+) -> Result<(StatusCode, Json<ContainerView>), ApiError> {
+    caller
+        .require(Action::ContainerCreate, &Target::Container("*".into()))
+        .await?;
+    let row = state.engine.create(req.name.as_deref(), req.config).await?;
+    audited(&state, &caller, "container.create", &row.name).await?;
+    Ok((StatusCode::CREATED, Json(row.into())))
+}
+
+/// A container's record and configuration.
+#[utoipa::path(get, path = "/containers/{id}", tag = "containers",
+    responses((status = 200, body = ContainerView), (status = 404, body = ErrorBody)))]
+async fn inspect(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ContainerView>, ApiError> {
+    caller
+        .require(Action::ContainerRead, &Target::Container(id.clone()))
+        .await?;
+    Ok(Json(state.engine.get(&id).await?.into()))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct RemoveQuery {
+    /// Kill a running container first.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Removes a container and its files.
+#[utoipa::path(delete, path = "/containers/{id}", tag = "containers", params(RemoveQuery),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<RemoveQuery>,
+) -> Result<StatusCode, ApiError> {
+    caller
+        .require(Action::ContainerRemove, &Target::Container(id.clone()))
+        .await?;
+    let row = state.engine.get(&id).await?;
+    state.engine.remove(&row.id, q.force).await?;
+    audited(&state, &caller, "container.remove", &row.name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Starts a container; an `execve` failure comes back as the error.
+#[utoipa::path(post, path = "/containers/{id}/start", tag = "containers",
+    responses((status = 200, body = ContainerView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn start(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ContainerView>, ApiError> {
+    caller
+        .require(Action::ContainerOperate, &Target::Container(id.clone()))
+        .await?;
+    let row = state.engine.start(&id).await?;
+    audited(&state, &caller, "container.start", &row.name).await?;
+    Ok(Json(row.into()))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct StopQuery {
+    /// Seconds between the stop signal and SIGKILL (default 10).
+    pub timeout: Option<u64>,
+}
+
+/// Stops a container: SIGTERM, then SIGKILL after the timeout.
+#[utoipa::path(post, path = "/containers/{id}/stop", tag = "containers", params(StopQuery),
+    responses((status = 200, body = ContainerView), (status = 404, body = ErrorBody)))]
+async fn stop(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<StopQuery>,
+) -> Result<Json<ContainerView>, ApiError> {
+    caller
+        .require(Action::ContainerOperate, &Target::Container(id.clone()))
+        .await?;
+    let timeout = q
+        .timeout
+        .map_or(crate::engine::DEFAULT_STOP_TIMEOUT, Duration::from_secs);
+    let row = state.engine.stop(&id, timeout).await?;
+    audited(&state, &caller, "container.stop", &row.name).await?;
+    Ok(Json(row.into()))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct KillQuery {
+    /// Signal name or number (default SIGKILL).
+    pub signal: Option<String>,
+}
+
+/// Sends a signal to a running container.
+#[utoipa::path(post, path = "/containers/{id}/kill", tag = "containers", params(KillQuery),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn kill(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<KillQuery>,
+) -> Result<StatusCode, ApiError> {
+    caller
+        .require(Action::ContainerOperate, &Target::Container(id.clone()))
+        .await?;
+    state
+        .engine
+        .kill(&id, q.signal.as_deref().unwrap_or("SIGKILL"))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WaitResult {
+    pub exit_code: i64,
+}
+
+/// Waits for a container to end and returns its exit code.
+#[utoipa::path(post, path = "/containers/{id}/wait", tag = "containers",
+    responses((status = 200, body = WaitResult), (status = 404, body = ErrorBody)))]
+async fn wait(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<WaitResult>, ApiError> {
+    caller
+        .require(Action::ContainerRead, &Target::Container(id.clone()))
+        .await?;
+    Ok(Json(WaitResult {
+        exit_code: state.engine.wait(&id).await?,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct LogsQuery {
+    /// Keep the stream open and send lines as they come, until the container ends.
+    #[serde(default)]
+    pub follow: bool,
+    /// Only the last N lines.
+    pub tail: Option<usize>,
+    /// Which streams (both by default).
+    pub stdout: Option<bool>,
+    pub stderr: Option<bool>,
+}
+
+/// A container's output as NDJSON entries `{"log","stream","time"}`.
+#[utoipa::path(get, path = "/containers/{id}/logs", tag = "containers", params(LogsQuery),
+    responses((status = 200, description = "NDJSON log entries", content_type = "application/x-ndjson"), (status = 404, body = ErrorBody)))]
+async fn container_logs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Response, ApiError> {
+    caller
+        .require(Action::ContainerLogs, &Target::Container(id.clone()))
+        .await?;
+    let row = state.engine.get(&id).await?;
+    let query = LogQuery {
+        stdout: q.stdout.unwrap_or(true),
+        stderr: q.stderr.unwrap_or(true),
+        tail: q.tail,
+    };
+    let path = state.engine.log_path(&row.id);
+    let (entries, mut offset) = logs::read(&path, &query)
+        .await
+        .map_err(|e| ApiError::Internal(format!("read the log of {}: {e}", row.name)))?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(64);
+    let engine = state.engine.clone();
+    let follow = q.follow;
+    tokio::spawn(async move {
+        let line = |e: &logs::Entry| {
+            format!(
+                "{}\n",
+                serde_json::json!({"log": e.log, "stream": e.stream, "time": e.time})
+            )
+        };
+        for e in &entries {
+            if tx.send(Ok(line(e))).await.is_err() {
+                return;
+            }
+        }
+        if !follow {
+            return;
+        }
+        loop {
+            let running = engine
+                .get(&row.id)
+                .await
+                .map(|r| r.state == "running")
+                .unwrap_or(false);
+            if let Ok((more, next)) = logs::read_from(&path, offset, &query).await {
+                offset = next;
+                for e in &more {
+                    if tx.send(Ok(line(e))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            if !running {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+        .into_response())
+}

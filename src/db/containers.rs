@@ -1,0 +1,151 @@
+//! Containers: one row each, with what the API lists and inspects.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{Db, DbError, now_secs, sql};
+
+/// A container as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct ContainerRow {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub image_digest: String,
+    /// JSON of the container's configuration.
+    pub config: String,
+    /// created, running or exited.
+    pub state: String,
+    pub pid: Option<i64>,
+    pub exit_code: Option<i64>,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+const COLUMNS: &str = "id, name, image, image_digest, config, state, pid, exit_code, error, \
+                       created_at, started_at, finished_at";
+
+impl Db {
+    pub async fn insert_container(
+        &self,
+        id: &str,
+        name: &str,
+        image: &str,
+        image_digest: &str,
+        config: &str,
+    ) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO containers (id, name, image, image_digest, config, state, created_at) \
+             VALUES (?, ?, ?, ?, ?, 'created', ?)",
+        )
+        .bind(id)
+        .bind(name)
+        .bind(image)
+        .bind(image_digest)
+        .bind(config)
+        .bind(now_secs())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => DbError::Conflict {
+                what: format!("the container name {name:?} is already in use"),
+            },
+            _ => DbError::Sql {
+                action: "recording a container",
+                source: e,
+            },
+        })?;
+        Ok(())
+    }
+
+    /// The container `key` names: its id, a unique id prefix, or its name.
+    pub async fn find_container(&self, key: &str) -> Result<Option<ContainerRow>, DbError> {
+        let by_name: Option<ContainerRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM containers WHERE name = ?1 OR id = ?1"
+        )))
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql("looking up a container"))?;
+        if by_name.is_some() || key.is_empty() || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(by_name);
+        }
+        let mut by_prefix: Vec<ContainerRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM containers WHERE id LIKE ?1 || '%' LIMIT 2"
+        )))
+        .bind(key.to_ascii_lowercase())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql("looking up a container"))?;
+        match by_prefix.len() {
+            1 => Ok(by_prefix.pop()),
+            0 => Ok(None),
+            _ => Err(DbError::Conflict {
+                what: format!("the id prefix {key:?} names more than one container"),
+            }),
+        }
+    }
+
+    pub async fn list_containers(&self, all: bool) -> Result<Vec<ContainerRow>, DbError> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM containers WHERE ?1 OR state = 'running' ORDER BY created_at DESC, id"
+        )))
+        .bind(all)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql("listing containers"))
+    }
+
+    pub async fn container_started(&self, id: &str, pid: i64) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE containers SET state = 'running', pid = ?, started_at = ?, exit_code = NULL, \
+             error = NULL, finished_at = NULL WHERE id = ?",
+        )
+        .bind(pid)
+        .bind(now_secs())
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(sql("recording a start"))?;
+        Ok(())
+    }
+
+    pub async fn container_exited(
+        &self,
+        id: &str,
+        exit_code: i64,
+        error: Option<&str>,
+    ) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE containers SET state = 'exited', pid = NULL, exit_code = ?, error = ?, finished_at = ? WHERE id = ?",
+        )
+        .bind(exit_code)
+        .bind(error)
+        .bind(now_secs())
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(sql("recording an exit"))?;
+        Ok(())
+    }
+
+    pub async fn delete_container(&self, id: &str) -> Result<(), DbError> {
+        sqlx::query("DELETE FROM containers WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(sql("removing a container"))?;
+        Ok(())
+    }
+
+    /// Names of the containers created from a manifest.
+    pub async fn containers_of_image(&self, digest: &str) -> Result<Vec<String>, DbError> {
+        sqlx::query_scalar("SELECT name FROM containers WHERE image_digest = ? ORDER BY name")
+            .bind(digest)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sql("listing an image's containers"))
+    }
+}

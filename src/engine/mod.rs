@@ -1,0 +1,489 @@
+//! The container service: containers from images, run by the runtime under one shim each.
+//!
+//! Owns `<data-root>/containers/<id>/` — `config.json` (the OCI spec) and `rootfs/` (the
+//! bundle; an overlay of the image's layers with the container's own `upper/` and `work/`),
+//! `container.log` (json-file) and `exit.json`, both written by the shim ([`shim`]) — and the
+//! runtime state root `<data-root>/runtime`. The API, the CLI and the dashboard call it; it
+//! never forks: each container's shim is a `wharf __shim` process it spawns, and whose end it
+//! awaits to record the exit and release the rootfs.
+
+pub mod logs;
+pub mod shim;
+pub mod spec;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::{Mutex, watch};
+use utoipa::ToSchema;
+
+use crate::config::DataRoot;
+use crate::db::{ContainerRow, Db, DbError};
+use crate::domain::{Digest, ImageRef};
+use crate::images::snapshot::LayerStore;
+use crate::images::store::BlobStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("no such container: {0}")]
+    NoContainer(String),
+    #[error("no such image: {0} (pull or load it first)")]
+    NoImage(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("container {name} is {state}: {hint}")]
+    WrongState {
+        name: String,
+        state: String,
+        hint: &'static str,
+    },
+    #[error("container {name} did not start: {reason}")]
+    Start { name: String, reason: String },
+    #[error("{what}: {reason}")]
+    Io { what: String, reason: String },
+    #[error(transparent)]
+    Database(#[from] DbError),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> EngineError {
+    let what = what.into();
+    move |e| EngineError::Io {
+        what,
+        reason: e.to_string(),
+    }
+}
+
+/// What a container is made with (the parts of `docker run` supported so far).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ContainerConfig {
+    /// Image reference: a local name (`busybox:latest`), `name@sha256:…` or a digest.
+    pub image: String,
+    /// Replaces the image's CMD.
+    #[serde(default)]
+    pub cmd: Vec<String>,
+    /// Replaces the image's ENTRYPOINT (an empty list keeps it).
+    #[serde(default)]
+    pub entrypoint: Vec<String>,
+    /// `KEY=VALUE`, added to (and overriding) the image's.
+    #[serde(default)]
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+    /// `uid[:gid]`.
+    pub user: Option<String>,
+    pub hostname: Option<String>,
+    /// Remove the container when it ends.
+    #[serde(default)]
+    pub auto_remove: bool,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// A container as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ContainerView {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub image_digest: String,
+    pub state: String,
+    pub pid: Option<i64>,
+    pub exit_code: Option<i64>,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub config: ContainerConfig,
+}
+
+impl From<ContainerRow> for ContainerView {
+    fn from(row: ContainerRow) -> Self {
+        ContainerView {
+            config: serde_json::from_str(&row.config).unwrap_or_default(),
+            id: row.id,
+            name: row.name,
+            image: row.image,
+            image_digest: row.image_digest,
+            state: row.state,
+            pid: row.pid,
+            exit_code: row.exit_code,
+            error: row.error,
+            created_at: row.created_at,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+        }
+    }
+}
+
+/// The container service of one daemon.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    db: Db,
+    layout: DataRoot,
+    /// The wharf binary that runs shims.
+    exe: PathBuf,
+    /// Exit codes of running containers, for `wait` and `stop`.
+    exits: Arc<Mutex<HashMap<String, watch::Receiver<Option<i64>>>>>,
+}
+
+/// How long `stop` waits after the stop signal before SIGKILL.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Engine {
+    pub fn new(db: Db, layout: DataRoot, exe: PathBuf) -> Engine {
+        Engine {
+            db,
+            layout,
+            exe,
+            exits: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn dir(&self, id: &str) -> PathBuf {
+        self.layout.root().join("containers").join(id)
+    }
+
+    fn runtime_root(&self) -> PathBuf {
+        self.layout.root().join("runtime")
+    }
+
+    pub async fn get(&self, key: &str) -> Result<ContainerRow, EngineError> {
+        self.db
+            .find_container(key)
+            .await?
+            .ok_or_else(|| EngineError::NoContainer(key.to_owned()))
+    }
+
+    /// Creates a container (not started) and returns its row.
+    pub async fn create(
+        &self,
+        name: Option<&str>,
+        config: ContainerConfig,
+    ) -> Result<ContainerRow, EngineError> {
+        let reference =
+            ImageRef::parse(&config.image).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let image = self
+            .db
+            .find_image(
+                &reference.repository,
+                reference.tag.as_deref(),
+                reference.digest.as_ref().map(|d| d.as_str()),
+            )
+            .await?
+            .ok_or_else(|| EngineError::NoImage(config.image.clone()))?;
+        let blobs = BlobStore::new(self.layout.blobs());
+        let config_digest =
+            Digest::parse(&image.config_digest).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let image_config: serde_json::Value = {
+            let path = blobs.path(&config_digest);
+            let bytes = tokio::fs::read(&path)
+                .await
+                .map_err(io(format!("read image config {}", path.display())))?;
+            serde_json::from_slice(&bytes).map_err(|e| {
+                EngineError::Invalid(format!(
+                    "the config of image {} is not JSON: {e}",
+                    config.image
+                ))
+            })?
+        };
+        let id = new_id();
+        let name = match name {
+            Some(n) => {
+                check_name(n)?;
+                n.to_owned()
+            }
+            None => format!("wharf-{}", &id[..12]),
+        };
+        let oci = spec::build(&id, &config, &image_config)?;
+        let dir = self.dir(&id);
+        for sub in ["rootfs", "upper", "work"] {
+            tokio::fs::create_dir_all(dir.join(sub))
+                .await
+                .map_err(io(format!("make {}", dir.join(sub).display())))?;
+        }
+        let spec_json = serde_json::to_vec_pretty(&oci).expect("a spec serializes");
+        tokio::fs::write(dir.join("config.json"), spec_json)
+            .await
+            .map_err(io(format!("write {}/config.json", dir.display())))?;
+        let stored = serde_json::to_string(&config).expect("a config serializes");
+        if let Err(e) = self
+            .db
+            .insert_container(&id, &name, &config.image, &image.digest, &stored)
+            .await
+        {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            return Err(e.into());
+        }
+        self.get(&id).await
+    }
+
+    /// Mounts the rootfs and starts the container under a new shim.
+    pub async fn start(&self, key: &str) -> Result<ContainerRow, EngineError> {
+        let row = self.get(key).await?;
+        if row.state == "running" {
+            return Err(EngineError::WrongState {
+                name: row.name,
+                state: row.state,
+                hint: "it is already running",
+            });
+        }
+        let dir = self.dir(&row.id);
+        // A previous run's leftovers go first.
+        let _ = tokio::fs::remove_file(dir.join(shim::EXIT_FILE)).await;
+        self.mount_rootfs(&row).await?;
+        let mut child = tokio::process::Command::new(&self.exe)
+            .arg("__shim")
+            .arg("--id")
+            .arg(&row.id)
+            .arg("--dir")
+            .arg(&dir)
+            .arg("--runtime-root")
+            .arg(self.runtime_root())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|e| EngineError::Start {
+                name: row.name.clone(),
+                reason: format!("cannot spawn its shim ({}): {e}", self.exe.display()),
+            })?;
+        let stdout = child.stdout.take().expect("piped");
+        let mut first = String::new();
+        let _ = tokio::io::BufReader::new(stdout)
+            .read_line(&mut first)
+            .await;
+        let report: serde_json::Value = serde_json::from_str(first.trim()).unwrap_or_default();
+        let Some(pid) = report["pid"].as_i64() else {
+            let _ = child.wait().await;
+            self.unmount_rootfs(&row.id).await;
+            let reason = report["error"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| "its shim ended without a word".to_owned());
+            self.db
+                .container_exited(&row.id, 127, Some(&reason))
+                .await?;
+            return Err(EngineError::Start {
+                name: row.name,
+                reason,
+            });
+        };
+        self.db.container_started(&row.id, pid).await?;
+        let (tx, rx) = watch::channel(None);
+        self.exits.lock().await.insert(row.id.clone(), rx);
+        let engine = self.clone();
+        let id = row.id.clone();
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+            let code = engine.exit_code_of(&id).await;
+            engine.finished(&id, code).await;
+            let _ = tx.send(Some(code));
+        });
+        self.get(&row.id).await
+    }
+
+    async fn exit_code_of(&self, id: &str) -> i64 {
+        let path = self.dir(id).join(shim::EXIT_FILE);
+        tokio::fs::read(&path)
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["exit_code"].as_i64())
+            .unwrap_or(255)
+    }
+
+    /// Records an exit, releases the rootfs, and removes an auto-remove container.
+    async fn finished(&self, id: &str, code: i64) {
+        self.unmount_rootfs(id).await;
+        if let Err(e) = self.db.container_exited(id, code, None).await {
+            tracing::error!(container = id, error = %e, "could not record an exit");
+        }
+        self.exits.lock().await.remove(id);
+        let auto_remove = self
+            .db
+            .find_container(id)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|r| serde_json::from_str::<ContainerConfig>(&r.config).ok())
+            .is_some_and(|c| c.auto_remove);
+        if auto_remove && let Err(e) = self.remove_files(id).await {
+            tracing::warn!(container = id, error = %e, "could not remove an ended --rm container");
+        }
+    }
+
+    async fn mount_rootfs(&self, row: &ContainerRow) -> Result<(), EngineError> {
+        let layers = self.db.image_layers(&row.image_digest).await?;
+        let store = LayerStore::new(self.layout.layers());
+        let blobs = BlobStore::new(self.layout.blobs());
+        let dir = self.dir(&row.id);
+        let result = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let mut lowers = Vec::new();
+            for layer in &layers {
+                let chain = Digest::parse(&layer.chain_id).map_err(|e| e.to_string())?;
+                if !store.exists(&chain) {
+                    let diff = Digest::parse(&layer.diff_id).map_err(|e| e.to_string())?;
+                    let blob = Digest::parse(&layer.blob_digest).map_err(|e| e.to_string())?;
+                    let file = blobs.open(&blob).map_err(|e| e.to_string())?;
+                    store
+                        .ensure(
+                            &chain,
+                            &diff,
+                            file,
+                            crate::images::unpack::Limits::default(),
+                        )
+                        .map_err(|e| e.to_string())?;
+                }
+                lowers.push(store.path(&chain));
+            }
+            lowers.reverse();
+            if lowers.is_empty() {
+                // An image without layers: an empty read-only lower.
+                let empty = dir.join("empty");
+                std::fs::create_dir_all(&empty).map_err(|e| e.to_string())?;
+                lowers.push(empty);
+            }
+            crate::images::snapshot::mount_overlay(
+                &lowers,
+                &dir.join("upper"),
+                &dir.join("work"),
+                &dir.join("rootfs"),
+            )
+            .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| EngineError::Io {
+            what: "mount the root filesystem".into(),
+            reason: e.to_string(),
+        })?;
+        result.map_err(|reason| EngineError::Start {
+            name: row.name.clone(),
+            reason: format!("cannot mount its root filesystem: {reason}"),
+        })
+    }
+
+    async fn unmount_rootfs(&self, id: &str) {
+        let rootfs = self.dir(id).join("rootfs");
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
+        })
+        .await;
+    }
+
+    /// Sends `signal` to the container's init.
+    pub async fn kill(&self, key: &str, signal: &str) -> Result<(), EngineError> {
+        let row = self.get(key).await?;
+        if row.state != "running" {
+            return Err(EngineError::WrongState {
+                name: row.name,
+                state: row.state,
+                hint: "only a running container can be signalled",
+            });
+        }
+        let signal = crate::runtime::container::parse_signal(signal)
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let runtime = crate::runtime::container::Runtime::new(self.runtime_root());
+        let id = row.id.clone();
+        tokio::task::spawn_blocking(move || runtime.kill(&id, signal, false))
+            .await
+            .map_err(|e| EngineError::Invalid(e.to_string()))?
+            .map_err(|e| EngineError::Invalid(e.to_string()))
+    }
+
+    /// Waits for the container to end; its exit code.
+    pub async fn wait(&self, key: &str) -> Result<i64, EngineError> {
+        let row = self.get(key).await?;
+        let rx = self.exits.lock().await.get(&row.id).cloned();
+        let Some(mut rx) = rx else {
+            return Ok(row.exit_code.unwrap_or(0));
+        };
+        loop {
+            if let Some(code) = *rx.borrow_and_update() {
+                return Ok(code);
+            }
+            if rx.changed().await.is_err() {
+                return Ok(self.get(&row.id).await?.exit_code.unwrap_or(255));
+            }
+        }
+    }
+
+    /// SIGTERM (or the image's stop signal), then SIGKILL after `timeout`.
+    pub async fn stop(&self, key: &str, timeout: Duration) -> Result<ContainerRow, EngineError> {
+        let row = self.get(key).await?;
+        if row.state != "running" {
+            return Ok(row);
+        }
+        let _ = self.kill(&row.id, "SIGTERM").await;
+        if tokio::time::timeout(timeout, self.wait(&row.id))
+            .await
+            .is_err()
+        {
+            let _ = self.kill(&row.id, "SIGKILL").await;
+            let _ = self.wait(&row.id).await;
+        }
+        self.get(&row.id).await
+    }
+
+    /// Removes a container (`force` kills a running one first).
+    pub async fn remove(&self, key: &str, force: bool) -> Result<(), EngineError> {
+        let row = self.get(key).await?;
+        if row.state == "running" {
+            if !force {
+                return Err(EngineError::WrongState {
+                    name: row.name,
+                    state: row.state,
+                    hint: "stop it first, or remove it with force",
+                });
+            }
+            let _ = self.kill(&row.id, "SIGKILL").await;
+            let _ = self.wait(&row.id).await;
+        }
+        self.remove_files(&row.id).await
+    }
+
+    async fn remove_files(&self, id: &str) -> Result<(), EngineError> {
+        self.unmount_rootfs(id).await;
+        let dir = self.dir(id);
+        match tokio::fs::remove_dir_all(&dir).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io(format!("remove {}", dir.display()))(e));
+            }
+            _ => {}
+        }
+        self.db.delete_container(id).await?;
+        Ok(())
+    }
+
+    /// The container's log file.
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.dir(id).join(shim::LOG_FILE)
+    }
+}
+
+fn new_id() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the kernel gives random bytes");
+    hex::encode(bytes)
+}
+
+/// docker's rule: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+fn check_name(name: &str) -> Result<(), EngineError> {
+    let bytes = name.as_bytes();
+    let ok = bytes.len() >= 2
+        && bytes.len() <= 128
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(EngineError::Invalid(format!(
+            "container name {name:?} is not valid: [a-zA-Z0-9][a-zA-Z0-9_.-]+"
+        )))
+    }
+}

@@ -1,0 +1,210 @@
+//! The OCI spec of a container: the runtime's defaults (the 11 Podman capabilities,
+//! no_new_privileges, masked and read-only paths, every namespace but user), the image's
+//! config (Entrypoint, Cmd, Env, WorkingDir, User) and the request's overrides.
+
+use serde_json::{Value, json};
+
+use super::{ContainerConfig, EngineError};
+
+/// The pids limit of a container unless it asks for another.
+pub const DEFAULT_PIDS_LIMIT: i64 = 2048;
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// `uid[:gid]`, numeric, or `root`.
+fn parse_user(user: &str) -> Result<(u32, u32), EngineError> {
+    let (u, g) = user.split_once(':').unwrap_or((user, ""));
+    let id = |s: &str, default: u32| -> Result<u32, EngineError> {
+        match s {
+            "" => Ok(default),
+            "root" => Ok(0),
+            s => s.parse().map_err(|_| {
+                EngineError::Invalid(format!(
+                    "user {user:?}: give a numeric uid[:gid] (names from the image's /etc/passwd are not looked up yet)"
+                ))
+            }),
+        }
+    };
+    let uid = id(u, 0)?;
+    Ok((uid, id(g, uid)?))
+}
+
+/// NOFILE 1024:524288, as docker and Podman give; where the daemon may not raise a hard limit
+/// (no CAP_SYS_RESOURCE), the hard limit is the daemon's own, which the container may keep.
+fn nofile_limits() -> (u64, u64) {
+    const SOFT: u64 = 1024;
+    const HARD: u64 = 524_288;
+    let may_raise = caps::has_cap(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_SYS_RESOURCE,
+    )
+    .unwrap_or(false);
+    let hard = if may_raise {
+        HARD
+    } else {
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_or(SOFT, |(_, hard)| hard.min(HARD))
+    };
+    (SOFT.min(hard), hard)
+}
+
+/// Builds the spec of container `id`.
+pub fn build(
+    id: &str,
+    request: &ContainerConfig,
+    image: &Value,
+) -> Result<oci_spec::runtime::Spec, EngineError> {
+    let cfg = &image["config"];
+    let entrypoint = if request.entrypoint.is_empty() {
+        strings(&cfg["Entrypoint"])
+    } else {
+        request.entrypoint.clone()
+    };
+    let cmd = if !request.cmd.is_empty() {
+        request.cmd.clone()
+    } else if request.entrypoint.is_empty() {
+        strings(&cfg["Cmd"])
+    } else {
+        Vec::new()
+    };
+    let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if args.is_empty() {
+        return Err(EngineError::Invalid(format!(
+            "image {} has no command: give one after the image name",
+            request.image
+        )));
+    }
+    let mut env: Vec<String> = strings(&cfg["Env"]);
+    for kv in &request.env {
+        let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
+        if key.is_empty() {
+            return Err(EngineError::Invalid(format!(
+                "environment variable {kv:?} has no name"
+            )));
+        }
+        env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
+        env.push(if kv.contains('=') {
+            kv.clone()
+        } else {
+            format!("{kv}=")
+        });
+    }
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    }
+    let cwd = request
+        .working_dir
+        .clone()
+        .or_else(|| {
+            cfg["WorkingDir"]
+                .as_str()
+                .filter(|w| !w.is_empty())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "/".into());
+    if !cwd.starts_with('/') {
+        return Err(EngineError::Invalid(format!(
+            "working directory {cwd:?} must be an absolute path"
+        )));
+    }
+    let (uid, gid) = parse_user(
+        request
+            .user
+            .as_deref()
+            .or_else(|| cfg["User"].as_str())
+            .unwrap_or(""),
+    )?;
+    let hostname = request
+        .hostname
+        .clone()
+        .unwrap_or_else(|| id[..12].to_owned());
+
+    let mut spec =
+        serde_json::to_value(crate::runtime::default_spec()).expect("the default spec serializes");
+    spec["hostname"] = hostname.into();
+    spec["process"]["args"] = json!(args);
+    spec["process"]["env"] = json!(env);
+    spec["process"]["cwd"] = cwd.into();
+    spec["process"]["user"] = json!({"uid": uid, "gid": gid});
+    let (soft, hard) = nofile_limits();
+    spec["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "hard": hard, "soft": soft}]);
+    spec["linux"]["cgroupsPath"] = format!("/wharf/{id}").into();
+    spec["linux"]["resources"] = json!({"pids": {"limit": DEFAULT_PIDS_LIMIT}});
+    serde_json::from_value(spec)
+        .map_err(|e| EngineError::Invalid(format!("the container's spec: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image() -> Value {
+        json!({"config": {"Entrypoint": ["/bin/ep"], "Cmd": ["default"], "Env": ["PATH=/bin", "A=1"],
+                          "WorkingDir": "/srv", "User": "1000:1000"}})
+    }
+
+    #[test]
+    fn the_image_config_and_the_request_make_the_process() {
+        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let request = ContainerConfig {
+            image: "x".into(),
+            cmd: vec!["given".into()],
+            env: vec!["A=2".into(), "B".into()],
+            ..ContainerConfig::default()
+        };
+        let spec = build(id, &request, &image()).unwrap();
+        let p = spec.process().as_ref().unwrap();
+        assert_eq!(p.args().as_ref().unwrap(), &["/bin/ep", "given"]);
+        assert_eq!(p.env().as_ref().unwrap(), &["PATH=/bin", "A=2", "B="]);
+        assert_eq!(p.cwd().to_str(), Some("/srv"));
+        assert_eq!((p.user().uid(), p.user().gid()), (1000, 1000));
+        assert_eq!(spec.hostname().as_deref(), Some("0123456789ab"));
+        assert_eq!(p.no_new_privileges(), Some(true));
+        // A new entrypoint drops the image's CMD, as docker does.
+        let request = ContainerConfig {
+            image: "x".into(),
+            entrypoint: vec!["/bin/sh".into()],
+            ..ContainerConfig::default()
+        };
+        let spec = build(id, &request, &image()).unwrap();
+        assert_eq!(
+            spec.process().as_ref().unwrap().args().as_ref().unwrap(),
+            &["/bin/sh"]
+        );
+    }
+
+    #[test]
+    fn bad_requests_say_why() {
+        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let none = json!({"config": {}});
+        let err = build(
+            id,
+            &ContainerConfig {
+                image: "x".into(),
+                ..Default::default()
+            },
+            &none,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("has no command"), "{err}");
+        let request = ContainerConfig {
+            image: "x".into(),
+            cmd: vec!["true".into()],
+            user: Some("nobody".into()),
+            ..Default::default()
+        };
+        assert!(
+            build(id, &request, &none)
+                .unwrap_err()
+                .to_string()
+                .contains("numeric uid")
+        );
+    }
+}

@@ -1,0 +1,251 @@
+//! Containers from images through the daemon: the CLI as users type it, real runtime, real
+//! overlayfs, the shim's logs.
+
+use std::time::{Duration, Instant};
+
+use crate::fixtures::{self, ImageBuilder};
+use crate::harness::{self, DaemonProcess, run_wharf, wharf_command};
+
+const IMAGE: &str = "wharf-test/busybox:latest";
+
+/// A daemon with the busybox fixture loaded as [`IMAGE`]; `None` after a recorded skip.
+fn daemon_with_busybox(test: &str) -> Option<DaemonProcess> {
+    if harness::skip_unless_root(test) {
+        return None;
+    }
+    let busybox = fixtures::busybox(test)?;
+    let daemon = DaemonProcess::start();
+    let archive = daemon.dir.path().join("busybox.tar");
+    ImageBuilder::busybox(&busybox)
+        .cmd(&["sh"])
+        .build()
+        .write_docker_archive(&archive, IMAGE);
+    let (status, _, err) = run_wharf(
+        wharf_command()
+            .args(["-H", &host(&daemon), "load", "-q", "-i"])
+            .arg(&archive),
+    );
+    assert!(status.success(), "{err}");
+    Some(daemon)
+}
+
+fn host(daemon: &DaemonProcess) -> String {
+    format!("unix://{}", daemon.socket.display())
+}
+
+fn wharf(daemon: &DaemonProcess, args: &[&str]) -> (std::process::ExitStatus, String, String) {
+    run_wharf(wharf_command().args(["-H", &host(daemon)]).args(args))
+}
+
+/// Mounts under the daemon's data root (its containers' root filesystems).
+fn mounts_under(daemon: &DaemonProcess) -> Vec<String> {
+    let root = daemon.data_root.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+        .filter(|m| m.starts_with(&root))
+        .collect()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn run_rm_prints_the_output_and_leaves_nothing_behind() {
+    let test = "containers::run_rm_prints_the_output_and_leaves_nothing_behind";
+    let Some(daemon) = daemon_with_busybox(test) else {
+        return;
+    };
+    let (status, out, err) = wharf(&daemon, &["run", "--rm", IMAGE, "echo", "hello"]);
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "hello\n");
+    let (_, out, _) = wharf(&daemon, &["ps", "-a", "-q"]);
+    assert_eq!(out, "", "the container is gone");
+    assert!(
+        mounts_under(&daemon).is_empty(),
+        "{:?}",
+        mounts_under(&daemon)
+    );
+
+    // The exit code is the container's; stderr stays stderr.
+    let (status, out, err) = wharf(
+        &daemon,
+        &[
+            "run",
+            "--rm",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ],
+    );
+    assert_eq!(status.code(), Some(3));
+    assert_eq!(out, "out\n");
+    assert!(err.contains("err\n"), "{err}");
+
+    // Detached with --rm: once it ends, its directory, mounts and cgroups are gone.
+    let (status, id, err) = wharf(&daemon, &["run", "-d", "--rm", IMAGE, "sleep", "0.3"]);
+    assert!(status.success(), "{err}");
+    let id = id.trim().to_owned();
+    let cgroups: Vec<std::path::PathBuf> = ["pids", "memory", "unified", ""]
+        .iter()
+        .map(|c| {
+            std::path::Path::new("/sys/fs/cgroup")
+                .join(c)
+                .join("wharf")
+                .join(&id)
+        })
+        .collect();
+    assert!(
+        cgroups.iter().any(|c| c.exists()),
+        "its cgroup exists while it runs"
+    );
+    let dir = daemon.data_root.join("containers").join(&id);
+    wait_until("the --rm container to go", || !dir.exists());
+    assert!(cgroups.iter().all(|c| !c.exists()), "{cgroups:?}");
+    assert!(mounts_under(&daemon).is_empty());
+}
+
+#[test]
+fn a_detached_container_logs_stops_and_is_removed() {
+    let test = "containers::a_detached_container_logs_stops_and_is_removed";
+    let Some(daemon) = daemon_with_busybox(test) else {
+        return;
+    };
+    let script = "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done";
+    let (status, _, err) = wharf(
+        &daemon,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "ticker",
+            "-e",
+            "GREETING=hi",
+            IMAGE,
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    assert!(status.success(), "{err}");
+    wait_until("three ticks", || {
+        wharf(&daemon, &["logs", "ticker"]).1.lines().count() >= 3
+    });
+    let (_, out, _) = wharf(&daemon, &["logs", "--tail", "1", "ticker"]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.starts_with("tick "), "{out}");
+    let (_, out, _) = wharf(&daemon, &["logs", "-t", "--tail", "1", "ticker"]);
+    assert!(out.starts_with("20") && out.contains("Z tick "), "{out}");
+    let (_, out, _) = wharf(&daemon, &["ps"]);
+    assert!(out.contains("ticker") && out.contains("Up "), "{out}");
+    let (status, _, err) = wharf(&daemon, &["run", "-d", "--name", "ticker", IMAGE, "true"]);
+    assert!(!status.success());
+    assert!(err.contains("name \"ticker\" is already in use"), "{err}");
+
+    // The container sees its environment and its own hostname.
+    let (_, out, _) = wharf(
+        &daemon,
+        &[
+            "run",
+            "--rm",
+            "-e",
+            "GREETING=hi",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo $GREETING $(hostname)",
+        ],
+    );
+    assert!(out.starts_with("hi "), "{out}");
+
+    // sh as PID 1 ignores SIGTERM: stop waits its timeout, then SIGKILL.
+    let started = Instant::now();
+    let (status, _, err) = wharf(&daemon, &["stop", "-t", "1", "ticker"]);
+    assert!(status.success(), "{err}");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    let (_, out, _) = wharf(&daemon, &["ps", "-a"]);
+    assert!(out.contains("Exited (137)"), "{out}");
+    let (_, out, _) = wharf(&daemon, &["wait", "ticker"]);
+    assert_eq!(out.trim(), "137");
+    assert!(mounts_under(&daemon).is_empty());
+    let (status, _, err) = wharf(&daemon, &["rm", "ticker"]);
+    assert!(status.success(), "{err}");
+    let (status, _, err) = wharf(&daemon, &["logs", "ticker"]);
+    assert!(
+        !status.success() && err.contains("no such container: ticker"),
+        "{err}"
+    );
+}
+
+#[test]
+fn errors_name_the_image_the_command_and_the_state() {
+    let test = "containers::errors_name_the_image_the_command_and_the_state";
+    let Some(daemon) = daemon_with_busybox(test) else {
+        return;
+    };
+    let (status, _, err) = wharf(&daemon, &["run", "--rm", "nope/nothing:v1", "true"]);
+    assert!(!status.success());
+    assert!(err.contains("no such image: nope/nothing:v1"), "{err}");
+    let (status, _, err) = wharf(&daemon, &["run", "--rm", IMAGE, "/bin/nope"]);
+    assert!(!status.success());
+    assert!(
+        err.contains("exec failed") && err.contains("/bin/nope"),
+        "{err}"
+    );
+    assert!(mounts_under(&daemon).is_empty());
+    let (_, out, _) = wharf(&daemon, &["ps", "-a", "-q"]);
+    assert_eq!(out, "", "a failed --rm run leaves no container");
+    let (status, _, err) = wharf(
+        &daemon,
+        &["run", "-d", "--name", "sleeper", IMAGE, "sleep", "30"],
+    );
+    assert!(status.success(), "{err}");
+    let (status, _, err) = wharf(&daemon, &["rm", "sleeper"]);
+    assert!(!status.success() && err.contains("stop it first"), "{err}");
+    let (status, _, err) = wharf(&daemon, &["rm", "-f", "sleeper"]);
+    assert!(status.success(), "{err}");
+    assert!(mounts_under(&daemon).is_empty());
+    let (status, _, err) = wharf(&daemon, &["run", "--name", "bad name", IMAGE, "true"]);
+    assert!(!status.success() && err.contains("not valid"), "{err}");
+}
+
+#[test]
+fn an_image_containers_use_is_not_removed_from_under_them() {
+    let test = "containers::an_image_containers_use_is_not_removed_from_under_them";
+    let Some(daemon) = daemon_with_busybox(test) else {
+        return;
+    };
+    let (status, _, err) = wharf(&daemon, &["create", "--name", "user1", IMAGE, "true"]);
+    assert!(status.success(), "{err}");
+    let (status, _, err) = wharf(&daemon, &["rmi", IMAGE]);
+    assert!(!status.success());
+    assert!(
+        err.contains(&format!("image {IMAGE} is used by container user1")),
+        "{err}"
+    );
+    // Forced, only the name goes; the container still runs from the image.
+    let (status, out, err) = wharf(&daemon, &["rmi", "-f", IMAGE]);
+    assert!(status.success(), "{err}");
+    assert!(
+        out.contains("Untagged") && !out.contains("Deleted"),
+        "{out}"
+    );
+    let (status, _, err) = wharf(&daemon, &["image", "prune"]);
+    assert!(status.success(), "{err}");
+    let (status, _, err) = wharf(&daemon, &["start", "user1"]);
+    assert!(status.success(), "{err}");
+    let (_, out, _) = wharf(&daemon, &["wait", "user1"]);
+    assert_eq!(out.trim(), "0");
+    let (status, _, err) = wharf(&daemon, &["rm", "user1"]);
+    assert!(status.success(), "{err}");
+    // With no container left, prune takes the unnamed image.
+    let (_, out, _) = wharf(&daemon, &["image", "prune"]);
+    assert!(out.contains("Deleted: sha256:"), "{out}");
+}
