@@ -326,6 +326,9 @@ impl Application {
             setup_url: _,
             _lock,
         } = self;
+        if let Err(e) = state.engine.reconcile().await {
+            tracing::error!(error = %e, "could not pick up the containers of the last run");
+        }
         let router = router(state.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {

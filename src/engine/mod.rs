@@ -287,13 +287,65 @@ impl Engine {
     }
 
     async fn exit_code_of(&self, id: &str) -> i64 {
+        self.recorded_exit(id).await.unwrap_or(255)
+    }
+
+    /// The exit code the shim wrote, once the container has ended.
+    async fn recorded_exit(&self, id: &str) -> Option<i64> {
         let path = self.dir(id).join(shim::EXIT_FILE);
         tokio::fs::read(&path)
             .await
             .ok()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .and_then(|v| v["exit_code"].as_i64())
-            .unwrap_or(255)
+    }
+
+    /// Live restore: picks up the containers that were running when the daemon last stopped.
+    /// Their shims kept them running (and kept writing their logs); one that ended meanwhile
+    /// gets the exit code its shim recorded (255 when there is none).
+    pub async fn reconcile(&self) -> Result<(), EngineError> {
+        for row in self.db.list_containers(false).await? {
+            let (tx, rx) = watch::channel(None);
+            self.exits.lock().await.insert(row.id.clone(), rx);
+            let engine = self.clone();
+            tokio::spawn(async move {
+                let code = engine.watch_restored(&row.id).await;
+                tracing::info!(container = %row.name, exit_code = code, "a restored container ended");
+                engine.finished(&row.id, code).await;
+                let _ = tx.send(Some(code));
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits for a container this daemon did not start to end; its exit code.
+    async fn watch_restored(&self, id: &str) -> i64 {
+        let runtime = crate::runtime::container::Runtime::new(self.runtime_root());
+        let mut gone_since: Option<std::time::Instant> = None;
+        loop {
+            if let Some(code) = self.recorded_exit(id).await {
+                return code;
+            }
+            let (runtime, key) = (runtime.clone(), id.to_owned());
+            let alive = tokio::task::spawn_blocking(move || {
+                runtime
+                    .state(&key)
+                    .map(|s| s["status"] != "stopped")
+                    .unwrap_or(false)
+            })
+            .await
+            .unwrap_or(false);
+            if alive {
+                gone_since = None;
+            } else {
+                // The shim writes exit.json just after its container ends: give it a moment.
+                let since = *gone_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > Duration::from_secs(2) {
+                    return 255;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Records an exit, releases the rootfs, and removes an auto-remove container.

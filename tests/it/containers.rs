@@ -249,3 +249,90 @@ fn an_image_containers_use_is_not_removed_from_under_them() {
     let (_, out, _) = wharf(&daemon, &["image", "prune"]);
     assert!(out.contains("Deleted: sha256:"), "{out}");
 }
+
+/// Removes every container of a daemon when the test ends, passed or not (the shims outlive
+/// a killed daemon by design).
+struct RemoveAll<'a>(&'a std::cell::RefCell<DaemonProcess>);
+
+impl Drop for RemoveAll<'_> {
+    fn drop(&mut self) {
+        let daemon = self.0.borrow();
+        let (_, ids, _) = wharf(&daemon, &["ps", "-a", "-q"]);
+        for id in ids.split_whitespace() {
+            let _ = wharf(&daemon, &["rm", "-f", id]);
+        }
+    }
+}
+
+#[test]
+fn containers_outlive_a_killed_daemon_and_keep_their_exit_codes() {
+    let test = "containers::containers_outlive_a_killed_daemon_and_keep_their_exit_codes";
+    let Some(daemon) = daemon_with_busybox(test) else {
+        return;
+    };
+    let daemon = std::cell::RefCell::new(daemon);
+    let _cleanup = RemoveAll(&daemon);
+    let script = "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done";
+    {
+        let d = daemon.borrow();
+        for args in [
+            &["run", "-d", "--name", "survivor", IMAGE, "sh", "-c", script][..],
+            &[
+                "run",
+                "-d",
+                "--name",
+                "quitter",
+                IMAGE,
+                "sh",
+                "-c",
+                "sleep 1; exit 7",
+            ][..],
+        ] {
+            let (status, _, err) = wharf(&d, args);
+            assert!(status.success(), "{err}");
+        }
+    }
+    let before = wharf(&daemon.borrow(), &["logs", "survivor"])
+        .1
+        .lines()
+        .count();
+
+    // SIGKILL the daemon; the containers go on without it. Start it again on the same root.
+    {
+        let mut d = daemon.borrow_mut();
+        d.signal(nix::sys::signal::Signal::SIGKILL);
+        d.wait_exit(Duration::from_secs(10))
+            .expect("the daemon died");
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    {
+        let mut d = daemon.borrow_mut();
+        let dir = std::mem::replace(&mut d.dir, tempfile::tempdir().unwrap());
+        let cmd = DaemonProcess::command(dir.path());
+        let mut restarted = DaemonProcess::spawn(dir, cmd);
+        restarted.wait_ready();
+        *d = restarted;
+    }
+    let d = daemon.borrow();
+    let (_, out, _) = wharf(&d, &["ps"]);
+    assert!(out.contains("survivor") && out.contains("Up "), "{out}");
+    wait_until("the quitter's exit to be picked up", || {
+        wharf(&d, &["ps", "-a"]).1.contains("Exited (7)")
+    });
+    let (_, out, _) = wharf(&d, &["wait", "quitter"]);
+    assert_eq!(out.trim(), "7");
+    // Its logs were kept while the daemon was away, and still grow.
+    let during = wharf(&d, &["logs", "survivor"]).1.lines().count();
+    assert!(during > before + 5, "{before} then {during} lines");
+    wait_until("more ticks", || {
+        wharf(&d, &["logs", "survivor"]).1.lines().count() > during
+    });
+    // The restored container stops and is removed like any other.
+    let (status, _, err) = wharf(&d, &["stop", "-t", "1", "survivor"]);
+    assert!(status.success(), "{err}");
+    let (_, out, _) = wharf(&d, &["wait", "survivor"]);
+    assert_eq!(out.trim(), "137");
+    let (status, _, err) = wharf(&d, &["rm", "survivor", "quitter"]);
+    assert!(status.success(), "{err}");
+    assert!(mounts_under(&d).is_empty(), "{:?}", mounts_under(&d));
+}
