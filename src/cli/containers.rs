@@ -32,6 +32,30 @@ pub struct CreateArgs {
     /// Remove the container when it ends
     #[arg(long)]
     pub rm: bool,
+    /// Memory limit, e.g. 256m or 1g
+    #[arg(short = 'm', long, value_parser = parse_size)]
+    pub memory: Option<i64>,
+    /// Memory plus swap, e.g. 512m (-1: unlimited swap)
+    #[arg(long, value_parser = parse_swap, allow_hyphen_values = true)]
+    pub memory_swap: Option<i64>,
+    /// CPUs the container may use, e.g. 1.5
+    #[arg(long, value_parser = parse_cpus)]
+    pub cpus: Option<i64>,
+    /// Relative CPU weight (default 1024)
+    #[arg(short = 'c', long)]
+    pub cpu_shares: Option<u64>,
+    /// Process limit (default 2048; -1: unlimited)
+    #[arg(long, allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// Mount the root filesystem read-only
+    #[arg(long)]
+    pub read_only: bool,
+    /// Run an init as PID 1 that reaps zombies and forwards signals
+    #[arg(long)]
+    pub init: bool,
+    /// Bind a host path or a named volume: SOURCE:TARGET[:ro]; repeatable
+    #[arg(short = 'v', long = "volume", value_name = "SOURCE:TARGET[:ro]")]
+    pub volumes: Vec<String>,
     /// The image (local name, name@digest)
     pub image: String,
     /// Command and arguments (default: the image's)
@@ -51,8 +75,65 @@ impl CreateArgs {
             "user": self.user,
             "hostname": self.hostname,
             "auto_remove": self.rm,
+            "memory": self.memory,
+            "memory_swap": self.memory_swap,
+            "nano_cpus": self.cpus,
+            "cpu_shares": self.cpu_shares,
+            "pids_limit": self.pids_limit,
+            "read_only": self.read_only,
+            "init": self.init,
+            "binds": self.volumes,
         })
     }
+}
+
+/// `512`, `64k`, `256m`, `1g` (bytes; powers of 1024, as docker reads them).
+pub fn parse_size(text: &str) -> Result<i64, String> {
+    let t = text.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (digits, unit) = match t
+        .char_indices()
+        .find(|(_, c)| !c.is_ascii_digit() && *c != '.')
+    {
+        Some((i, _)) => (&t[..i], &t[i..]),
+        None => (t, ""),
+    };
+    let shift = match unit {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => {
+            return Err(format!(
+                "invalid size {text:?}: give a number with k, m, g or t, e.g. 256m"
+            ));
+        }
+    };
+    let n: f64 = digits.parse().map_err(|_| {
+        format!("invalid size {text:?}: give a number with k, m, g or t, e.g. 256m")
+    })?;
+    Ok((n * (1u64 << shift) as f64) as i64)
+}
+
+fn parse_swap(text: &str) -> Result<i64, String> {
+    if text.trim() == "-1" {
+        Ok(-1)
+    } else {
+        parse_size(text)
+    }
+}
+
+/// `--cpus 1.5` as billionths of a CPU.
+fn parse_cpus(text: &str) -> Result<i64, String> {
+    let cpus: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid --cpus {text:?}: give a number such as 0.5 or 2"))?;
+    if !cpus.is_finite() || cpus <= 0.0 {
+        return Err(format!("invalid --cpus {text:?}: it must be more than 0"));
+    }
+    Ok((cpus * 1e9) as i64)
 }
 
 fn path(id: &str, action: &str) -> String {

@@ -80,6 +80,26 @@ pub struct ContainerConfig {
     pub auto_remove: bool,
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Memory limit in bytes.
+    pub memory: Option<i64>,
+    /// Memory plus swap in bytes (-1: unlimited swap).
+    pub memory_swap: Option<i64>,
+    /// CPU quota in billionths of a CPU (`--cpus 1.5` is 1500000000).
+    pub nano_cpus: Option<i64>,
+    /// Relative CPU weight (docker's shares, default 1024).
+    pub cpu_shares: Option<u64>,
+    /// Process limit (default 2048; 0 or less: unlimited).
+    pub pids_limit: Option<i64>,
+    /// Mount the root filesystem read-only.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Run the built-in init as PID 1 (reaps zombies, forwards signals).
+    #[serde(default)]
+    pub init: bool,
+    /// `SOURCE:TARGET[:ro]`: SOURCE an absolute host path (a bind mount) or a volume name
+    /// (made under the data root on first use, kept until removed).
+    #[serde(default)]
+    pub binds: Vec<String>,
 }
 
 /// A container as the API shows it.
@@ -197,7 +217,8 @@ impl Engine {
             }
             None => format!("wharf-{}", &id[..12]),
         };
-        let oci = spec::build(&id, &config, &image_config)?;
+        let mounts = self.resolve_binds(&config.binds).await?;
+        let oci = spec::build(&id, &config, &image_config, &mounts)?;
         let dir = self.dir(&id);
         for sub in ["rootfs", "upper", "work"] {
             tokio::fs::create_dir_all(dir.join(sub))
@@ -508,6 +529,60 @@ impl Engine {
         }
         self.db.delete_container(id).await?;
         Ok(())
+    }
+
+    /// Host paths of `binds`: bind sources checked to exist, volumes made on first use.
+    async fn resolve_binds(&self, binds: &[String]) -> Result<Vec<spec::Bind>, EngineError> {
+        let mut out = Vec::new();
+        for bind in binds {
+            let parts: Vec<&str> = bind.split(':').collect();
+            let (source, target, read_only) = match parts.as_slice() {
+                [s, t] => (*s, *t, false),
+                [s, t, "ro"] => (*s, *t, true),
+                [s, t, "rw"] => (*s, *t, false),
+                _ => {
+                    return Err(EngineError::Invalid(format!(
+                        "volume {bind:?}: give SOURCE:TARGET or SOURCE:TARGET:ro"
+                    )));
+                }
+            };
+            if !target.starts_with('/') {
+                return Err(EngineError::Invalid(format!(
+                    "volume {bind:?}: the target {target:?} must be an absolute path"
+                )));
+            }
+            let host = if source.starts_with('/') {
+                let path = PathBuf::from(source);
+                if tokio::fs::symlink_metadata(&path).await.is_err() {
+                    return Err(EngineError::Invalid(format!(
+                        "bind source {source} does not exist on this host"
+                    )));
+                }
+                path
+            } else {
+                check_name(source).map_err(|_| {
+                    EngineError::Invalid(format!(
+                        "volume name {source:?} is not valid: [a-zA-Z0-9][a-zA-Z0-9_.-]+ (or give an absolute host path)"
+                    ))
+                })?;
+                let data = self
+                    .layout
+                    .root()
+                    .join("volumes")
+                    .join(source)
+                    .join("_data");
+                tokio::fs::create_dir_all(&data)
+                    .await
+                    .map_err(io(format!("make volume {source}")))?;
+                data
+            };
+            out.push(spec::Bind {
+                source: host,
+                target: target.to_owned(),
+                read_only,
+            });
+        }
+        Ok(out)
     }
 
     /// The container's log file.

@@ -55,12 +55,84 @@ fn nofile_limits() -> (u64, u64) {
     (SOFT.min(hard), hard)
 }
 
+/// A bind mount of a host path (or a volume's directory) into the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    pub source: std::path::PathBuf,
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// The cgroup resources of a request.
+fn resources(request: &ContainerConfig) -> Value {
+    let mut r = json!({});
+    let pids = request.pids_limit.unwrap_or(DEFAULT_PIDS_LIMIT);
+    r["pids"] = json!({"limit": if pids > 0 { pids } else { -1 }});
+    if request.memory.is_some() || request.memory_swap.is_some() {
+        let mut m = json!({});
+        if let Some(limit) = request.memory {
+            m["limit"] = limit.into();
+        }
+        if let Some(swap) = request.memory_swap {
+            m["swap"] = swap.into();
+        }
+        r["memory"] = m;
+    }
+    let mut cpu = json!({});
+    if let Some(nano) = request.nano_cpus {
+        cpu["period"] = 100_000.into();
+        cpu["quota"] = (nano / 10_000).into();
+    }
+    if let Some(shares) = request.cpu_shares {
+        cpu["shares"] = shares.into();
+    }
+    if cpu.as_object().is_some_and(|c| !c.is_empty()) {
+        r["cpu"] = cpu;
+    }
+    r
+}
+
+/// Checks the limits of a request.
+fn check_limits(request: &ContainerConfig) -> Result<(), EngineError> {
+    if let Some(m) = request.memory
+        && m < 6 << 20
+    {
+        return Err(EngineError::Invalid(format!(
+            "memory limit {m} bytes is too small: give at least 6 MiB"
+        )));
+    }
+    if let (Some(swap), Some(m)) = (request.memory_swap, request.memory)
+        && swap != -1
+        && swap < m
+    {
+        return Err(EngineError::Invalid(format!(
+            "memory-swap {swap} must be at least the memory limit {m} (or -1 for unlimited)"
+        )));
+    }
+    if request.memory_swap.is_some() && request.memory.is_none() {
+        return Err(EngineError::Invalid(
+            "memory-swap needs a memory limit as well".into(),
+        ));
+    }
+    if let Some(n) = request.nano_cpus
+        && n < 10_000_000
+    {
+        return Err(EngineError::Invalid(format!(
+            "cpus {} is too small: give at least 0.01",
+            n as f64 / 1e9
+        )));
+    }
+    Ok(())
+}
+
 /// Builds the spec of container `id`.
 pub fn build(
     id: &str,
     request: &ContainerConfig,
     image: &Value,
+    binds: &[Bind],
 ) -> Result<oci_spec::runtime::Spec, EngineError> {
+    check_limits(request)?;
     let cfg = &image["config"];
     let entrypoint = if request.entrypoint.is_empty() {
         strings(&cfg["Entrypoint"])
@@ -136,7 +208,25 @@ pub fn build(
     let (soft, hard) = nofile_limits();
     spec["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "hard": hard, "soft": soft}]);
     spec["linux"]["cgroupsPath"] = format!("/wharf/{id}").into();
-    spec["linux"]["resources"] = json!({"pids": {"limit": DEFAULT_PIDS_LIMIT}});
+    spec["linux"]["resources"] = resources(request);
+    spec["root"]["readonly"] = request.read_only.into();
+    if request.init {
+        spec["annotations"] = json!({crate::runtime::container::INIT_ANNOTATION: "true"});
+    }
+    if let Some(mounts) = spec["mounts"].as_array_mut() {
+        for bind in binds {
+            let mut options = vec!["rbind", "rprivate"];
+            if bind.read_only {
+                options.push("ro");
+            }
+            mounts.push(json!({
+                "destination": bind.target,
+                "type": "bind",
+                "source": bind.source,
+                "options": options,
+            }));
+        }
+    }
     serde_json::from_value(spec)
         .map_err(|e| EngineError::Invalid(format!("the container's spec: {e}")))
 }
@@ -159,7 +249,7 @@ mod tests {
             env: vec!["A=2".into(), "B".into()],
             ..ContainerConfig::default()
         };
-        let spec = build(id, &request, &image()).unwrap();
+        let spec = build(id, &request, &image(), &[]).unwrap();
         let p = spec.process().as_ref().unwrap();
         assert_eq!(p.args().as_ref().unwrap(), &["/bin/ep", "given"]);
         assert_eq!(p.env().as_ref().unwrap(), &["PATH=/bin", "A=2", "B="]);
@@ -173,7 +263,7 @@ mod tests {
             entrypoint: vec!["/bin/sh".into()],
             ..ContainerConfig::default()
         };
-        let spec = build(id, &request, &image()).unwrap();
+        let spec = build(id, &request, &image(), &[]).unwrap();
         assert_eq!(
             spec.process().as_ref().unwrap().args().as_ref().unwrap(),
             &["/bin/sh"]
@@ -191,6 +281,7 @@ mod tests {
                 ..Default::default()
             },
             &none,
+            &[],
         )
         .unwrap_err();
         assert!(err.to_string().contains("has no command"), "{err}");
@@ -201,7 +292,7 @@ mod tests {
             ..Default::default()
         };
         assert!(
-            build(id, &request, &none)
+            build(id, &request, &none, &[])
                 .unwrap_err()
                 .to_string()
                 .contains("numeric uid")

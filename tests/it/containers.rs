@@ -336,3 +336,126 @@ fn containers_outlive_a_killed_daemon_and_keep_their_exit_codes() {
     assert!(status.success(), "{err}");
     assert!(mounts_under(&d).is_empty(), "{:?}", mounts_under(&d));
 }
+
+#[test]
+fn limits_volumes_read_only_and_init_from_the_command_line() {
+    let test = "containers::limits_volumes_read_only_and_init_from_the_command_line";
+    let Some(daemon) = daemon_with_busybox(test) else {
+        return;
+    };
+    // Limits land in the container's cgroup, read from inside through its cgroup mounts.
+    let (status, out, err) = wharf(
+        &daemon,
+        &[
+            "run",
+            "--rm",
+            "-m",
+            "64m",
+            "--cpus",
+            "0.5",
+            "--pids-limit",
+            "100",
+            IMAGE,
+            "sh",
+            "-c",
+            "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory.max \
+             /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu.max \
+             /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/pids.max 2>/dev/null; true",
+        ],
+    );
+    assert!(status.success(), "{err}");
+    assert!(out.contains(&(64u64 << 20).to_string()), "memory: {out}");
+    assert!(out.contains("50000"), "cpu quota: {out}");
+    assert!(out.lines().any(|l| l.trim() == "100"), "pids: {out}");
+    let (status, _, err) = wharf(&daemon, &["run", "--rm", "-m", "lots", IMAGE, "true"]);
+    assert!(
+        !status.success() && err.contains("invalid size \"lots\""),
+        "{err}"
+    );
+
+    // A named volume outlives its container; a read-only bind cannot be written.
+    let (status, _, err) = wharf(
+        &daemon,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "keep:/data",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo kept > /data/file",
+        ],
+    );
+    assert!(status.success(), "{err}");
+    let (_, out, _) = wharf(
+        &daemon,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "keep:/data",
+            IMAGE,
+            "cat",
+            "/data/file",
+        ],
+    );
+    assert_eq!(out, "kept\n");
+    let host_dir = daemon.dir.path().join("shared");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::write(host_dir.join("in"), "from the host\n").unwrap();
+    let bind = format!("{}:/host:ro", host_dir.display());
+    let (status, out, _) = wharf(
+        &daemon,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            &bind,
+            IMAGE,
+            "sh",
+            "-c",
+            "cat /host/in; echo x > /host/out",
+        ],
+    );
+    assert!(!status.success(), "writing a read-only bind fails");
+    assert_eq!(out, "from the host\n");
+    assert!(!host_dir.join("out").exists());
+    let (status, _, err) = wharf(
+        &daemon,
+        &["run", "--rm", "-v", "/no/such/dir:/x", IMAGE, "true"],
+    );
+    assert!(
+        !status.success() && err.contains("bind source /no/such/dir does not exist"),
+        "{err}"
+    );
+
+    // A read-only root filesystem.
+    let (status, _, _) = wharf(
+        &daemon,
+        &["run", "--rm", "--read-only", IMAGE, "touch", "/file"],
+    );
+    assert!(!status.success(), "the root is read-only");
+
+    // --init: PID 1 is the built-in init, and orphans are reaped.
+    let (status, out, err) = wharf(
+        &daemon,
+        &[
+            "run",
+            "--rm",
+            "--init",
+            IMAGE,
+            "sh",
+            "-c",
+            "(sleep 0.1 &) ; sleep 0.3; ps -o pid,stat,comm | grep -c ' Z ' ; cat /proc/1/comm",
+        ],
+    );
+    assert!(status.success(), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.first().copied(), Some("0"), "no zombie: {out}");
+    assert_ne!(
+        lines.get(1).copied(),
+        Some("sh"),
+        "PID 1 is not the shell: {out}"
+    );
+}
