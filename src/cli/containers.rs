@@ -32,6 +32,9 @@ pub struct CreateArgs {
     /// Remove the container when it ends
     #[arg(long)]
     pub rm: bool,
+    /// Restart policy: no, always, on-failure[:N] or unless-stopped
+    #[arg(long, value_name = "POLICY")]
+    pub restart: Option<String>,
     /// Memory limit, e.g. 256m or 1g
     #[arg(short = 'm', long, value_parser = parse_size)]
     pub memory: Option<i64>,
@@ -75,6 +78,7 @@ impl CreateArgs {
             "user": self.user,
             "hostname": self.hostname,
             "auto_remove": self.rm,
+            "restart": self.restart,
             "memory": self.memory,
             "memory_swap": self.memory_swap,
             "nano_cpus": self.cpus,
@@ -155,6 +159,11 @@ pub(super) async fn run(
 ) -> Result<(), ClientError> {
     // In the foreground the client removes the container after reading all of its output;
     // left to the daemon, it could be gone before the client asked for its logs.
+    if args.rm && args.restart.as_deref().is_some_and(|r| r != "no") {
+        return Err(ClientError::Input {
+            reason: "--rm and a restart policy do not go together".into(),
+        });
+    }
     let mut body = args.body();
     if !detach {
         body["auto_remove"] = false.into();

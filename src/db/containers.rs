@@ -22,10 +22,14 @@ pub struct ContainerRow {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// Restarts made by the restart policy since the container was last started by a user.
+    pub restart_count: i64,
+    /// Whether a user stopped it (so `unless-stopped` leaves it down).
+    pub stopped_by_user: bool,
 }
 
 const COLUMNS: &str = "id, name, image, image_digest, config, state, pid, exit_code, error, \
-                       created_at, started_at, finished_at";
+                       created_at, started_at, finished_at, restart_count, stopped_by_user";
 
 impl Db {
     pub async fn insert_container(
@@ -128,6 +132,37 @@ impl Db {
         .execute(&self.pool)
         .await
         .map_err(sql("recording an exit"))?;
+        Ok(())
+    }
+
+    /// Counts a restart by the policy (`restarted`) or resets the count (a user's start), and
+    /// clears or sets the stopped-by-user mark.
+    pub async fn container_restarts(
+        &self,
+        id: &str,
+        restarted: bool,
+        stopped_by_user: bool,
+    ) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE containers SET restart_count = CASE WHEN ?1 THEN restart_count + 1 ELSE 0 END, \
+             stopped_by_user = ?2 WHERE id = ?3",
+        )
+        .bind(restarted)
+        .bind(stopped_by_user)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(sql("recording a restart"))?;
+        Ok(())
+    }
+
+    /// Only the stopped-by-user mark.
+    pub async fn container_stopped_by_user(&self, id: &str) -> Result<(), DbError> {
+        sqlx::query("UPDATE containers SET stopped_by_user = 1 WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(sql("recording a stop"))?;
         Ok(())
     }
 

@@ -78,6 +78,8 @@ pub struct ContainerConfig {
     /// Remove the container when it ends.
     #[serde(default)]
     pub auto_remove: bool,
+    /// `no` (default), `always`, `on-failure[:N]` or `unless-stopped`.
+    pub restart: Option<String>,
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
     /// Memory limit in bytes.
@@ -116,6 +118,7 @@ pub struct ContainerView {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    pub restart_count: i64,
     pub config: ContainerConfig,
 }
 
@@ -134,9 +137,58 @@ impl From<ContainerRow> for ContainerView {
             created_at: row.created_at,
             started_at: row.started_at,
             finished_at: row.finished_at,
+            restart_count: row.restart_count,
         }
     }
 }
+
+/// When a container that ended is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    No,
+    Always,
+    /// Only after a non-zero exit; at most N times (0: no limit).
+    OnFailure(u32),
+    UnlessStopped,
+}
+
+impl RestartPolicy {
+    pub fn parse(text: Option<&str>) -> Result<RestartPolicy, EngineError> {
+        let bad = |t: &str| {
+            EngineError::Invalid(format!(
+                "restart policy {t:?} is not valid: no, always, on-failure[:N] or unless-stopped"
+            ))
+        };
+        match text.unwrap_or("no") {
+            "" | "no" => Ok(RestartPolicy::No),
+            "always" => Ok(RestartPolicy::Always),
+            "unless-stopped" => Ok(RestartPolicy::UnlessStopped),
+            "on-failure" => Ok(RestartPolicy::OnFailure(0)),
+            t => match t.strip_prefix("on-failure:") {
+                Some(n) => n.parse().map(RestartPolicy::OnFailure).map_err(|_| bad(t)),
+                None => Err(bad(t)),
+            },
+        }
+    }
+
+    /// Whether a container that ended with `code` after `restarts` restarts goes again.
+    fn restarts(self, code: i64, restarts: i64, stopped_by_user: bool) -> bool {
+        if stopped_by_user {
+            return false;
+        }
+        match self {
+            RestartPolicy::No => false,
+            RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+            RestartPolicy::OnFailure(max) => code != 0 && (max == 0 || restarts < i64::from(max)),
+        }
+    }
+}
+
+/// The first restart delay; it doubles up to [`RESTART_MAX_DELAY`], and starts over once a
+/// container has run for [`RESTART_RESET_AFTER`].
+pub const RESTART_FIRST_DELAY: Duration = Duration::from_millis(100);
+pub const RESTART_MAX_DELAY: Duration = Duration::from_secs(60);
+pub const RESTART_RESET_AFTER: Duration = Duration::from_secs(10);
 
 /// The container service of one daemon.
 #[derive(Debug, Clone)]
@@ -147,6 +199,8 @@ pub struct Engine {
     exe: PathBuf,
     /// Exit codes of running containers, for `wait` and `stop`.
     exits: Arc<Mutex<HashMap<String, watch::Receiver<Option<i64>>>>>,
+    /// The next restart delay of each container its policy restarts.
+    delays: Arc<Mutex<HashMap<String, Duration>>>,
 }
 
 /// How long `stop` waits after the stop signal before SIGKILL.
@@ -159,6 +213,7 @@ impl Engine {
             layout,
             exe,
             exits: Arc::new(Mutex::new(HashMap::new())),
+            delays: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -185,6 +240,12 @@ impl Engine {
     ) -> Result<ContainerRow, EngineError> {
         let reference =
             ImageRef::parse(&config.image).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let policy = RestartPolicy::parse(config.restart.as_deref())?;
+        if config.auto_remove && policy != RestartPolicy::No {
+            return Err(EngineError::Invalid(
+                "--rm and a restart policy do not go together".into(),
+            ));
+        }
         let image = self
             .db
             .find_image(
@@ -241,8 +302,29 @@ impl Engine {
         self.get(&id).await
     }
 
-    /// Mounts the rootfs and starts the container under a new shim.
+    /// Starts a container (a user's start: the restart count starts over).
     pub async fn start(&self, key: &str) -> Result<ContainerRow, EngineError> {
+        let row = self.get(key).await?;
+        if row.state != "running" {
+            self.db.container_restarts(&row.id, false, false).await?;
+            self.delays.lock().await.remove(&row.id);
+        }
+        self.start_inner(&row.id).await
+    }
+
+    /// [`Engine::start_inner`] as a boxed future: a restart starts a container from the task
+    /// that watched its end, and the box is what ends that cycle of future types.
+    fn start_boxed(
+        &self,
+        id: String,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<ContainerRow, EngineError>> + Send + '_>,
+    > {
+        Box::pin(async move { self.start_inner(&id).await })
+    }
+
+    /// Mounts the rootfs and starts the container under a new shim.
+    async fn start_inner(&self, key: &str) -> Result<ContainerRow, EngineError> {
         let row = self.get(key).await?;
         if row.state == "running" {
             return Err(EngineError::WrongState {
@@ -336,6 +418,21 @@ impl Engine {
                 let _ = tx.send(Some(code));
             });
         }
+        // Containers whose policy wants them up come back at boot.
+        for row in self.db.list_containers(true).await? {
+            if row.state == "running" {
+                continue;
+            }
+            let policy = serde_json::from_str::<ContainerConfig>(&row.config)
+                .ok()
+                .and_then(|c| RestartPolicy::parse(c.restart.as_deref()).ok())
+                .unwrap_or(RestartPolicy::No);
+            let up = policy == RestartPolicy::Always
+                || (policy == RestartPolicy::UnlessStopped && !row.stopped_by_user);
+            if up && let Err(e) = self.start(&row.id).await {
+                tracing::warn!(container = %row.name, error = %e, "could not start at boot");
+            }
+        }
         Ok(())
     }
 
@@ -384,9 +481,58 @@ impl Engine {
             .flatten()
             .and_then(|r| serde_json::from_str::<ContainerConfig>(&r.config).ok())
             .is_some_and(|c| c.auto_remove);
-        if auto_remove && let Err(e) = self.remove_files(id).await {
-            tracing::warn!(container = id, error = %e, "could not remove an ended --rm container");
+        if auto_remove {
+            if let Err(e) = self.remove_files(id).await {
+                tracing::warn!(container = id, error = %e, "could not remove an ended --rm container");
+            }
+            return;
         }
+        self.maybe_restart(id, code).await;
+    }
+
+    /// Applies the restart policy to a container that just ended.
+    async fn maybe_restart(&self, id: &str, code: i64) {
+        let Ok(Some(row)) = self.db.find_container(id).await else {
+            return;
+        };
+        let policy = serde_json::from_str::<ContainerConfig>(&row.config)
+            .ok()
+            .and_then(|c| RestartPolicy::parse(c.restart.as_deref()).ok())
+            .unwrap_or(RestartPolicy::No);
+        if !policy.restarts(code, row.restart_count, row.stopped_by_user) {
+            self.delays.lock().await.remove(id);
+            return;
+        }
+        let ran = Duration::from_secs(
+            (row.finished_at.unwrap_or(0) - row.started_at.unwrap_or(0)).max(0) as u64,
+        );
+        let delay = {
+            let mut delays = self.delays.lock().await;
+            let delay = match delays.get(id) {
+                Some(d) if ran < RESTART_RESET_AFTER => *d,
+                _ => RESTART_FIRST_DELAY,
+            };
+            delays.insert(id.to_owned(), (delay * 2).min(RESTART_MAX_DELAY));
+            delay
+        };
+        let engine = self.clone();
+        let id = id.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            // Still there, still down, and no user stopped it meanwhile?
+            let Ok(Some(row)) = engine.db.find_container(&id).await else {
+                return;
+            };
+            if row.state == "running" || row.stopped_by_user {
+                return;
+            }
+            if let Err(e) = engine.db.container_restarts(&id, true, false).await {
+                tracing::warn!(container = %row.name, error = %e, "could not count a restart");
+            }
+            if let Err(e) = engine.start_boxed(id.clone()).await {
+                tracing::warn!(container = %row.name, error = %e, "restart failed");
+            }
+        });
     }
 
     async fn mount_rootfs(&self, row: &ContainerRow) -> Result<(), EngineError> {
@@ -459,6 +605,12 @@ impl Engine {
         }
         let signal = crate::runtime::container::parse_signal(signal)
             .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        if matches!(
+            signal,
+            nix::sys::signal::Signal::SIGKILL | nix::sys::signal::Signal::SIGTERM
+        ) {
+            self.db.container_stopped_by_user(&row.id).await?;
+        }
         let runtime = crate::runtime::container::Runtime::new(self.runtime_root());
         let id = row.id.clone();
         tokio::task::spawn_blocking(move || runtime.kill(&id, signal, false))
@@ -487,8 +639,10 @@ impl Engine {
     /// SIGTERM (or the image's stop signal), then SIGKILL after `timeout`.
     pub async fn stop(&self, key: &str, timeout: Duration) -> Result<ContainerRow, EngineError> {
         let row = self.get(key).await?;
+        // A stop by a user keeps the restart policy from starting it again.
+        self.db.container_stopped_by_user(&row.id).await?;
         if row.state != "running" {
-            return Ok(row);
+            return self.get(&row.id).await;
         }
         let _ = self.kill(&row.id, "SIGTERM").await;
         if tokio::time::timeout(timeout, self.wait(&row.id))
@@ -504,6 +658,16 @@ impl Engine {
     /// Removes a container (`force` kills a running one first).
     pub async fn remove(&self, key: &str, force: bool) -> Result<(), EngineError> {
         let row = self.get(key).await?;
+        if row.state == "running" && !force {
+            return Err(EngineError::WrongState {
+                name: row.name,
+                state: row.state,
+                hint: "stop it first, or remove it with force",
+            });
+        }
+        // No restart may start it again while it goes.
+        self.db.container_stopped_by_user(&row.id).await?;
+        let row = self.get(&row.id).await?;
         if row.state == "running" {
             if !force {
                 return Err(EngineError::WrongState {

@@ -459,3 +459,115 @@ fn limits_volumes_read_only_and_init_from_the_command_line() {
         "PID 1 is not the shell: {out}"
     );
 }
+
+fn restart_count(daemon: &DaemonProcess, name: &str) -> (i64, String) {
+    let client = wharf::cli::client::ApiClient::new(
+        wharf::cli::client::Endpoint::Unix(daemon.socket.clone()),
+        None,
+    );
+    let view: serde_json::Value = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(client.get_json(&format!("/api/v1/containers/{name}")))
+        .unwrap();
+    (
+        view["restart_count"].as_i64().unwrap(),
+        view["state"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[test]
+fn restart_policies_restart_with_back_off_and_stop_when_told() {
+    let test = "containers::restart_policies_restart_with_back_off_and_stop_when_told";
+    let Some(daemon) = daemon_with_busybox(test) else {
+        return;
+    };
+    let daemon = std::cell::RefCell::new(daemon);
+    let _cleanup = RemoveAll(&daemon);
+    let d = daemon.borrow();
+    // on-failure:3 restarts a failing command three times, then leaves it down.
+    let (status, _, err) = wharf(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "failing",
+            "--restart",
+            "on-failure:3",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo try; exit 1",
+        ],
+    );
+    assert!(status.success(), "{err}");
+    wait_until("three restarts", || {
+        restart_count(&d, "failing") == (3, "exited".into())
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        restart_count(&d, "failing"),
+        (3, "exited".into()),
+        "no fourth"
+    );
+    let (_, out, _) = wharf(&d, &["logs", "failing"]);
+    assert_eq!(out.matches("try").count(), 4, "{out}");
+    // A clean exit is not a failure.
+    let (status, _, err) = wharf(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "clean",
+            "--restart",
+            "on-failure",
+            IMAGE,
+            "true",
+        ],
+    );
+    assert!(status.success(), "{err}");
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(restart_count(&d, "clean").0, 0);
+
+    // always: restarts after clean exits too, until a user stops it.
+    let (status, _, err) = wharf(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "looper",
+            "--restart",
+            "always",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo round; sleep 0.2",
+        ],
+    );
+    assert!(status.success(), "{err}");
+    wait_until("two restarts", || restart_count(&d, "looper").0 >= 2);
+    let (status, _, err) = wharf(&d, &["stop", "-t", "1", "looper"]);
+    assert!(status.success(), "{err}");
+    let stopped_at = restart_count(&d, "looper").0;
+    std::thread::sleep(Duration::from_millis(1500));
+    let (count, state) = restart_count(&d, "looper");
+    assert_eq!(
+        (count, state.as_str()),
+        (stopped_at, "exited"),
+        "a stopped container stays down"
+    );
+    let (status, _, err) = wharf(&d, &["run", "--rm", "--restart", "always", IMAGE, "true"]);
+    assert!(
+        !status.success() && err.contains("do not go together"),
+        "{err}"
+    );
+    let (status, _, err) = wharf(&d, &["run", "--restart", "sometimes", IMAGE, "true"]);
+    assert!(
+        !status.success() && err.contains("restart policy \"sometimes\""),
+        "{err}"
+    );
+}
