@@ -28,6 +28,136 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(kill))
         .routes(routes!(wait))
         .routes(routes!(container_logs))
+        .routes(routes!(exec))
+        .routes(routes!(stats))
+        .routes(routes!(top))
+}
+
+/// Runs a command in a running container; NDJSON: `{"stream","log"}` entries as it writes,
+/// then `{"exit_code": N}`.
+#[utoipa::path(post, path = "/containers/{id}/exec", tag = "containers",
+    responses((status = 200, description = "NDJSON output, then the exit code", content_type = "application/x-ndjson"),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn exec(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<crate::engine::ExecRequest>,
+) -> Result<Response, ApiError> {
+    caller
+        .require(Action::ContainerExec, &Target::Container(id.clone()))
+        .await?;
+    let row = state.engine.get(&id).await?;
+    let mut child = state.engine.exec(&row.id, &req).await?;
+    let detail = format!("cmd={}", req.cmd.join(" "));
+    let record = caller_audit(
+        &caller,
+        "container.exec",
+        &format!("container:{}", row.name),
+        &detail,
+    );
+    state.db.record_audit(&record).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(64);
+    let pump = |reader: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>,
+                stream: &'static str| {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let Some(mut reader) = reader else { return };
+            let mut buf = vec![0u8; 16 << 10];
+            while let Ok(n) = reader.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                let line = serde_json::json!({"stream": stream, "log": String::from_utf8_lossy(&buf[..n])});
+                if tx.send(Ok(format!("{line}\n"))).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let out = pump(child.stdout.take().map(|r| Box::new(r) as _), "stdout");
+    let err = pump(child.stderr.take().map(|r| Box::new(r) as _), "stderr");
+    tokio::spawn(async move {
+        let _ = out.await;
+        let _ = err.await;
+        let code = match child.wait().await {
+            Ok(status) => status
+                .code()
+                .map(i64::from)
+                .or_else(|| {
+                    std::os::unix::process::ExitStatusExt::signal(&status)
+                        .map(|s| 128 + i64::from(s))
+                })
+                .unwrap_or(255),
+            Err(_) => 255,
+        };
+        let _ = tx
+            .send(Ok(format!("{}\n", serde_json::json!({"exit_code": code}))))
+            .await;
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct StatsQuery {
+    /// Keep sending a reading every second until the container ends (NDJSON).
+    #[serde(default)]
+    pub stream: bool,
+}
+
+/// A running container's CPU time, memory and processes (one reading, or one per second).
+#[utoipa::path(get, path = "/containers/{id}/stats", tag = "containers", params(StatsQuery),
+    responses((status = 200, body = crate::engine::ContainerStats), (status = 409, body = ErrorBody)))]
+async fn stats(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<StatsQuery>,
+) -> Result<Response, ApiError> {
+    caller
+        .require(Action::ContainerRead, &Target::Container(id.clone()))
+        .await?;
+    let first = state.engine.stats(&id).await?;
+    if !q.stream {
+        return Ok(Json(first).into_response());
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(4);
+    let engine = state.engine.clone();
+    tokio::spawn(async move {
+        let mut reading = Ok(first);
+        while let Ok(r) = reading {
+            let line = format!("{}\n", serde_json::to_string(&r).expect("stats serialize"));
+            if tx.send(Ok(line)).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            reading = engine.stats(&r.id).await;
+        }
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+        .into_response())
+}
+
+/// The processes of a running container.
+#[utoipa::path(get, path = "/containers/{id}/top", tag = "containers",
+    responses((status = 200, body = [crate::engine::ProcessView]), (status = 409, body = ErrorBody)))]
+async fn top(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<crate::engine::ProcessView>>, ApiError> {
+    caller
+        .require(Action::ContainerRead, &Target::Container(id.clone()))
+        .await?;
+    Ok(Json(state.engine.top(&id).await?))
 }
 
 impl From<EngineError> for ApiError {

@@ -364,3 +364,116 @@ pub(super) async fn ps(
     );
     Ok(())
 }
+
+pub(super) async fn exec(
+    client: ApiClient,
+    container: String,
+    command: Vec<String>,
+    env: Vec<String>,
+    workdir: Option<String>,
+    user: Option<String>,
+) -> Result<(), ClientError> {
+    use std::io::Write;
+    let body =
+        serde_json::json!({"cmd": command, "env": env, "working_dir": workdir, "user": user});
+    let bytes = serde_json::to_vec(&body).expect("JSON");
+    let mut code = None;
+    client
+        .upload_streaming(
+            &path(&container, "/exec"),
+            "application/json",
+            http_body_util::Full::new(hyper::body::Bytes::from(bytes)),
+            &mut |line| {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                    return;
+                };
+                if let Some(c) = v["exit_code"].as_i64() {
+                    code = Some(c);
+                } else if v["stream"] == "stderr" {
+                    let _ = write!(
+                        std::io::stderr(),
+                        "{}",
+                        v["log"].as_str().unwrap_or_default()
+                    );
+                } else {
+                    let mut out = std::io::stdout();
+                    let _ = write!(out, "{}", v["log"].as_str().unwrap_or_default());
+                    let _ = out.flush();
+                }
+            },
+        )
+        .await?;
+    match code {
+        Some(0) => Ok(()),
+        Some(c) => Err(ClientError::ContainerExit(c.clamp(0, 255) as u8)),
+        None => Err(ClientError::Input {
+            reason: "the exec ended without an exit code".into(),
+        }),
+    }
+}
+
+pub(super) async fn top(client: ApiClient, container: String) -> Result<(), ClientError> {
+    let processes: serde_json::Value = client.get_json(&path(&container, "/top")).await?;
+    let rows: Vec<Vec<String>> = processes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            vec![
+                p["uid"].to_string(),
+                p["pid"].to_string(),
+                p["command"].as_str().unwrap_or_default().to_owned(),
+            ]
+        })
+        .collect();
+    print_table(&["UID", "PID", "CMD"], &rows);
+    Ok(())
+}
+
+/// Two readings half a second apart per container: CPU share, memory and processes.
+pub(super) async fn stats(client: ApiClient, containers: Vec<String>) -> Result<(), ClientError> {
+    let read = |c: String| {
+        let client = client.clone();
+        async move {
+            client
+                .get_json::<serde_json::Value>(&path(&c, "/stats"))
+                .await
+        }
+    };
+    let mut first = Vec::new();
+    for c in &containers {
+        first.push(read(c.clone()).await?);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut rows = Vec::new();
+    for (c, a) in containers.iter().zip(first) {
+        let b = read(c.clone()).await?;
+        let cpu = |v: &serde_json::Value| v["cpu_usage_ns"].as_u64().unwrap_or(0) as f64;
+        let at = |v: &serde_json::Value| v["read_at_ns"].as_u64().unwrap_or(0) as f64;
+        let elapsed = (at(&b) - at(&a)).max(1.0);
+        let percent = (cpu(&b) - cpu(&a)).max(0.0) / elapsed * 100.0;
+        let limit = b["memory_limit_bytes"]
+            .as_u64()
+            .map_or("unlimited".to_owned(), crate::host::human_bytes);
+        rows.push(vec![
+            b["id"]
+                .as_str()
+                .unwrap_or_default()
+                .chars()
+                .take(12)
+                .collect(),
+            b["name"].as_str().unwrap_or_default().to_owned(),
+            format!("{percent:.2}%"),
+            format!(
+                "{} / {limit}",
+                crate::host::human_bytes(b["memory_usage_bytes"].as_u64().unwrap_or(0))
+            ),
+            b["pids_current"].to_string(),
+        ]);
+    }
+    print_table(
+        &["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "PIDS"],
+        &rows,
+    );
+    Ok(())
+}

@@ -193,6 +193,31 @@ pub enum Command {
     },
     /// Wait for a container to end and print its exit code
     Wait { container: String },
+    /// Run a command in a running container; ends with its exit code
+    Exec {
+        /// Set an environment variable; repeatable
+        #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// Working directory
+        #[arg(short = 'w', long = "workdir")]
+        workdir: Option<String>,
+        /// uid[:gid] to run as
+        #[arg(short = 'u', long)]
+        user: Option<String>,
+        container: String,
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Show the processes of a running container
+    Top { container: String },
+    /// Show CPU, memory and process use of running containers
+    Stats {
+        /// Accepted for docker compatibility: one reading is always shown
+        #[arg(long)]
+        no_stream: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
     /// The built-in registry: repositories, tags, anonymous pull, garbage collection
     #[command(subcommand)]
     Registry(registry::RegistryCommand),
@@ -400,6 +425,24 @@ pub fn run(cli: Cli) -> ExitCode {
             container,
         } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
             containers::logs(c, container, follow, tail, timestamps)
+        }),
+        Command::Exec {
+            env,
+            workdir,
+            user,
+            container,
+            command,
+        } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            containers::exec(c, container, command, env, workdir, user)
+        }),
+        Command::Top { container } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            containers::top(c, container)
+        }),
+        Command::Stats {
+            no_stream: _,
+            containers: list,
+        } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            containers::stats(c, list)
         }),
         Command::Wait { container } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
             containers::wait(c, container)

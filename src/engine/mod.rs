@@ -104,6 +104,40 @@ pub struct ContainerConfig {
     pub binds: Vec<String>,
 }
 
+/// One reading of a container's cgroup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ContainerStats {
+    pub id: String,
+    pub name: String,
+    /// When it was read (unix nanoseconds): two readings give the CPU share between them.
+    pub read_at_ns: u64,
+    pub cpu_usage_ns: u64,
+    pub memory_usage_bytes: u64,
+    pub memory_limit_bytes: Option<u64>,
+    pub pids_current: u64,
+    pub pids_limit: Option<u64>,
+    pub oom_kills: u64,
+}
+
+/// A process of a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ProcessView {
+    pub pid: i32,
+    pub uid: Option<u32>,
+    pub command: String,
+}
+
+/// What `exec` runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ExecRequest {
+    pub cmd: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+    /// `uid[:gid]`.
+    pub user: Option<String>,
+}
+
 /// A container as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ContainerView {
@@ -745,6 +779,168 @@ impl Engine {
                 target: target.to_owned(),
                 read_only,
             });
+        }
+        Ok(out)
+    }
+
+    /// Starts `cmd` in a running container through `wharf runtime exec` (a fresh helper
+    /// process: the daemon does not fork), with the container's process settings and the
+    /// request's overrides. The caller reads the child's stdout and stderr and waits for it.
+    pub async fn exec(
+        &self,
+        key: &str,
+        request: &ExecRequest,
+    ) -> Result<tokio::process::Child, EngineError> {
+        let row = self.get(key).await?;
+        if row.state != "running" {
+            return Err(EngineError::WrongState {
+                name: row.name,
+                state: row.state,
+                hint: "exec needs a running container",
+            });
+        }
+        if request.cmd.is_empty() {
+            return Err(EngineError::Invalid("exec needs a command".into()));
+        }
+        let dir = self.dir(&row.id);
+        let spec: serde_json::Value = {
+            let bytes = tokio::fs::read(dir.join("config.json"))
+                .await
+                .map_err(io(format!("read {}/config.json", dir.display())))?;
+            serde_json::from_slice(&bytes).map_err(|e| EngineError::Io {
+                what: format!("{}/config.json", dir.display()),
+                reason: e.to_string(),
+            })?
+        };
+        let mut process = spec["process"].clone();
+        process["args"] = serde_json::json!(request.cmd);
+        process["terminal"] = false.into();
+        if let Some(cwd) = &request.working_dir {
+            if !cwd.starts_with('/') {
+                return Err(EngineError::Invalid(format!(
+                    "working directory {cwd:?} must be an absolute path"
+                )));
+            }
+            process["cwd"] = cwd.clone().into();
+        }
+        if let Some(user) = &request.user {
+            let (uid, gid) = spec::parse_user(user)?;
+            process["user"] = serde_json::json!({"uid": uid, "gid": gid});
+        }
+        if !request.env.is_empty() {
+            let mut env: Vec<String> = process["env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.as_str().map(str::to_owned))
+                .collect();
+            for kv in &request.env {
+                let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
+                env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
+                env.push(kv.clone());
+            }
+            process["env"] = serde_json::json!(env);
+        }
+        // The process goes to the helper on its stdin, which it reads whole before it enters
+        // the container; the program then finds its stdin at end of file.
+        let mut child = tokio::process::Command::new(&self.exe)
+            .arg("runtime")
+            .arg("--root")
+            .arg(self.runtime_root())
+            .arg("exec")
+            .arg("--process")
+            .arg("/dev/stdin")
+            .arg(&row.id)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| EngineError::Start {
+                name: row.name.clone(),
+                reason: format!("cannot run the exec helper ({}): {e}", self.exe.display()),
+            })?;
+        if let Some(mut stdin) = child.stdin.take() {
+            use tokio::io::AsyncWriteExt;
+            stdin
+                .write_all(process.to_string().as_bytes())
+                .await
+                .map_err(io("hand the exec helper its process"))?;
+        }
+        Ok(child)
+    }
+
+    /// CPU, memory and process counts of a running container, from its cgroup.
+    pub async fn stats(&self, key: &str) -> Result<ContainerStats, EngineError> {
+        let row = self.get(key).await?;
+        if row.state != "running" {
+            return Err(EngineError::WrongState {
+                name: row.name,
+                state: row.state,
+                hint: "stats are of running containers",
+            });
+        }
+        let runtime = crate::runtime::container::Runtime::new(self.runtime_root());
+        let id = row.id.clone();
+        let stats = tokio::task::spawn_blocking(move || runtime.stats(&id))
+            .await
+            .map_err(|e| EngineError::Invalid(e.to_string()))?
+            .map_err(|e| EngineError::Io {
+                what: format!("stats of {}", row.name),
+                reason: e.to_string(),
+            })?;
+        Ok(ContainerStats {
+            id: row.id,
+            name: row.name,
+            read_at_ns: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
+            cpu_usage_ns: stats.cpu_usage_ns,
+            memory_usage_bytes: stats.memory_usage_bytes,
+            memory_limit_bytes: stats.memory_limit_bytes,
+            pids_current: stats.pids_current,
+            pids_limit: stats.pids_limit,
+            oom_kills: stats.oom_kills,
+        })
+    }
+
+    /// The processes of a running container: pid (on the host), user id and command line.
+    pub async fn top(&self, key: &str) -> Result<Vec<ProcessView>, EngineError> {
+        let row = self.get(key).await?;
+        if row.state != "running" {
+            return Err(EngineError::WrongState {
+                name: row.name,
+                state: row.state,
+                hint: "top shows running containers",
+            });
+        }
+        let runtime = crate::runtime::container::Runtime::new(self.runtime_root());
+        let id = row.id.clone();
+        let pids = tokio::task::spawn_blocking(move || runtime.processes(&id))
+            .await
+            .map_err(|e| EngineError::Invalid(e.to_string()))?
+            .map_err(|e| EngineError::Io {
+                what: format!("processes of {}", row.name),
+                reason: e.to_string(),
+            })?;
+        let mut out = Vec::new();
+        for pid in pids {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let command = cmdline
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let uid = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("Uid:"))
+                        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+                })
+                .and_then(|u| u.parse().ok());
+            out.push(ProcessView { pid, uid, command });
         }
         Ok(out)
     }

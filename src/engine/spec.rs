@@ -18,7 +18,7 @@ fn strings(v: &Value) -> Vec<String> {
 }
 
 /// `uid[:gid]`, numeric, or `root`.
-fn parse_user(user: &str) -> Result<(u32, u32), EngineError> {
+pub(super) fn parse_user(user: &str) -> Result<(u32, u32), EngineError> {
     let (u, g) = user.split_once(':').unwrap_or((user, ""));
     let id = |s: &str, default: u32| -> Result<u32, EngineError> {
         match s {

@@ -571,3 +571,80 @@ fn restart_policies_restart_with_back_off_and_stop_when_told() {
         "{err}"
     );
 }
+
+#[test]
+fn exec_top_and_stats_on_a_running_container() {
+    let test = "containers::exec_top_and_stats_on_a_running_container";
+    let Some(daemon) = daemon_with_busybox(test) else {
+        return;
+    };
+    let daemon = std::cell::RefCell::new(daemon);
+    let _cleanup = RemoveAll(&daemon);
+    let d = daemon.borrow();
+    let (status, _, err) = wharf(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "busy",
+            "-m",
+            "32m",
+            IMAGE,
+            "sh",
+            "-c",
+            "while true; do :; done",
+        ],
+    );
+    assert!(status.success(), "{err}");
+    // exec joins the container: its hostname, its processes, its environment; exit codes and
+    // stderr come back.
+    let (status, out, err) = wharf(
+        &d,
+        &[
+            "exec",
+            "-e",
+            "WHO=exec",
+            "busy",
+            "sh",
+            "-c",
+            "echo $WHO $(hostname); tr '\\0' ' ' < /proc/1/cmdline; echo; echo oops >&2; exit 4",
+        ],
+    );
+    assert_eq!(status.code(), Some(4), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    let (_, id, _) = wharf(&d, &["ps", "-q"]);
+    assert_eq!(lines[0], format!("exec {}", id.trim()), "{out}");
+    assert_eq!(
+        lines[1].trim(),
+        "sh -c while true; do :; done",
+        "PID 1 of its pid namespace is the container's: {out}"
+    );
+    assert!(err.contains("oops"), "{err}");
+    let (status, _, err) = wharf(&d, &["exec", "busy", "/bin/nope"]);
+    assert!(!status.success());
+    assert!(err.contains("/bin/nope"), "{err}");
+
+    // top lists the container's processes; stats shows the busy loop's CPU and the limit.
+    let (status, out, err) = wharf(&d, &["top", "busy"]);
+    assert!(status.success(), "{err}");
+    assert!(out.contains("while true"), "{out}");
+    let (status, out, err) = wharf(&d, &["stats", "--no-stream", "busy"]);
+    assert!(status.success(), "{err}");
+    let row = out.lines().nth(1).unwrap_or_default();
+    assert!(row.contains("busy") && row.contains("/ 32.00MiB"), "{out}");
+    let percent: f64 = row
+        .split_whitespace()
+        .find(|c| c.ends_with('%'))
+        .and_then(|c| c.trim_end_matches('%').parse().ok())
+        .unwrap();
+    assert!(percent > 20.0, "a busy loop uses a CPU: {out}");
+
+    let (status, _, err) = wharf(&d, &["stop", "-t", "0", "busy"]);
+    assert!(status.success(), "{err}");
+    let (status, _, err) = wharf(&d, &["exec", "busy", "true"]);
+    assert!(
+        !status.success() && err.contains("exec needs a running container"),
+        "{err}"
+    );
+}
