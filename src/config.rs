@@ -33,6 +33,8 @@ pub struct Config {
     pub listen: Option<SocketAddr>,
     /// TCP address of the registry (`/v2/`); `None` turns the registry off.
     pub registry_listen: Option<SocketAddr>,
+    /// Registry uploads untouched for longer than this are reaped.
+    pub registry_upload_max_age: std::time::Duration,
     /// Path of the unix socket the local CLI talks to.
     pub socket: PathBuf,
     /// Group given access to the socket (mode 0660); `None` leaves it root's group.
@@ -70,6 +72,7 @@ impl Config {
                     .parse()
                     .expect("default registry address parses"),
             ),
+            registry_upload_max_age: std::time::Duration::from_secs(24 * 60 * 60),
             socket: PathBuf::from(DEFAULT_SOCKET),
             socket_group: None,
             log_level: "info".to_owned(),
@@ -210,6 +213,23 @@ impl Config {
             self.registry_listen =
                 parse_listen(&listen).map_err(|r| invalid("registry_listen", &listen, r))?;
         }
+        if let Some(age) = layer.registry_upload_max_age {
+            let parsed = humantime::parse_duration(age.trim()).map_err(|e| {
+                invalid(
+                    "registry_upload_max_age",
+                    &age,
+                    format!("{e}: give a duration such as 24h or 90m"),
+                )
+            })?;
+            if parsed < std::time::Duration::from_secs(60) {
+                return Err(invalid(
+                    "registry_upload_max_age",
+                    &age,
+                    "must be at least 1m: a slow push must not lose its upload".into(),
+                ));
+            }
+            self.registry_upload_max_age = parsed;
+        }
         if let Some(socket) = layer.socket {
             if !socket.is_absolute() {
                 return Err(invalid(
@@ -283,6 +303,7 @@ pub struct Overrides {
     pub data_root: Option<PathBuf>,
     pub listen: Option<String>,
     pub registry_listen: Option<String>,
+    pub registry_upload_max_age: Option<String>,
     pub socket: Option<PathBuf>,
     pub socket_group: Option<String>,
     pub log_level: Option<String>,
@@ -302,6 +323,7 @@ impl Overrides {
             data_root: path("WHARF_DATA_ROOT"),
             listen: env("WHARF_LISTEN"),
             registry_listen: env("WHARF_REGISTRY_LISTEN"),
+            registry_upload_max_age: env("WHARF_REGISTRY_UPLOAD_MAX_AGE").filter(|v| !v.is_empty()),
             socket: path("WHARF_SOCKET"),
             socket_group: env("WHARF_SOCKET_GROUP"),
             log_level: env("WHARF_LOG").filter(|v| !v.is_empty()),
@@ -328,6 +350,7 @@ struct ConfigFile {
     data_root: Option<PathBuf>,
     listen: Option<String>,
     registry_listen: Option<String>,
+    registry_upload_max_age: Option<String>,
     socket: Option<PathBuf>,
     socket_group: Option<String>,
     log_level: Option<String>,
@@ -349,6 +372,7 @@ impl ConfigFile {
             data_root: self.data_root,
             listen: self.listen,
             registry_listen: self.registry_listen,
+            registry_upload_max_age: self.registry_upload_max_age,
             socket: self.socket,
             socket_group: self.socket_group,
             log_level: self.log_level,
@@ -742,7 +766,7 @@ mod tests {
             .filter(|l| l.contains(" = ") && !l.starts_with(' ') && !l.starts_with("socket_group"))
             .map(|l| format!("{l}\n"))
             .collect();
-        assert_eq!(uncommented.lines().count(), 8, "{uncommented}");
+        assert_eq!(uncommented.lines().count(), 9, "{uncommented}");
         let dir = temp_dir();
         let flags = Overrides {
             config: Some(write_file(dir.path(), &uncommented)),
@@ -756,5 +780,27 @@ mod tests {
             },
             Config::defaults()
         );
+    }
+
+    #[test]
+    fn the_upload_age_is_a_duration_of_at_least_a_minute() {
+        let dir = temp_dir();
+        let file = write_file(dir.path(), "registry_upload_max_age = \"90m\"\n");
+        let flags = Overrides {
+            config: Some(file),
+            ..Overrides::default()
+        };
+        let config = Config::load(&flags, &env_of(&[])).unwrap();
+        assert_eq!(config.registry_upload_max_age.as_secs(), 90 * 60);
+        for bad in ["soon", "10s"] {
+            let env = env_of(&[("WHARF_REGISTRY_UPLOAD_MAX_AGE", bad)]);
+            let err = Config::load(&Overrides::default(), &env)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("registry_upload_max_age") && err.contains(bad),
+                "{err}"
+            );
+        }
     }
 }

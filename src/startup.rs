@@ -365,11 +365,12 @@ impl Application {
                 crate::registry::RegistryState::new(state.clone(), registry_tls.is_some());
             let uploads = std::sync::Arc::clone(&registry_state.uploads);
             // Abandoned uploads are reaped hourly (and once at start).
+            let max_age = state.config.registry_upload_max_age;
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(3600));
+                let mut tick = tokio::time::interval(Duration::from_secs(3600).min(max_age));
                 loop {
                     tick.tick().await;
-                    uploads.reap_all(crate::registry::UPLOAD_MAX_AGE).await;
+                    uploads.reap_all(max_age).await;
                 }
             });
             let app = crate::registry::routes::router(registry_state)

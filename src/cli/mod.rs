@@ -248,6 +248,10 @@ pub struct ServeArgs {
     /// WHARF_REGISTRY_LISTEN)
     #[arg(long)]
     pub registry_listen: Option<String>,
+    /// Reap registry uploads untouched for this long, e.g. 24h (env
+    /// WHARF_REGISTRY_UPLOAD_MAX_AGE)
+    #[arg(long)]
+    pub registry_upload_max_age: Option<String>,
     /// Unix socket of the API (default /run/wharf/wharf.sock; env WHARF_SOCKET)
     #[arg(long)]
     pub socket: Option<PathBuf>,
@@ -282,6 +286,7 @@ impl ServeArgs {
             data_root: self.data_root.clone(),
             listen: self.listen.clone(),
             registry_listen: self.registry_listen.clone(),
+            registry_upload_max_age: self.registry_upload_max_age.clone(),
             socket: self.socket.clone(),
             socket_group: self.socket_group.clone(),
             log_level: self.log_level.clone(),

@@ -8,7 +8,7 @@
 //! manifests is kept for the grace window too, then unlinked. A manifest push holds the
 //! collection lock (`AppState::registry_gc`) for reading from its blob checks to its record,
 //! and a collection holds it for writing, so neither sees the other half-done. Upload sessions
-//! are reaped by age ([`super::UPLOAD_MAX_AGE`]). A dry run reports without removing.
+//! are reaped by age (`registry_upload_max_age`). A dry run reports without removing.
 
 use std::collections::HashSet;
 use std::path::Path;

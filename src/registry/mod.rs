@@ -20,12 +20,8 @@ pub mod token;
 pub mod uploads;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::startup::AppState;
-
-/// How long an upload may sit untouched before it is reaped.
-pub const UPLOAD_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// What the registry's handlers share.
 #[derive(Clone)]

@@ -171,8 +171,8 @@ fn docker_archives_and_oci_layouts_load_and_can_be_inspected() {
 }
 
 #[test]
-fn a_docker_save_of_a_real_dockerd_loads() {
-    let test = "images::a_docker_save_of_a_real_dockerd_loads";
+fn a_docker_save_of_a_real_dockerd_loads_and_runs() {
+    let test = "images::a_docker_save_of_a_real_dockerd_loads_and_runs";
     let runtimes = serde_json::json!({"runtimes": {"wharf": {"path": harness::WHARF, "runtimeArgs": ["runtime"]}}});
     let Some(dockerd) = Dockerd::start(test, runtimes) else {
         return;
@@ -235,6 +235,18 @@ fn a_docker_save_of_a_real_dockerd_loads() {
             .unwrap(),
         "from dockerd\n"
     );
+    // It runs as a wharf container.
+    let (status, out, err) = run_wharf(wharf_command().args([
+        "-H",
+        &host(&daemon),
+        "run",
+        "--rm",
+        "wharf-test/roundtrip:v1",
+        "cat",
+        "/marker",
+    ]));
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "from dockerd\n");
 
     // And back: wharf save → docker load → docker run (with wharf as the runtime).
     let (status, _, err) = run_wharf(wharf_command().args([
