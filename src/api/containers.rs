@@ -305,8 +305,12 @@ async fn stop(
     caller
         .require(Action::ContainerOperate, &Target::Container(id.clone()))
         .await?;
+    let configured = serde_json::from_str::<ContainerConfig>(&state.engine.get(&id).await?.config)
+        .ok()
+        .and_then(|c| c.stop_timeout);
     let timeout = q
         .timeout
+        .or(configured)
         .map_or(crate::engine::DEFAULT_STOP_TIMEOUT, Duration::from_secs);
     let row = state.engine.stop(&id, timeout).await?;
     audited(&state, &caller, "container.stop", &row.name).await?;

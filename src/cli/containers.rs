@@ -59,6 +59,30 @@ pub struct CreateArgs {
     /// Bind a host path or a named volume: SOURCE:TARGET[:ro]; repeatable
     #[arg(short = 'v', long = "volume", value_name = "SOURCE:TARGET[:ro]")]
     pub volumes: Vec<String>,
+    /// Mount a tmpfs: PATH[:OPTIONS]; repeatable
+    #[arg(long, value_name = "PATH[:OPTIONS]")]
+    pub tmpfs: Vec<String>,
+    /// Read environment variables from a file (KEY=VALUE lines, # comments); repeatable
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Vec<std::path::PathBuf>,
+    /// Set a label KEY=VALUE; repeatable
+    #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Add a capability to the default set (ALL for every one); repeatable
+    #[arg(long)]
+    pub cap_add: Vec<String>,
+    /// Drop a capability from the default set (ALL for every one); repeatable
+    #[arg(long)]
+    pub cap_drop: Vec<String>,
+    /// Give every capability and no masked paths (use with care)
+    #[arg(long)]
+    pub privileged: bool,
+    /// Signal that stop sends first (default: the image's, else SIGTERM)
+    #[arg(long)]
+    pub stop_signal: Option<String>,
+    /// Seconds stop waits before SIGKILL (default 10)
+    #[arg(long)]
+    pub stop_timeout: Option<u64>,
     /// The image (local name, name@digest)
     pub image: String,
     /// Command and arguments (default: the image's)
@@ -67,13 +91,48 @@ pub struct CreateArgs {
 }
 
 impl CreateArgs {
-    fn body(&self) -> serde_json::Value {
-        serde_json::json!({
+    /// The request; env files are read here, on the client's side, as docker does.
+    fn body(&self) -> Result<serde_json::Value, ClientError> {
+        let mut env = Vec::new();
+        for file in &self.env_file {
+            let text = std::fs::read_to_string(file).map_err(|e| ClientError::Input {
+                reason: format!("cannot read env file {}: {e}", file.display()),
+            })?;
+            for line in text.lines().map(str::trim) {
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                // A bare name takes the value from the client's environment, as docker does.
+                env.push(match line.split_once('=') {
+                    Some(_) => line.to_owned(),
+                    None => format!("{line}={}", std::env::var(line).unwrap_or_default()),
+                });
+            }
+        }
+        env.extend(self.env.iter().cloned());
+        let mut labels = serde_json::Map::new();
+        for label in &self.labels {
+            let (k, v) = label.split_once('=').unwrap_or((label.as_str(), ""));
+            if k.is_empty() {
+                return Err(ClientError::Input {
+                    reason: format!("label {label:?} has no name"),
+                });
+            }
+            labels.insert(k.to_owned(), v.into());
+        }
+        Ok(serde_json::json!({
+            "env": env,
+            "labels": labels,
+            "tmpfs": self.tmpfs,
+            "cap_add": self.cap_add,
+            "cap_drop": self.cap_drop,
+            "privileged": self.privileged,
+            "stop_signal": self.stop_signal,
+            "stop_timeout": self.stop_timeout,
             "name": self.name,
             "image": self.image,
             "cmd": self.command,
             "entrypoint": self.entrypoint.iter().collect::<Vec<_>>(),
-            "env": self.env,
             "working_dir": self.workdir,
             "user": self.user,
             "hostname": self.hostname,
@@ -87,7 +146,7 @@ impl CreateArgs {
             "read_only": self.read_only,
             "init": self.init,
             "binds": self.volumes,
-        })
+        }))
     }
 }
 
@@ -146,7 +205,7 @@ fn path(id: &str, action: &str) -> String {
 
 pub(super) async fn create(client: ApiClient, args: CreateArgs) -> Result<(), ClientError> {
     let created: ContainerView = client
-        .send_json(Method::POST, "/api/v1/containers", &args.body())
+        .send_json(Method::POST, "/api/v1/containers", &args.body()?)
         .await?;
     println!("{}", created.id);
     Ok(())
@@ -164,7 +223,7 @@ pub(super) async fn run(
             reason: "--rm and a restart policy do not go together".into(),
         });
     }
-    let mut body = args.body();
+    let mut body = args.body()?;
     if !detach {
         body["auto_remove"] = false.into();
     }
@@ -476,4 +535,18 @@ pub(super) async fn stats(client: ApiClient, containers: Vec<String>) -> Result<
         &rows,
     );
     Ok(())
+}
+
+/// A container's details if `name` names one, else the image's.
+pub(super) async fn inspect_any(client: ApiClient, name: String) -> Result<(), ClientError> {
+    match client.get_json::<serde_json::Value>(&path(&name, "")).await {
+        Ok(view) => {
+            println!("{}", serde_json::to_string_pretty(&view).expect("JSON"));
+            Ok(())
+        }
+        Err(ClientError::Api { status, .. }) if status == hyper::StatusCode::NOT_FOUND => {
+            super::images::inspect(client, name).await
+        }
+        Err(e) => Err(e),
+    }
 }

@@ -162,7 +162,7 @@ pub(super) async fn list(
     Ok(())
 }
 
-pub(super) async fn inspect(client: ApiClient, name: String) -> Result<(), ClientError> {
+pub(crate) async fn inspect(client: ApiClient, name: String) -> Result<(), ClientError> {
     let detail: serde_json::Value = client
         .get_json(&format!(
             "/api/v1/images/inspect?name={}",

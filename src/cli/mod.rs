@@ -96,7 +96,7 @@ pub enum Command {
     },
     /// List images
     Images(ImagesArgs),
-    /// Show an image's manifest summary, layers and config as JSON
+    /// Show a container's or an image's details as JSON
     Inspect { name: String },
     /// Show the steps that made an image, newest first
     History {
@@ -488,11 +488,15 @@ pub fn run(cli: Cli) -> ExitCode {
                 Ok(())
             })
         }
-        Command::Image(ImageCommand::Inspect { name }) | Command::Inspect { name } => {
+        Command::Image(ImageCommand::Inspect { name }) => {
             client_command(&cli.host, cli.token, cli.tls_ca, |c| {
                 images::inspect(c, name)
             })
         }
+        // As docker's: a container of that name or id, else an image.
+        Command::Inspect { name } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            containers::inspect_any(c, name)
+        }),
         Command::User(command) => {
             client_command(&cli.host, cli.token, cli.tls_ca, |c| auth::user(c, command))
         }

@@ -102,6 +102,21 @@ pub struct ContainerConfig {
     /// (made under the data root on first use, kept until removed).
     #[serde(default)]
     pub binds: Vec<String>,
+    /// `PATH[:OPTIONS]`: a tmpfs at PATH (options such as `size=64m,mode=1777`).
+    #[serde(default)]
+    pub tmpfs: Vec<String>,
+    /// Capabilities added to, or dropped from, the default 11 (`ALL` for every one).
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+    /// Every capability, no masked or read-only paths, new privileges allowed.
+    #[serde(default)]
+    pub privileged: bool,
+    /// The signal `stop` sends first (default: the image's STOPSIGNAL, else SIGTERM).
+    pub stop_signal: Option<String>,
+    /// Seconds `stop` waits before SIGKILL (default 10).
+    pub stop_timeout: Option<u64>,
 }
 
 /// One reading of a container's cgroup.
@@ -312,6 +327,20 @@ impl Engine {
             }
             None => format!("wharf-{}", &id[..12]),
         };
+        let mut config = config;
+        if config.stop_signal.is_none() {
+            config.stop_signal = image_config["config"]["StopSignal"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned);
+        }
+        if let Some(signal) = &config.stop_signal {
+            crate::runtime::container::parse_signal(signal)
+                .map_err(|e| EngineError::Invalid(format!("stop signal: {e}")))?;
+        }
+        if config.privileged {
+            tracing::warn!(name = %name, "creating a privileged container: it has every capability and no masked paths");
+        }
         let mounts = self.resolve_binds(&config.binds).await?;
         let oci = spec::build(&id, &config, &image_config, &mounts)?;
         let dir = self.dir(&id);
@@ -678,7 +707,11 @@ impl Engine {
         if row.state != "running" {
             return self.get(&row.id).await;
         }
-        let _ = self.kill(&row.id, "SIGTERM").await;
+        let config: ContainerConfig = serde_json::from_str(&row.config).unwrap_or_default();
+        let signal = config.stop_signal.as_deref().unwrap_or("SIGTERM");
+        if let Err(e) = self.kill(&row.id, signal).await {
+            tracing::warn!(container = %row.name, error = %e, "could not send the stop signal");
+        }
         if tokio::time::timeout(timeout, self.wait(&row.id))
             .await
             .is_err()

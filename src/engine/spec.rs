@@ -125,6 +125,57 @@ fn check_limits(request: &ContainerConfig) -> Result<(), EngineError> {
     Ok(())
 }
 
+/// The default 11 capabilities with the request's additions and removals (`ALL` for every
+/// one); names with or without `CAP_`, in any case.
+fn capabilities(request: &ContainerConfig) -> Result<Vec<String>, EngineError> {
+    use std::str::FromStr;
+    // "Every capability" is every one the daemon itself may hand on (its bounding set): a
+    // host may withhold some, and no container can get those.
+    let available = caps::read(None, caps::CapSet::Bounding).unwrap_or_else(|_| caps::all());
+    let mut all: Vec<String> = available.iter().map(|c| c.to_string()).collect();
+    all.sort();
+    let normalize = |name: &str| -> Result<Option<String>, EngineError> {
+        let upper = name.trim().to_ascii_uppercase();
+        if upper == "ALL" {
+            return Ok(None);
+        }
+        let full = if upper.starts_with("CAP_") {
+            upper
+        } else {
+            format!("CAP_{upper}")
+        };
+        caps::Capability::from_str(&full)
+            .map(|c| Some(c.to_string()))
+            .map_err(|_| EngineError::Invalid(format!("unknown capability {name:?}")))
+    };
+    if request.privileged {
+        return Ok(all);
+    }
+    let mut set: Vec<String> = crate::runtime::DEFAULT_CAPABILITIES
+        .iter()
+        .map(|c| (*c).to_owned())
+        .collect();
+    for name in &request.cap_drop {
+        match normalize(name)? {
+            None => set.clear(),
+            Some(cap) => set.retain(|c| *c != cap),
+        }
+    }
+    for name in &request.cap_add {
+        match normalize(name)? {
+            None => set = all.clone(),
+            Some(cap) if !all.contains(&cap) => {
+                return Err(EngineError::Invalid(format!(
+                    "capability {cap} is not available on this host (the daemon's bounding set lacks it)"
+                )));
+            }
+            Some(cap) if !set.contains(&cap) => set.push(cap),
+            Some(_) => {}
+        }
+    }
+    Ok(set)
+}
+
 /// Builds the spec of container `id`.
 pub fn build(
     id: &str,
@@ -213,7 +264,27 @@ pub fn build(
     if request.init {
         spec["annotations"] = json!({crate::runtime::container::INIT_ANNOTATION: "true"});
     }
+    let caps = capabilities(request)?;
+    spec["process"]["capabilities"] = json!({
+        "bounding": caps, "effective": caps, "permitted": caps, "inheritable": [], "ambient": []
+    });
+    if request.privileged {
+        spec["process"]["noNewPrivileges"] = false.into();
+        spec["linux"]["maskedPaths"] = json!([]);
+        spec["linux"]["readonlyPaths"] = json!([]);
+    }
     if let Some(mounts) = spec["mounts"].as_array_mut() {
+        for tmpfs in &request.tmpfs {
+            let (path, opts) = tmpfs.split_once(':').unwrap_or((tmpfs.as_str(), ""));
+            if !path.starts_with('/') {
+                return Err(EngineError::Invalid(format!(
+                    "tmpfs {tmpfs:?}: the path must be absolute"
+                )));
+            }
+            let mut options = vec!["nosuid".to_owned(), "nodev".to_owned(), "noexec".to_owned()];
+            options.extend(opts.split(',').filter(|o| !o.is_empty()).map(str::to_owned));
+            mounts.push(json!({"destination": path, "type": "tmpfs", "source": "tmpfs", "options": options}));
+        }
         for bind in binds {
             let mut options = vec!["rbind", "rprivate"];
             if bind.read_only {

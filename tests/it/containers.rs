@@ -648,3 +648,131 @@ fn exec_top_and_stats_on_a_running_container() {
         "{err}"
     );
 }
+
+/// The effective capability mask of PID 1, as a number.
+fn cap_eff(out: &str) -> u64 {
+    let hex = out
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .unwrap_or_else(|| panic!("{out}"))
+        .trim();
+    u64::from_str_radix(hex, 16).unwrap()
+}
+
+#[test]
+fn capabilities_tmpfs_env_files_labels_and_the_stop_signal() {
+    let test = "containers::capabilities_tmpfs_env_files_labels_and_the_stop_signal";
+    let Some(daemon) = daemon_with_busybox(test) else {
+        return;
+    };
+    let status_of = |args: &[&str]| {
+        let mut all = vec!["run", "--rm"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&[IMAGE, "cat", "/proc/self/status"]);
+        let (status, out, err) = wharf(&daemon, &all);
+        assert!(status.success(), "{err}");
+        cap_eff(&out)
+    };
+    const CHOWN: u64 = 1 << 0;
+    const NET_ADMIN: u64 = 1 << 12;
+    const SYS_ADMIN: u64 = 1 << 21;
+    let default = status_of(&[]);
+    assert_eq!(
+        default.count_ones(),
+        11,
+        "the 11 default capabilities: {default:x}"
+    );
+    assert!(default & CHOWN != 0 && default & NET_ADMIN == 0);
+    let more = status_of(&["--cap-add", "net_admin", "--cap-drop", "CAP_CHOWN"]);
+    assert!(more & NET_ADMIN != 0 && more & CHOWN == 0, "{more:x}");
+    let none = status_of(&["--cap-drop", "ALL"]);
+    assert_eq!(none, 0);
+    let privileged = status_of(&["--privileged"]);
+    assert!(
+        privileged & SYS_ADMIN != 0 && privileged.count_ones() > 30,
+        "{privileged:x}"
+    );
+    let (status, _, err) = wharf(
+        &daemon,
+        &["run", "--rm", "--cap-add", "CAP_FLY", IMAGE, "true"],
+    );
+    assert!(
+        !status.success() && err.contains("unknown capability \"CAP_FLY\""),
+        "{err}"
+    );
+
+    // tmpfs, env files (the command line wins) and labels.
+    let env_file = daemon.dir.path().join("app.env");
+    std::fs::write(&env_file, "# settings\nCOLOR=blue\nSIZE=large\n").unwrap();
+    let (status, out, err) = wharf(
+        &daemon,
+        &[
+            "run",
+            "--rm",
+            "--tmpfs",
+            "/scratch:size=8m",
+            "--env-file",
+            env_file.to_str().unwrap(),
+            "-e",
+            "SIZE=small",
+            IMAGE,
+            "sh",
+            "-c",
+            "grep ' /scratch ' /proc/mounts; echo $COLOR $SIZE",
+        ],
+    );
+    assert!(status.success(), "{err}");
+    assert!(
+        out.contains("tmpfs /scratch tmpfs") && out.contains("size=8192k"),
+        "{out}"
+    );
+    assert!(out.ends_with("blue small\n"), "{out}");
+    let (status, _, err) = wharf(
+        &daemon,
+        &[
+            "create", "--name", "labelled", "-l", "tier=web", IMAGE, "true",
+        ],
+    );
+    assert!(status.success(), "{err}");
+    let (status, out, err) = wharf(&daemon, &["inspect", "labelled"]);
+    assert!(status.success(), "{err}");
+    let view: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(view["config"]["labels"]["tier"], "web");
+    let (status, out, _) = wharf(&daemon, &["inspect", IMAGE]);
+    assert!(
+        status.success() && out.contains("config_digest"),
+        "an image is inspected too: {out}"
+    );
+
+    // The stop signal reaches a process that handles it, which then ends cleanly.
+    let script = "trap 'echo got usr1; exit 0' USR1; while true; do sleep 0.1; done";
+    let (status, _, err) = wharf(
+        &daemon,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "graceful",
+            "--stop-signal",
+            "SIGUSR1",
+            IMAGE,
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    assert!(status.success(), "{err}");
+    let started = Instant::now();
+    let (status, _, err) = wharf(&daemon, &["stop", "graceful"]);
+    assert!(status.success(), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "no SIGKILL needed"
+    );
+    let (_, out, _) = wharf(&daemon, &["wait", "graceful"]);
+    assert_eq!(out.trim(), "0");
+    let (_, out, _) = wharf(&daemon, &["logs", "graceful"]);
+    assert_eq!(out, "got usr1\n");
+    let (status, _, err) = wharf(&daemon, &["rm", "graceful", "labelled"]);
+    assert!(status.success(), "{err}");
+}
