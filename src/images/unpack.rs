@@ -269,6 +269,28 @@ fn unpack_entries(tar: impl Read, dest: &Path, limits: Limits) -> Result<Unpacke
         }
         let name_bytes = entry.path_bytes().into_owned();
         let name = String::from_utf8_lossy(&name_bytes).into_owned();
+        // `./` (docker import and `tar -C dir .` write one): the layer's own root directory.
+        if Path::new(&name)
+            .components()
+            .all(|c| matches!(c, Component::CurDir))
+            && entry.header().entry_type() == tar::EntryType::Directory
+        {
+            let header = entry.header();
+            let mode = header.mode().map_err(|e| entry_err(&name, e))? & 0o7777;
+            let uid = header.uid().map_err(|e| entry_err(&name, e))? as u32;
+            let gid = header.gid().map_err(|e| entry_err(&name, e))? as u32;
+            nix::unistd::fchown(&root, Some(uid.into()), Some(gid.into()))
+                .and_then(|()| {
+                    nix::sys::stat::fchmod(&root, Mode::from_bits_truncate(mode as libc::mode_t))
+                })
+                .map_err(|e| {
+                    entry_err(
+                        &name,
+                        format!("set the layer root's owner and mode: {}", e.desc()),
+                    )
+                })?;
+            continue;
+        }
         let parts = clean(&name).map_err(|r| entry_err(&name, r))?;
         let (base, parents) = parts.split_last().expect("clean paths are not empty");
         let parent = walk(&root, parents, &name)?;

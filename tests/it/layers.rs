@@ -338,6 +338,8 @@ fn a_real_layer_keeps_modes_owners_times_links_and_devices() {
                 None => b.append_data(&mut h, path, data).unwrap(),
             }
         };
+    // `docker import` and `tar -C dir .` begin with the root itself: it sets the root's mode.
+    add(tar::EntryType::Directory, "./", 0o750, 0, &[], None);
     add(tar::EntryType::Directory, "usr/bin/", 0o755, 0, &[], None);
     add(
         tar::EntryType::Regular,
@@ -378,8 +380,9 @@ fn a_real_layer_keeps_modes_owners_times_links_and_devices() {
     gz.write_all(&tar).unwrap();
     let stats =
         unpack_into_new(&gz.finish().unwrap()[..], &scene.layer(), Limits::default()).unwrap();
-    assert_eq!(stats.entries, 7);
+    assert_eq!(stats.entries, 8);
     let l = scene.layer();
+    assert_eq!(std::fs::metadata(&l).unwrap().mode() & 0o7777, 0o750);
     let tool = std::fs::metadata(l.join("usr/bin/tool")).unwrap();
     assert_eq!(tool.mode() & 0o7777, 0o4755, "set-uid survives chown");
     assert_eq!(tool.mtime(), 1_600_000_000);

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Benchmark: `wharf run --rm IMAGE true` against `docker run --rm --network none IMAGE true`
+# on the same busybox image (Debian's docker.io, a dockerd started here in its own
+# directories), alternated in one run; prints medians and the ratio.
+#
+#   sudo benches/run.sh [ROUNDS]      (default 20; needs root)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-20}
+export PATH="$HOME/.cargo/bin:$PATH"
+
+missing=()
+for pkg in docker.io busybox-static python3 pkg-config libseccomp-dev; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+cargo build --release --locked --quiet
+wharf=$PWD/target/release/wharf
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    "$wharf" -H "unix://$work/wharf.sock" rm -f $("$wharf" -H "unix://$work/wharf.sock" ps -aq 2>/dev/null) >/dev/null 2>&1 || true
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    sleep 2
+    grep " $work" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$wharf" serve --data-root "$work/wharf" --socket "$work/wharf.sock" --listen none \
+    --registry-listen none >"$work/wharf.log" 2>&1 &
+pids+=($!)
+dockerd --data-root "$work/docker" --exec-root "$work/docker-exec" --pidfile "$work/docker.pid" \
+    --host "unix://$work/docker.sock" --iptables=false --ip6tables=false --bridge=none >"$work/dockerd.log" 2>&1 &
+pids+=($!)
+D() { /usr/bin/docker -H "unix://$work/docker.sock" "$@"; }
+W() { "$wharf" -H "unix://$work/wharf.sock" "$@"; }
+for _ in $(seq 100); do
+    [ -S "$work/wharf.sock" ] && D version >/dev/null 2>&1 && break
+    sleep 0.3
+done
+
+# One busybox image, made here, in both.
+mkdir -p "$work/rootfs/bin"
+cp /bin/busybox "$work/rootfs/bin/"
+for applet in $(/bin/busybox --list); do
+    [ "$applet" = busybox ] || ln -s busybox "$work/rootfs/bin/$applet"
+done
+tar -C "$work/rootfs" -c . | D import - bench/busybox:latest >/dev/null
+D save -o "$work/busybox.tar" bench/busybox:latest
+W load -q -i "$work/busybox.tar" >/dev/null
+
+python3 - "$rounds" "$wharf" "$work" <<'PY'
+import statistics, subprocess, sys, time
+rounds, wharf, work = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+commands = {
+    "wharf": [wharf, "-H", f"unix://{work}/wharf.sock", "run", "--rm", "bench/busybox:latest", "true"],
+    "docker": ["/usr/bin/docker", "-H", f"unix://{work}/docker.sock", "run", "--rm", "--network", "none",
+               "bench/busybox:latest", "true"],
+}
+times = {name: [] for name in commands}
+for cmd in commands.values():  # warm up
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+for _ in range(rounds):
+    for name, cmd in commands.items():
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        times[name].append((time.perf_counter() - start) * 1000)
+med = {name: statistics.median(v) for name, v in times.items()}
+print(f"rounds: {rounds}, alternated; median of run --rm IMAGE true")
+for name in commands:
+    print(f"  {name:6} {med[name]:8.1f} ms   (min {min(times[name]):.1f}, max {max(times[name]):.1f})")
+print(f"docker / wharf = {med['docker'] / med['wharf']:.2f}x   (goal: at least 10x)")
+PY
