@@ -415,6 +415,8 @@ async fn container_logs(
         if !follow {
             return;
         }
+        // New lines are looked for every 50 ms, and at once when the container ends.
+        let mut ended = engine.exit_watch(&row.id).await;
         loop {
             let running = engine
                 .get(&row.id)
@@ -432,7 +434,15 @@ async fn container_logs(
             if !running {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            match &mut ended {
+                Some(rx) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                        _ = rx.changed() => {}
+                    }
+                }
+                None => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
         }
     });
     Ok((

@@ -682,6 +682,11 @@ impl Engine {
             .map_err(|e| EngineError::Invalid(e.to_string()))
     }
 
+    /// A receiver that changes when the running container ends (`None` if it is not running).
+    pub async fn exit_watch(&self, id: &str) -> Option<watch::Receiver<Option<i64>>> {
+        self.exits.lock().await.get(id).cloned()
+    }
+
     /// Waits for the container to end; its exit code.
     pub async fn wait(&self, key: &str) -> Result<i64, EngineError> {
         let row = self.get(key).await?;
