@@ -31,6 +31,98 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(exec))
         .routes(routes!(stats))
         .routes(routes!(top))
+        .routes(routes!(pause))
+        .routes(routes!(unpause))
+        .routes(routes!(rename))
+        .routes(routes!(prune))
+}
+
+/// Freezes a running container's processes.
+#[utoipa::path(post, path = "/containers/{id}/pause", tag = "containers",
+    responses((status = 200, body = ContainerView), (status = 409, body = ErrorBody)))]
+async fn pause(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ContainerView>, ApiError> {
+    caller
+        .require(Action::ContainerOperate, &Target::Container(id.clone()))
+        .await?;
+    let row = state.engine.set_paused(&id, true).await?;
+    audited(&state, &caller, "container.pause", &row.name).await?;
+    Ok(Json(row.into()))
+}
+
+/// Thaws a paused container.
+#[utoipa::path(post, path = "/containers/{id}/unpause", tag = "containers",
+    responses((status = 200, body = ContainerView), (status = 409, body = ErrorBody)))]
+async fn unpause(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ContainerView>, ApiError> {
+    caller
+        .require(Action::ContainerOperate, &Target::Container(id.clone()))
+        .await?;
+    let row = state.engine.set_paused(&id, false).await?;
+    audited(&state, &caller, "container.unpause", &row.name).await?;
+    Ok(Json(row.into()))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct RenameQuery {
+    /// The new name.
+    pub name: String,
+}
+
+/// Gives a container another name.
+#[utoipa::path(post, path = "/containers/{id}/rename", tag = "containers", params(RenameQuery),
+    responses((status = 200, body = ContainerView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn rename(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<RenameQuery>,
+) -> Result<Json<ContainerView>, ApiError> {
+    caller
+        .require(Action::ContainerCreate, &Target::Container(id.clone()))
+        .await?;
+    let before = state.engine.get(&id).await?.name;
+    let row = state.engine.rename(&id, &q.name).await?;
+    audited(
+        &state,
+        &caller,
+        "container.rename",
+        &format!("{before} -> {}", row.name),
+    )
+    .await?;
+    Ok(Json(row.into()))
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PrunedContainers {
+    pub removed: Vec<String>,
+}
+
+/// Removes every container that is not running.
+#[utoipa::path(post, path = "/containers/prune", tag = "containers",
+    responses((status = 200, body = PrunedContainers), (status = 403, body = ErrorBody)))]
+async fn prune(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<PrunedContainers>, ApiError> {
+    caller
+        .require(Action::ContainerRemove, &Target::Container("*".into()))
+        .await?;
+    let removed = state.engine.prune().await?;
+    audited(
+        &state,
+        &caller,
+        "container.prune",
+        &format!("{} containers", removed.len()),
+    )
+    .await?;
+    Ok(Json(PrunedContainers { removed }))
 }
 
 /// Runs a command in a running container; NDJSON: `{"stream","log"}` entries as it writes,
@@ -421,7 +513,7 @@ async fn container_logs(
             let running = engine
                 .get(&row.id)
                 .await
-                .map(|r| r.state == "running")
+                .map(|r| r.state == "running" || r.state == "paused")
                 .unwrap_or(false);
             if let Ok((more, next)) = logs::read_from(&path, offset, &query).await {
                 offset = next;

@@ -403,6 +403,7 @@ pub(super) async fn ps(
             let command = c.config.cmd.join(" ");
             let status = match (c.state.as_str(), c.started_at, c.finished_at) {
                 ("running", Some(t), _) => format!("Up {}", ago(t)),
+                ("paused", Some(t), _) => format!("Up {} (Paused)", ago(t)),
                 ("exited", _, Some(t)) => {
                     format!("Exited ({}) {} ago", c.exit_code.unwrap_or(0), ago(t))
                 }

@@ -210,6 +210,21 @@ pub enum Command {
     },
     /// Show the processes of a running container
     Top { container: String },
+    /// Freeze the processes of containers
+    Pause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Thaw paused containers
+    Unpause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Give a container another name
+    Rename { container: String, new_name: String },
+    /// Container commands
+    #[command(subcommand)]
+    Container(ContainerCommand),
     /// Show CPU, memory and process use of running containers
     Stats {
         /// Accepted for docker compatibility: one reading is always shown
@@ -298,6 +313,12 @@ impl ServeArgs {
                 .then(|| self.insecure_registries.clone()),
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    /// Remove every container that is not running
+    Prune,
 }
 
 #[derive(Debug, Subcommand)]
@@ -440,6 +461,42 @@ pub fn run(cli: Cli) -> ExitCode {
         } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
             containers::exec(c, container, command, env, workdir, user)
         }),
+        Command::Pause { containers: list } => {
+            client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+                containers::act(c, "pause", list, String::new())
+            })
+        }
+        Command::Unpause { containers: list } => {
+            client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+                containers::act(c, "unpause", list, String::new())
+            })
+        }
+        Command::Rename {
+            container,
+            new_name,
+        } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            containers::act(
+                c,
+                "rename",
+                vec![container],
+                format!("?name={}", crate::domain::percent_encode(&new_name)),
+            )
+        }),
+        Command::Container(ContainerCommand::Prune) => {
+            client_command(&cli.host, cli.token, cli.tls_ca, |c| async move {
+                let pruned: serde_json::Value = c
+                    .send_json(
+                        hyper::Method::POST,
+                        "/api/v1/containers/prune",
+                        &serde_json::json!({}),
+                    )
+                    .await?;
+                for name in pruned["removed"].as_array().into_iter().flatten() {
+                    println!("Deleted: {}", name.as_str().unwrap_or_default());
+                }
+                Ok(())
+            })
+        }
         Command::Top { container } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
             containers::top(c, container)
         }),

@@ -94,7 +94,7 @@ impl Db {
 
     pub async fn list_containers(&self, all: bool) -> Result<Vec<ContainerRow>, DbError> {
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM containers WHERE ?1 OR state = 'running' ORDER BY created_at DESC, id"
+            "SELECT {COLUMNS} FROM containers WHERE ?1 OR state IN ('running', 'paused') ORDER BY created_at DESC, id"
         )))
         .bind(all)
         .fetch_all(&self.pool)
@@ -163,6 +163,39 @@ impl Db {
             .execute(&self.pool)
             .await
             .map_err(sql("recording a stop"))?;
+        Ok(())
+    }
+
+    /// Between running and paused.
+    pub async fn container_paused(&self, id: &str, paused: bool) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE containers SET state = CASE WHEN ?1 THEN 'paused' ELSE 'running' END \
+             WHERE id = ?2 AND state IN ('running', 'paused')",
+        )
+        .bind(paused)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(sql("recording a pause"))?;
+        Ok(())
+    }
+
+    /// Gives a container another name.
+    pub async fn rename_container(&self, id: &str, name: &str) -> Result<(), DbError> {
+        sqlx::query("UPDATE containers SET name = ? WHERE id = ?")
+            .bind(name)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(d) if d.is_unique_violation() => DbError::Conflict {
+                    what: format!("the container name {name:?} is already in use"),
+                },
+                _ => DbError::Sql {
+                    action: "renaming a container",
+                    source: e,
+                },
+            })?;
         Ok(())
     }
 

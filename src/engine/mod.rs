@@ -368,7 +368,7 @@ impl Engine {
     /// Starts a container (a user's start: the restart count starts over).
     pub async fn start(&self, key: &str) -> Result<ContainerRow, EngineError> {
         let row = self.get(key).await?;
-        if row.state != "running" {
+        if !is_up(&row.state) {
             self.db.container_restarts(&row.id, false, false).await?;
             self.delays.lock().await.remove(&row.id);
         }
@@ -389,7 +389,7 @@ impl Engine {
     /// Mounts the rootfs and starts the container under a new shim.
     async fn start_inner(&self, key: &str) -> Result<ContainerRow, EngineError> {
         let row = self.get(key).await?;
-        if row.state == "running" {
+        if is_up(&row.state) {
             return Err(EngineError::WrongState {
                 name: row.name,
                 state: row.state,
@@ -483,7 +483,7 @@ impl Engine {
         }
         // Containers whose policy wants them up come back at boot.
         for row in self.db.list_containers(true).await? {
-            if row.state == "running" {
+            if is_up(&row.state) {
                 continue;
             }
             let policy = serde_json::from_str::<ContainerConfig>(&row.config)
@@ -586,7 +586,7 @@ impl Engine {
             let Ok(Some(row)) = engine.db.find_container(&id).await else {
                 return;
             };
-            if row.state == "running" || row.stopped_by_user {
+            if is_up(&row.state) || row.stopped_by_user {
                 return;
             }
             if let Err(e) = engine.db.container_restarts(&id, true, false).await {
@@ -659,7 +659,7 @@ impl Engine {
     /// Sends `signal` to the container's init.
     pub async fn kill(&self, key: &str, signal: &str) -> Result<(), EngineError> {
         let row = self.get(key).await?;
-        if row.state != "running" {
+        if !is_up(&row.state) {
             return Err(EngineError::WrongState {
                 name: row.name,
                 state: row.state,
@@ -674,12 +674,70 @@ impl Engine {
         ) {
             self.db.container_stopped_by_user(&row.id).await?;
         }
+        // A frozen process cannot act on a signal: thaw a paused container first.
+        if row.state == "paused" {
+            self.set_paused(&row.id, false).await?;
+        }
         let runtime = crate::runtime::container::Runtime::new(self.runtime_root());
         let id = row.id.clone();
         tokio::task::spawn_blocking(move || runtime.kill(&id, signal, false))
             .await
             .map_err(|e| EngineError::Invalid(e.to_string()))?
             .map_err(|e| EngineError::Invalid(e.to_string()))
+    }
+
+    /// Freezes (`pause`) or thaws a running container's processes through its cgroup.
+    pub async fn set_paused(&self, key: &str, paused: bool) -> Result<ContainerRow, EngineError> {
+        let row = self.get(key).await?;
+        let wanted_from = if paused { "running" } else { "paused" };
+        if row.state != wanted_from {
+            return Err(EngineError::WrongState {
+                name: row.name,
+                state: row.state,
+                hint: if paused {
+                    "only a running container can be paused"
+                } else {
+                    "only a paused container can be unpaused"
+                },
+            });
+        }
+        let runtime = crate::runtime::container::Runtime::new(self.runtime_root());
+        let id = row.id.clone();
+        tokio::task::spawn_blocking(move || {
+            if paused {
+                runtime.pause(&id)
+            } else {
+                runtime.resume(&id)
+            }
+        })
+        .await
+        .map_err(|e| EngineError::Invalid(e.to_string()))?
+        .map_err(|e| EngineError::Io {
+            what: format!("{} {}", if paused { "pause" } else { "unpause" }, row.name),
+            reason: e.to_string(),
+        })?;
+        self.db.container_paused(&row.id, paused).await?;
+        self.get(&row.id).await
+    }
+
+    /// Gives a container another name.
+    pub async fn rename(&self, key: &str, name: &str) -> Result<ContainerRow, EngineError> {
+        let row = self.get(key).await?;
+        check_name(name)?;
+        self.db.rename_container(&row.id, name).await?;
+        self.get(&row.id).await
+    }
+
+    /// Removes every container that is not running; their names.
+    pub async fn prune(&self) -> Result<Vec<String>, EngineError> {
+        let mut removed = Vec::new();
+        for row in self.db.list_containers(true).await? {
+            if row.state == "exited" || row.state == "created" {
+                self.remove(&row.id, false).await?;
+                removed.push(row.name);
+            }
+        }
+        Ok(removed)
     }
 
     /// A receiver that changes when the running container ends (`None` if it is not running).
@@ -709,7 +767,7 @@ impl Engine {
         let row = self.get(key).await?;
         // A stop by a user keeps the restart policy from starting it again.
         self.db.container_stopped_by_user(&row.id).await?;
-        if row.state != "running" {
+        if !is_up(&row.state) {
             return self.get(&row.id).await;
         }
         let config: ContainerConfig = serde_json::from_str(&row.config).unwrap_or_default();
@@ -730,7 +788,7 @@ impl Engine {
     /// Removes a container (`force` kills a running one first).
     pub async fn remove(&self, key: &str, force: bool) -> Result<(), EngineError> {
         let row = self.get(key).await?;
-        if row.state == "running" && !force {
+        if is_up(&row.state) && !force {
             return Err(EngineError::WrongState {
                 name: row.name,
                 state: row.state,
@@ -740,7 +798,7 @@ impl Engine {
         // No restart may start it again while it goes.
         self.db.container_stopped_by_user(&row.id).await?;
         let row = self.get(&row.id).await?;
-        if row.state == "running" {
+        if is_up(&row.state) {
             if !force {
                 return Err(EngineError::WrongState {
                     name: row.name,
@@ -911,7 +969,7 @@ impl Engine {
     /// CPU, memory and process counts of a running container, from its cgroup.
     pub async fn stats(&self, key: &str) -> Result<ContainerStats, EngineError> {
         let row = self.get(key).await?;
-        if row.state != "running" {
+        if !is_up(&row.state) {
             return Err(EngineError::WrongState {
                 name: row.name,
                 state: row.state,
@@ -945,7 +1003,7 @@ impl Engine {
     /// The processes of a running container: pid (on the host), user id and command line.
     pub async fn top(&self, key: &str) -> Result<Vec<ProcessView>, EngineError> {
         let row = self.get(key).await?;
-        if row.state != "running" {
+        if !is_up(&row.state) {
             return Err(EngineError::WrongState {
                 name: row.name,
                 state: row.state,
@@ -987,6 +1045,11 @@ impl Engine {
     pub fn log_path(&self, id: &str) -> PathBuf {
         self.dir(id).join(shim::LOG_FILE)
     }
+}
+
+/// Whether a container's processes exist (running, or paused with its cgroup frozen).
+fn is_up(state: &str) -> bool {
+    state == "running" || state == "paused"
 }
 
 fn new_id() -> String {

@@ -776,3 +776,70 @@ fn capabilities_tmpfs_env_files_labels_and_the_stop_signal() {
     let (status, _, err) = wharf(&daemon, &["rm", "graceful", "labelled"]);
     assert!(status.success(), "{err}");
 }
+
+#[test]
+fn pause_unpause_rename_and_prune() {
+    let test = "containers::pause_unpause_rename_and_prune";
+    let Some(daemon) = daemon_with_busybox(test) else {
+        return;
+    };
+    let daemon = std::cell::RefCell::new(daemon);
+    let _cleanup = RemoveAll(&daemon);
+    let d = daemon.borrow();
+    let script = "i=0; while true; do echo $i; i=$((i+1)); sleep 0.05; done";
+    let (status, _, err) = wharf(
+        &d,
+        &["run", "-d", "--name", "counter", IMAGE, "sh", "-c", script],
+    );
+    assert!(status.success(), "{err}");
+    wait_until("some output", || {
+        !wharf(&d, &["logs", "counter"]).1.is_empty()
+    });
+    let (status, _, err) = wharf(&d, &["pause", "counter"]);
+    assert!(status.success(), "{err}");
+    let (_, out, _) = wharf(&d, &["ps"]);
+    assert!(out.contains("(Paused)"), "{out}");
+    std::thread::sleep(Duration::from_millis(300));
+    let frozen = wharf(&d, &["logs", "counter"]).1.lines().count();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        wharf(&d, &["logs", "counter"]).1.lines().count(),
+        frozen,
+        "nothing runs while paused"
+    );
+    let (status, _, err) = wharf(&d, &["pause", "counter"]);
+    assert!(
+        !status.success() && err.contains("only a running container can be paused"),
+        "{err}"
+    );
+    let (status, _, err) = wharf(&d, &["unpause", "counter"]);
+    assert!(status.success(), "{err}");
+    wait_until("output again", || {
+        wharf(&d, &["logs", "counter"]).1.lines().count() > frozen
+    });
+
+    let (status, _, err) = wharf(&d, &["rename", "counter", "tally"]);
+    assert!(status.success(), "{err}");
+    let (status, _, err) = wharf(&d, &["logs", "counter"]);
+    assert!(
+        !status.success() && err.contains("no such container"),
+        "{err}"
+    );
+    // A paused container stops (thawed first) like any other.
+    let (status, _, err) = wharf(&d, &["pause", "tally"]);
+    assert!(status.success(), "{err}");
+    let (status, _, err) = wharf(&d, &["stop", "-t", "1", "tally"]);
+    assert!(status.success(), "{err}");
+    let (status, _, err) = wharf(&d, &["create", "--name", "never-started", IMAGE, "true"]);
+    assert!(status.success(), "{err}");
+    let (status, _, err) = wharf(&d, &["run", "-d", "--name", "keeper", IMAGE, "sleep", "30"]);
+    assert!(status.success(), "{err}");
+    let (status, out, err) = wharf(&d, &["container", "prune"]);
+    assert!(status.success(), "{err}");
+    assert!(
+        out.contains("tally") && out.contains("never-started") && !out.contains("keeper"),
+        "{out}"
+    );
+    let (_, out, _) = wharf(&d, &["ps", "-a"]);
+    assert!(out.contains("keeper") && !out.contains("tally"), "{out}");
+}
