@@ -465,6 +465,22 @@ pub struct LogsQuery {
     /// Which streams (both by default).
     pub stdout: Option<bool>,
     pub stderr: Option<bool>,
+    /// Only lines written at or after this time (RFC 3339, or unix seconds).
+    pub since: Option<String>,
+    /// Only lines written before this time (RFC 3339, or unix seconds).
+    pub until: Option<String>,
+}
+
+/// RFC 3339 or unix seconds.
+fn parse_time(what: &str, text: &str) -> Result<std::time::SystemTime, ApiError> {
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(std::time::UNIX_EPOCH + Duration::from_secs(secs));
+    }
+    humantime::parse_rfc3339_weak(text).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "{what} {text:?} is not a time: give RFC 3339 (2026-11-28T10:00:00Z) or unix seconds ({e})"
+        ))
+    })
 }
 
 /// A container's output as NDJSON entries `{"log","stream","time"}`.
@@ -484,9 +500,19 @@ async fn container_logs(
         stdout: q.stdout.unwrap_or(true),
         stderr: q.stderr.unwrap_or(true),
         tail: q.tail,
+        since: q
+            .since
+            .as_deref()
+            .map(|t| parse_time("since", t))
+            .transpose()?,
+        until: q
+            .until
+            .as_deref()
+            .map(|t| parse_time("until", t))
+            .transpose()?,
     };
     let path = state.engine.log_path(&row.id);
-    let (entries, mut offset) = logs::read(&path, &query)
+    let (entries, mut position) = logs::read(&path, &query)
         .await
         .map_err(|e| ApiError::Internal(format!("read the log of {}: {e}", row.name)))?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(64);
@@ -515,8 +541,8 @@ async fn container_logs(
                 .await
                 .map(|r| r.state == "running" || r.state == "paused")
                 .unwrap_or(false);
-            if let Ok((more, next)) = logs::read_from(&path, offset, &query).await {
-                offset = next;
+            if let Ok((more, next)) = logs::read_from(&path, position, &query).await {
+                position = next;
                 for e in &more {
                     if tx.send(Ok(line(e))).await.is_err() {
                         return;

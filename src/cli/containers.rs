@@ -83,6 +83,9 @@ pub struct CreateArgs {
     /// Seconds stop waits before SIGKILL (default 10)
     #[arg(long)]
     pub stop_timeout: Option<u64>,
+    /// Log option: max-size=SIZE (rotate at, default 10m) or max-file=N (files kept, default 3)
+    #[arg(long = "log-opt", value_name = "KEY=VALUE")]
+    pub log_opts: Vec<String>,
     /// The image (local name, name@digest)
     pub image: String,
     /// Command and arguments (default: the image's)
@@ -120,7 +123,35 @@ impl CreateArgs {
             }
             labels.insert(k.to_owned(), v.into());
         }
+        let (mut log_max_size, mut log_max_files) = (None, None);
+        for opt in &self.log_opts {
+            match opt.split_once('=') {
+                Some(("max-size", v)) => {
+                    log_max_size =
+                        Some(parse_size(v).map_err(|reason| ClientError::Input { reason })?)
+                }
+                Some(("max-file", v)) => {
+                    log_max_files =
+                        Some(v.parse::<u32>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                            ClientError::Input {
+                                reason: format!(
+                                    "log option {opt:?}: max-file takes a number of at least 1"
+                                ),
+                            }
+                        })?)
+                }
+                _ => {
+                    return Err(ClientError::Input {
+                        reason: format!(
+                            "log option {opt:?} is not known: give max-size=SIZE or max-file=N"
+                        ),
+                    });
+                }
+            }
+        }
         Ok(serde_json::json!({
+            "log_max_size": log_max_size,
+            "log_max_files": log_max_files,
             "env": env,
             "labels": labels,
             "tmpfs": self.tmpfs,
@@ -305,16 +336,37 @@ fn print_entry(line: &str, timestamps: bool) {
     }
 }
 
+/// `--since`/`--until`: RFC 3339, unix seconds, or a duration before now (`10m`, `2h`).
+fn time_arg(what: &str, text: &str) -> Result<String, ClientError> {
+    if text.parse::<u64>().is_ok() || humantime::parse_rfc3339_weak(text).is_ok() {
+        return Ok(text.to_owned());
+    }
+    let ago = humantime::parse_duration(text).map_err(|_| ClientError::Input {
+        reason: format!(
+            "--{what} {text:?}: give a time (RFC 3339 or unix seconds) or a duration such as 10m"
+        ),
+    })?;
+    let at = std::time::SystemTime::now() - ago;
+    Ok(humantime::format_rfc3339_seconds(at).to_string())
+}
+
 pub(super) async fn logs(
     client: ApiClient,
     container: String,
     follow: bool,
     tail: Option<usize>,
     timestamps: bool,
+    since: Option<String>,
+    until: Option<String>,
 ) -> Result<(), ClientError> {
     let mut query = format!("?follow={follow}");
     if let Some(n) = tail {
         query.push_str(&format!("&tail={n}"));
+    }
+    for (what, value) in [("since", since), ("until", until)] {
+        if let Some(v) = value {
+            query.push_str(&format!("&{what}={}", percent_encode(&time_arg(what, &v)?)));
+        }
     }
     client
         .get_lines(&path(&container, &format!("/logs{query}")), &mut |line| {

@@ -189,6 +189,12 @@ pub enum Command {
         /// Prefix each line with its time
         #[arg(short = 't', long)]
         timestamps: bool,
+        /// Only lines since a time (RFC 3339, unix seconds) or for a duration (10m)
+        #[arg(long)]
+        since: Option<String>,
+        /// Only lines before a time (RFC 3339, unix seconds) or a duration ago (10m)
+        #[arg(long)]
+        until: Option<String>,
         container: String,
     },
     /// Wait for a container to end and print its exit code
@@ -448,9 +454,11 @@ pub fn run(cli: Cli) -> ExitCode {
             follow,
             tail,
             timestamps,
+            since,
+            until,
             container,
         } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
-            containers::logs(c, container, follow, tail, timestamps)
+            containers::logs(c, container, follow, tail, timestamps, since, until)
         }),
         Command::Exec {
             env,

@@ -117,7 +117,15 @@ pub struct ContainerConfig {
     pub stop_signal: Option<String>,
     /// Seconds `stop` waits before SIGKILL (default 10).
     pub stop_timeout: Option<u64>,
+    /// Rotate the log at this many bytes (default 10 MiB; 0: never).
+    pub log_max_size: Option<u64>,
+    /// Log files kept, the current one included (default 3).
+    pub log_max_files: Option<u32>,
 }
+
+/// Log rotation unless a container asks otherwise: 3 files of 10 MiB.
+pub const DEFAULT_LOG_MAX_SIZE: u64 = 10 << 20;
+pub const DEFAULT_LOG_MAX_FILES: u32 = 3;
 
 /// One reading of a container's cgroup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -397,6 +405,7 @@ impl Engine {
             });
         }
         let dir = self.dir(&row.id);
+        let config: ContainerConfig = serde_json::from_str(&row.config).unwrap_or_default();
         // A previous run's leftovers go first.
         let _ = tokio::fs::remove_file(dir.join(shim::EXIT_FILE)).await;
         self.mount_rootfs(&row).await?;
@@ -408,6 +417,20 @@ impl Engine {
             .arg(&dir)
             .arg("--runtime-root")
             .arg(self.runtime_root())
+            .arg("--log-max-size")
+            .arg(
+                config
+                    .log_max_size
+                    .unwrap_or(DEFAULT_LOG_MAX_SIZE)
+                    .to_string(),
+            )
+            .arg("--log-max-files")
+            .arg(
+                config
+                    .log_max_files
+                    .unwrap_or(DEFAULT_LOG_MAX_FILES)
+                    .to_string(),
+            )
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())

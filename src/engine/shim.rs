@@ -27,6 +27,10 @@ pub struct ShimArgs {
     pub dir: PathBuf,
     /// The runtime's state root.
     pub runtime_root: PathBuf,
+    /// Rotate `container.log` when it would pass this many bytes (0: never).
+    pub log_max_size: u64,
+    /// How many log files to keep, the current one included.
+    pub log_max_files: u32,
 }
 
 impl ShimArgs {
@@ -38,10 +42,17 @@ impl ShimArgs {
                 .cloned()
                 .ok_or_else(|| format!("wharf __shim: missing {flag}"))
         };
+        let number = |flag: &str| -> Result<u64, String> {
+            value(flag)?
+                .parse()
+                .map_err(|_| format!("wharf __shim: {flag} takes a number"))
+        };
         Ok(ShimArgs {
             id: value("--id")?,
             dir: PathBuf::from(value("--dir")?),
             runtime_root: PathBuf::from(value("--runtime-root")?),
+            log_max_size: number("--log-max-size")?,
+            log_max_files: number("--log-max-files")?.clamp(1, 100) as u32,
         })
     }
 }
@@ -115,10 +126,7 @@ fn supervise(args: &ShimArgs, report: &mut impl Write) -> Result<(), String> {
     let _ = writeln!(report, "{}", serde_json::json!({"pid": created.pid}));
     let _ = report.flush();
 
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(args.dir.join(LOG_FILE))
+    let log = Log::open(&args.dir, args.log_max_size, args.log_max_files)
         .map_err(|e| format!("open the log: {e}"))?;
     copy_output(out_read, err_read, log);
     let code = wait_for(created.pid);
@@ -150,9 +158,75 @@ fn write_exit(dir: &Path, code: i32) {
     }
 }
 
+/// `container.log` with size-based rotation: when a line would take it past the limit it
+/// becomes `container.log.1` (older ones shift up, the oldest beyond the count goes).
+struct Log {
+    dir: PathBuf,
+    file: std::io::BufWriter<File>,
+    size: u64,
+    max_size: u64,
+    max_files: u32,
+}
+
+impl Log {
+    fn open(dir: &Path, max_size: u64, max_files: u32) -> std::io::Result<Log> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(LOG_FILE))?;
+        let size = file.metadata()?.len();
+        Ok(Log {
+            dir: dir.to_owned(),
+            file: std::io::BufWriter::new(file),
+            size,
+            max_size,
+            max_files,
+        })
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.file.flush()?;
+        let name = |n: u32| {
+            if n == 0 {
+                self.dir.join(LOG_FILE)
+            } else {
+                self.dir.join(format!("{LOG_FILE}.{n}"))
+            }
+        };
+        if self.max_files <= 1 {
+            std::fs::remove_file(name(0))?;
+        } else {
+            let _ = std::fs::remove_file(name(self.max_files - 1));
+            for n in (0..self.max_files - 1).rev() {
+                let _ = std::fs::rename(name(n), name(n + 1));
+            }
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(name(0))?;
+        self.file = std::io::BufWriter::new(file);
+        self.size = 0;
+        Ok(())
+    }
+
+    fn write_line(&mut self, line: &[u8]) {
+        if self.max_size > 0 && self.size > 0 && self.size + line.len() as u64 > self.max_size {
+            let _ = self.rotate();
+        }
+        if self.file.write_all(line).is_ok() {
+            self.size += line.len() as u64;
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
 /// Copies both pipes into the log as json-file lines until both reach end of file.
-fn copy_output(out: OwnedFd, err: OwnedFd, log: File) {
-    let mut log = std::io::BufWriter::new(log);
+fn copy_output(out: OwnedFd, err: OwnedFd, log: Log) {
+    let mut log = log;
     let mut streams = [
         (File::from(out), "stdout", Vec::new(), true),
         (File::from(err), "stderr", Vec::new(), true),
@@ -211,12 +285,12 @@ fn copy_output(out: OwnedFd, err: OwnedFd, log: File) {
     let _ = log.flush();
 }
 
-fn write_line(log: &mut impl Write, stream: &str, bytes: &[u8]) {
+fn write_line(log: &mut Log, stream: &str, bytes: &[u8]) {
     let time = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
     let line = serde_json::json!({
         "log": String::from_utf8_lossy(bytes),
         "stream": stream,
         "time": time,
     });
-    let _ = writeln!(log, "{line}");
+    log.write_line(format!("{line}\n").as_bytes());
 }

@@ -843,3 +843,79 @@ fn pause_unpause_rename_and_prune() {
     let (_, out, _) = wharf(&d, &["ps", "-a"]);
     assert!(out.contains("keeper") && !out.contains("tally"), "{out}");
 }
+
+#[test]
+fn logs_rotate_by_size_and_select_by_time() {
+    let test = "containers::logs_rotate_by_size_and_select_by_time";
+    let Some(daemon) = daemon_with_busybox(test) else {
+        return;
+    };
+    // 400 lines of ~100 bytes of JSON each, in files of at most 8 KiB, two kept.
+    let (status, id, err) = wharf(
+        &daemon,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "chatty",
+            "--log-opt",
+            "max-size=8k",
+            "--log-opt",
+            "max-file=2",
+            IMAGE,
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 400 ]; do echo line $i; i=$((i+1)); done",
+        ],
+    );
+    assert!(status.success(), "{err}");
+    let (_, code, _) = wharf(&daemon, &["wait", "chatty"]);
+    assert_eq!(code.trim(), "0");
+    let dir = daemon.data_root.join("containers").join(id.trim());
+    let current = std::fs::metadata(dir.join("container.log")).unwrap().len();
+    let older = std::fs::metadata(dir.join("container.log.1"))
+        .unwrap()
+        .len();
+    assert!(current <= 8192 && older <= 8192, "{current} {older}");
+    assert!(!dir.join("container.log.2").exists(), "two files kept");
+    let (_, out, _) = wharf(&daemon, &["logs", "chatty"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.last().copied(),
+        Some("line 399"),
+        "the newest lines are there"
+    );
+    assert!(
+        lines.len() < 400 && lines.len() > 50,
+        "older ones rotated away: {}",
+        lines.len()
+    );
+    let numbers: Vec<u32> = lines.iter().map(|l| l[5..].parse().unwrap()).collect();
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "in order, across the two files"
+    );
+    let (_, out, _) = wharf(&daemon, &["logs", "--tail", "3", "chatty"]);
+    assert_eq!(out, "line 397\nline 398\nline 399\n");
+
+    // Time selection: nothing since a minute ahead, everything since an hour ago.
+    let (_, out, _) = wharf(&daemon, &["logs", "--since", "1h", "--tail", "1", "chatty"]);
+    assert_eq!(out, "line 399\n");
+    let future =
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(60))
+            .to_string();
+    let (status, out, err) = wharf(&daemon, &["logs", "--since", &future, "chatty"]);
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "");
+    let (_, out, _) = wharf(&daemon, &["logs", "--until", "1h", "chatty"]);
+    assert_eq!(out, "");
+    let (status, _, err) = wharf(&daemon, &["logs", "--since", "yesterday-ish", "chatty"]);
+    assert!(!status.success() && err.contains("--since"), "{err}");
+    let (status, _, err) = wharf(&daemon, &["run", "--log-opt", "colour=red", IMAGE, "true"]);
+    assert!(
+        !status.success() && err.contains("log option \"colour=red\""),
+        "{err}"
+    );
+    let (status, _, err) = wharf(&daemon, &["rm", "chatty"]);
+    assert!(status.success(), "{err}");
+}
