@@ -8,6 +8,7 @@ mod audit;
 pub mod auth;
 mod containers;
 mod error;
+mod events;
 mod images;
 mod registries;
 mod registry;
@@ -51,6 +52,7 @@ pub fn router() -> Router<AppState> {
                 .merge(tokens::routes())
                 .merge(audit::routes())
                 .merge(containers::routes())
+                .merge(events::routes())
                 .merge(images::routes())
                 .merge(registries::routes())
                 .merge(registry::routes()),

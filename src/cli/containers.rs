@@ -347,7 +347,7 @@ fn time_arg(what: &str, text: &str) -> Result<String, ClientError> {
         ),
     })?;
     let at = std::time::SystemTime::now() - ago;
-    Ok(humantime::format_rfc3339_seconds(at).to_string())
+    Ok(humantime::format_rfc3339_nanos(at).to_string())
 }
 
 pub(super) async fn logs(
@@ -602,4 +602,48 @@ pub(super) async fn inspect_any(client: ApiClient, name: String) -> Result<(), C
         }
         Err(e) => Err(e),
     }
+}
+
+/// Events as docker prints them: time, type, action, actor, (attributes).
+pub(super) async fn events(
+    client: ApiClient,
+    since: Option<String>,
+    until: Option<String>,
+    format: Format,
+) -> Result<(), ClientError> {
+    use std::io::Write;
+    let mut query = Vec::new();
+    for (what, value) in [("since", since), ("until", until)] {
+        if let Some(v) = value {
+            query.push(format!("{what}={}", percent_encode(&time_arg(what, &v)?)));
+        }
+    }
+    let path = format!("/api/v1/events?{}", query.join("&"));
+    client
+        .get_lines(&path, &mut |line| {
+            let mut out = std::io::stdout();
+            if format == Format::Json {
+                let _ = writeln!(out, "{line}");
+            } else if let Ok(e) = serde_json::from_str::<serde_json::Value>(line) {
+                let nanos = e["time_nano"].as_i64().unwrap_or(0).max(0) as u64;
+                let time = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(nanos);
+                let attributes: Vec<String> = e["attributes"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "{} {} {} {} ({})",
+                    humantime::format_rfc3339_nanos(time),
+                    e["type"].as_str().unwrap_or_default(),
+                    e["action"].as_str().unwrap_or_default(),
+                    e["actor_id"].as_str().unwrap_or_default(),
+                    attributes.join(", ")
+                );
+            }
+            let _ = out.flush();
+        })
+        .await
 }

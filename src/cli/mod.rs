@@ -214,6 +214,17 @@ pub enum Command {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Show events (container starts, deaths, …) as they happen, or those of a time range
+    Events {
+        /// Since a time (RFC 3339, unix seconds) or for a duration (10m)
+        #[arg(long)]
+        since: Option<String>,
+        /// Until a time or a duration ago; without it, new events keep coming
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
     /// Show the processes of a running container
     Top { container: String },
     /// Freeze the processes of containers
@@ -505,6 +516,13 @@ pub fn run(cli: Cli) -> ExitCode {
                 Ok(())
             })
         }
+        Command::Events {
+            since,
+            until,
+            format,
+        } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            containers::events(c, since, until, format)
+        }),
         Command::Top { container } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
             containers::top(c, container)
         }),

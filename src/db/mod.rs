@@ -153,6 +153,41 @@ impl Db {
     }
 
     /// Appends one event to the event log.
+    /// Events after `after_id` (oldest first), within [since, until) in unix nanoseconds.
+    pub async fn events_after(
+        &self,
+        after_id: i64,
+        since_nano: Option<i64>,
+        until_nano: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<Event>, DbError> {
+        let rows: Vec<(i64, i64, String, String, String, String)> = sqlx::query_as(
+            "SELECT id, time_nano, type, action, actor_id, attributes FROM events \
+             WHERE id > ?1 AND (?2 IS NULL OR time_nano >= ?2) AND (?3 IS NULL OR time_nano < ?3) \
+             ORDER BY id LIMIT ?4",
+        )
+        .bind(after_id)
+        .bind(since_nano)
+        .bind(until_nano)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql("reading events"))?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, time_nano, kind, action, actor_id, attributes)| Event {
+                    id,
+                    time_nano,
+                    kind,
+                    action,
+                    actor_id,
+                    attributes: serde_json::from_str(&attributes).unwrap_or_default(),
+                },
+            )
+            .collect())
+    }
+
     pub async fn record_event(&self, event: &NewEvent<'_>) -> Result<Event, DbError> {
         let time_nano = now_nanos();
         let attributes = serde_json::to_string(&event.attributes).expect("a string map serializes");

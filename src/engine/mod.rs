@@ -370,7 +370,9 @@ impl Engine {
             let _ = tokio::fs::remove_dir_all(&dir).await;
             return Err(e.into());
         }
-        self.get(&id).await
+        let row = self.get(&id).await?;
+        emit(&self.db, "create", &row, &[]).await;
+        Ok(row)
     }
 
     /// Starts a container (a user's start: the restart count starts over).
@@ -462,6 +464,7 @@ impl Engine {
             });
         };
         self.db.container_started(&row.id, pid).await?;
+        emit(&self.db, "start", &row, &[]).await;
         let (tx, rx) = watch::channel(None);
         self.exits.lock().await.insert(row.id.clone(), rx);
         let engine = self.clone();
@@ -557,6 +560,9 @@ impl Engine {
         self.unmount_rootfs(id).await;
         if let Err(e) = self.db.container_exited(id, code, None).await {
             tracing::error!(container = id, error = %e, "could not record an exit");
+        }
+        if let Ok(Some(row)) = self.db.find_container(id).await {
+            emit(&self.db, "die", &row, &[("exitCode", code.to_string())]).await;
         }
         self.exits.lock().await.remove(id);
         let auto_remove = self
@@ -740,6 +746,13 @@ impl Engine {
             reason: e.to_string(),
         })?;
         self.db.container_paused(&row.id, paused).await?;
+        emit(
+            &self.db,
+            if paused { "pause" } else { "unpause" },
+            &row,
+            &[],
+        )
+        .await;
         self.get(&row.id).await
     }
 
@@ -748,7 +761,15 @@ impl Engine {
         let row = self.get(key).await?;
         check_name(name)?;
         self.db.rename_container(&row.id, name).await?;
-        self.get(&row.id).await
+        let renamed = self.get(&row.id).await?;
+        emit(
+            &self.db,
+            "rename",
+            &renamed,
+            &[("oldName", row.name.clone())],
+        )
+        .await;
+        Ok(renamed)
     }
 
     /// Removes every container that is not running; their names.
@@ -805,6 +826,7 @@ impl Engine {
             let _ = self.kill(&row.id, "SIGKILL").await;
             let _ = self.wait(&row.id).await;
         }
+        emit(&self.db, "stop", &row, &[]).await;
         self.get(&row.id).await
     }
 
@@ -836,6 +858,7 @@ impl Engine {
     }
 
     async fn remove_files(&self, id: &str) -> Result<(), EngineError> {
+        let row = self.db.find_container(id).await?;
         self.unmount_rootfs(id).await;
         let dir = self.dir(id);
         match tokio::fs::remove_dir_all(&dir).await {
@@ -845,6 +868,9 @@ impl Engine {
             _ => {}
         }
         self.db.delete_container(id).await?;
+        if let Some(row) = row {
+            emit(&self.db, "destroy", &row, &[]).await;
+        }
         Ok(())
     }
 
@@ -1073,6 +1099,27 @@ impl Engine {
 /// Whether a container's processes exist (running, or paused with its cgroup frozen).
 fn is_up(state: &str) -> bool {
     state == "running" || state == "paused"
+}
+
+/// Appends a container event (`docker events`); a failure to is logged, not fatal.
+async fn emit(db: &Db, action: &str, row: &ContainerRow, extra: &[(&str, String)]) {
+    let mut attributes: std::collections::BTreeMap<String, String> = [
+        ("name".to_owned(), row.name.clone()),
+        ("image".to_owned(), row.image.clone()),
+    ]
+    .into();
+    for (k, v) in extra {
+        attributes.insert((*k).to_owned(), v.clone());
+    }
+    let event = crate::db::NewEvent {
+        kind: "container",
+        action,
+        actor_id: &row.id,
+        attributes,
+    };
+    if let Err(e) = db.record_event(&event).await {
+        tracing::warn!(container = %row.name, error = %e, "could not record an event");
+    }
 }
 
 fn new_id() -> String {

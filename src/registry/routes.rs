@@ -1148,6 +1148,15 @@ async fn put_manifest(
         &format!("reference={reference} digest={digest}"),
     )
     .await;
+    let event = crate::db::NewEvent {
+        kind: "image",
+        action: "push",
+        actor_id: digest.as_str(),
+        attributes: [("name".to_owned(), format!("{name}:{reference}"))].into(),
+    };
+    if let Err(e) = db.record_event(&event).await {
+        tracing::warn!(error = %e, "could not record a push event");
+    }
     if let Some(image) = image {
         unpack_in_background(ctx, image);
     }

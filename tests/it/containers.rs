@@ -919,3 +919,46 @@ fn logs_rotate_by_size_and_select_by_time() {
     let (status, _, err) = wharf(&daemon, &["rm", "chatty"]);
     assert!(status.success(), "{err}");
 }
+
+#[test]
+fn events_tell_a_containers_life_and_can_be_followed() {
+    let test = "containers::events_tell_a_containers_life_and_can_be_followed";
+    let Some(daemon) = daemon_with_busybox(test) else {
+        return;
+    };
+    // A follower started before anything happens sees it as it happens.
+    let mut follower = wharf_command()
+        .args(["-H", &host(&daemon), "events", "--format", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, _, err) = wharf(
+        &daemon,
+        &["run", "--name", "lifecycle", IMAGE, "sh", "-c", "exit 5"],
+    );
+    assert_eq!(status.code(), Some(5), "{err}");
+    let (status, _, err) = wharf(&daemon, &["rm", "lifecycle"]);
+    assert!(status.success(), "{err}");
+    let (_, out, _) = wharf(&daemon, &["events", "--since", "1h", "--until", "0s"]);
+    let actions: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("name=lifecycle"))
+        .map(|l| l.split_whitespace().nth(2).unwrap())
+        .collect();
+    assert_eq!(actions, ["create", "start", "die", "destroy"], "{out}");
+    assert!(out.contains("exitCode=5"), "{out}");
+    // The follower got them too, live.
+    std::thread::sleep(Duration::from_millis(400));
+    let _ = follower.kill();
+    let followed = follower.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&followed.stdout);
+    let live: Vec<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["attributes"]["name"] == "lifecycle")
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(live, ["create", "start", "die", "destroy"], "{text}");
+}
