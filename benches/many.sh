@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Benchmark: 100 containers started in parallel (10 clients at a time) and then removed, wharf
+# against docker (Debian's docker.io, a dockerd started here) on the same busybox image, with
+# the memory they hold: the daemon's RSS idle and with 100 running, and the per-container
+# supervisor (wharf's shim, containerd-shim-runc-v2 for docker).
+#
+#   sudo benches/many.sh [COUNT]      (default 100; needs root)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+count=${1:-100}
+export PATH="$HOME/.cargo/bin:$PATH"
+
+missing=()
+for pkg in docker.io busybox-static python3 pkg-config libseccomp-dev; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+cargo build --release --locked --quiet
+wharf=$PWD/target/release/wharf
+
+work=$(mktemp -d)
+pids=()
+W() { "$wharf" -H "unix://$work/wharf.sock" "$@"; }
+D() { /usr/bin/docker -H "unix://$work/docker.sock" "$@"; }
+cleanup() {
+    W rm -f $(W ps -aq 2>/dev/null) >/dev/null 2>&1 || true
+    D rm -f $(D ps -aq 2>/dev/null) >/dev/null 2>&1 || true
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    sleep 2
+    grep " $work" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$wharf" serve --data-root "$work/wharf" --socket "$work/wharf.sock" --listen none \
+    --registry-listen none >"$work/wharf.log" 2>&1 &
+wharf_pid=$!
+pids+=($wharf_pid)
+dockerd --data-root "$work/docker" --exec-root "$work/docker-exec" --pidfile "$work/docker.pid" \
+    --host "unix://$work/docker.sock" --iptables=false --ip6tables=false --bridge=none >"$work/dockerd.log" 2>&1 &
+docker_pid=$!
+pids+=($docker_pid)
+for _ in $(seq 100); do
+    [ -S "$work/wharf.sock" ] && D version >/dev/null 2>&1 && break
+    sleep 0.3
+done
+mkdir -p "$work/rootfs/bin"
+cp /bin/busybox "$work/rootfs/bin/"
+for applet in $(/bin/busybox --list); do
+    [ "$applet" = busybox ] || ln -s busybox "$work/rootfs/bin/$applet"
+done
+tar -C "$work/rootfs" -c . | D import - bench/busybox:latest >/dev/null
+D save -o "$work/busybox.tar" bench/busybox:latest
+W load -q -i "$work/busybox.tar" >/dev/null
+
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+sum_rss_of() { # processes named $1: total and count
+    local total=0 n=0
+    for p in $(pgrep -x "$1" || true); do total=$((total + $(rss_kib "$p"))); n=$((n + 1)); done
+    echo "$total $n"
+}
+wharf_idle=$(rss_kib $wharf_pid)
+
+time_it() { local s e; s=$(date +%s.%N); "$@"; e=$(date +%s.%N); python3 -c "print($e - $s)"; }
+wharf_start=$(time_it sh -c "seq $count | xargs -P 10 -I{} $wharf -H unix://$work/wharf.sock run -d bench/busybox:latest sleep 3600 >/dev/null")
+wharf_running=$(rss_kib $wharf_pid)
+read -r shim_total shim_n < <(sum_rss_of wharf)
+shim_total=$((shim_total - wharf_running))
+shim_n=$((shim_n - 1))
+wharf_stop=$(time_it sh -c "W() { $wharf -H unix://$work/wharf.sock \"\$@\"; }; W rm -f \$(W ps -aq) >/dev/null")
+
+docker_start=$(time_it sh -c "seq $count | xargs -P 10 -I{} /usr/bin/docker -H unix://$work/docker.sock run -d --network none bench/busybox:latest sleep 3600 >/dev/null")
+read -r cshim_total cshim_n < <(sum_rss_of containerd-shim)
+[ "$cshim_n" -gt 0 ] || read -r cshim_total cshim_n < <(sum_rss_of containerd-shim-runc-v2)
+docker_stop=$(time_it sh -c "D() { /usr/bin/docker -H unix://$work/docker.sock \"\$@\"; }; D rm -f \$(D ps -aq) >/dev/null")
+
+python3 - "$count" "$wharf_start" "$wharf_stop" "$docker_start" "$docker_stop" "$wharf_idle" "$wharf_running" \
+    "$shim_total" "$shim_n" "$cshim_total" "$cshim_n" <<'PY'
+import sys
+n = int(sys.argv[1])
+ws, wt, ds, dt = map(float, sys.argv[2:6])
+idle, running, shim_total, shim_n, cshim_total, cshim_n = map(int, sys.argv[6:12])
+print(f"{n} containers, started 10 at a time, then removed with one rm -f")
+print(f"  start:  wharf {ws:6.2f} s, docker {ds:6.2f} s, docker/wharf = {ds / ws:.2f}x")
+print(f"  remove: wharf {wt:6.2f} s, docker {dt:6.2f} s, docker/wharf = {dt / wt:.2f}x")
+print(f"  wharf daemon RSS: idle {idle / 1024:.1f} MiB, with {n} running {running / 1024:.1f} MiB  (goal: under 30 MiB)")
+if shim_n:
+    print(f"  per container: wharf shim {shim_total / shim_n / 1024:.2f} MiB RSS (goal: under 2 MiB)", end="")
+if cshim_n:
+    print(f", containerd-shim {cshim_total / cshim_n / 1024:.2f} MiB ({cshim_n} processes)")
+else:
+    print()
+PY
