@@ -62,11 +62,14 @@ pub const EXIT_FILE: &str = "exit.json";
 
 /// Runs the shim; returns its process exit code.
 pub fn run(args: &ShimArgs) -> i32 {
-    // Our stdout is the daemon's report pipe: keep it aside before fd 1 becomes the container's.
-    let report = match nix::unistd::dup(std::io::stdout()) {
-        Ok(fd) => File::from(fd),
-        Err(_) => return 1,
-    };
+    // Our stdout is the daemon's report pipe: keep it aside before fd 1 becomes the container's
+    // (close-on-exec: the watcher this process becomes does not hold it).
+    let report =
+        match nix::fcntl::fcntl(std::io::stdout(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3)) {
+            // SAFETY: a fresh descriptor from fcntl, owned by nobody else.
+            Ok(fd) => unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) },
+            Err(_) => return 1,
+        };
     let mut report = std::io::BufWriter::new(report);
     let outcome = supervise(args, &mut report);
     if let Err(message) = outcome {
@@ -126,6 +129,11 @@ fn supervise(args: &ShimArgs, report: &mut impl Write) -> Result<(), String> {
     let _ = writeln!(report, "{}", serde_json::json!({"pid": created.pid}));
     let _ = report.flush();
 
+    // The rest (copying output, waiting) needs little of this binary: become a fresh image of
+    // it that touches only that, so each container's supervisor holds little memory. The pid,
+    // the child and the subreaper mark stay; the pipes are handed over by number.
+    let message = exec_watcher(args, created.pid, &out_read, &err_read);
+    tracing::debug!("could not re-exec the shim as a watcher ({message}); watching in place");
     let log = Log::open(&args.dir, args.log_max_size, args.log_max_files)
         .map_err(|e| format!("open the log: {e}"))?;
     copy_output(out_read, err_read, log);
@@ -133,6 +141,77 @@ fn supervise(args: &ShimArgs, report: &mut impl Write) -> Result<(), String> {
     write_exit(&args.dir, code);
     let _ = runtime.delete(&args.id, true);
     Ok(())
+}
+
+/// `execv`s `/proc/self/exe __shim-watch …`; returns only why it could not.
+fn exec_watcher(args: &ShimArgs, pid: i32, out: &OwnedFd, err: &OwnedFd) -> String {
+    use std::ffi::CString;
+    let text = |s: &str| CString::new(s).unwrap_or_default();
+    let argv: Vec<CString> = [
+        "wharf".to_owned(),
+        "__shim-watch".to_owned(),
+        "--id".to_owned(),
+        args.id.clone(),
+        "--dir".to_owned(),
+        args.dir.to_string_lossy().into_owned(),
+        "--runtime-root".to_owned(),
+        args.runtime_root.to_string_lossy().into_owned(),
+        "--log-max-size".to_owned(),
+        args.log_max_size.to_string(),
+        "--log-max-files".to_owned(),
+        args.log_max_files.to_string(),
+        "--pid".to_owned(),
+        pid.to_string(),
+        "--out-fd".to_owned(),
+        out.as_raw_fd().to_string(),
+        "--err-fd".to_owned(),
+        err.as_raw_fd().to_string(),
+    ]
+    .iter()
+    .map(|a| text(a))
+    .collect();
+    match nix::unistd::execv(&text("/proc/self/exe"), &argv) {
+        Ok(never) => match never {},
+        Err(e) => e.to_string(),
+    }
+}
+
+/// `wharf __shim-watch`: the second half of a shim, after it re-executed itself: copies the
+/// container's output into its log, waits for it, records the exit and deletes the runtime's
+/// state. Returns the process exit code.
+pub fn watch(raw: &[String]) -> i32 {
+    let Ok(args) = ShimArgs::parse(raw) else {
+        return 2;
+    };
+    let number = |flag: &str| -> Option<i32> {
+        raw.iter()
+            .position(|a| a == flag)
+            .and_then(|i| raw.get(i + 1))
+            .and_then(|v| v.parse().ok())
+    };
+    let (Some(pid), Some(out), Some(err)) =
+        (number("--pid"), number("--out-fd"), number("--err-fd"))
+    else {
+        return 2;
+    };
+    // SAFETY: the shim handed these descriptors over by number; nothing else owns them here.
+    let (out, err) = unsafe {
+        (
+            <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(out),
+            <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(err),
+        )
+    };
+    match Log::open(&args.dir, args.log_max_size, args.log_max_files) {
+        Ok(log) => copy_output(out, err, log),
+        Err(_) => {
+            drop(out);
+            drop(err);
+        }
+    }
+    let code = wait_for(pid);
+    write_exit(&args.dir, code);
+    let _ = Runtime::new(&args.runtime_root).delete(&args.id, true);
+    0
 }
 
 /// Waits for the container's init; reaps whatever else the subreaper inherits meanwhile.
