@@ -7,17 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-20}
-export PATH="$HOME/.cargo/bin:$PATH"
 
-missing=()
-for pkg in docker.io busybox-static python3 pkg-config libseccomp-dev; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
-cargo build --release --locked --quiet
-wharf=$PWD/target/release/wharf
+. benches/common.sh
+prepare docker.io busybox-static python3 pkg-config libseccomp-dev
 
 work=$(mktemp -d)
 pids=()

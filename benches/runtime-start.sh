@@ -7,16 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-40}
-export PATH="$HOME/.cargo/bin:$PATH"
 
-for pkg in runc busybox-static util-linux python3; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if [ -n "${missing[*]:-}" ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
-cargo build --release --locked --quiet
-wharf=$PWD/target/release/wharf
+. benches/common.sh
+prepare runc busybox-static util-linux python3
 
 work=$(mktemp -d)
 # Container state goes where both runtimes keep it by default (/run/runc, /run/wharf/runtime):

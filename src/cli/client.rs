@@ -288,28 +288,7 @@ impl ApiClient {
             .header(hyper::header::CONTENT_TYPE, content_type)
             .body(body)
             .map_err(|e| self.invalid(e))?;
-        let (response, driver) = self.send_on_new_connection(request).await?;
-        let status = response.status();
-        let mut body = response.into_body();
-        if !status.is_success() {
-            return Err(self.error_answer(status, body).await);
-        }
-        let mut pending = Vec::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| self.http(e))?;
-            if let Some(data) = frame.data_ref() {
-                pending.extend_from_slice(data);
-                while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = pending.drain(..=end).collect();
-                    on_line(String::from_utf8_lossy(&line).trim_end());
-                }
-            }
-        }
-        if !pending.is_empty() {
-            on_line(String::from_utf8_lossy(&pending).trim_end());
-        }
-        let _ = driver.await;
-        Ok(())
+        self.lines_of(request, on_line).await
     }
 
     /// GETs `path` and calls `on_line` with each line of the answer as it arrives (NDJSON
@@ -323,6 +302,20 @@ impl ApiClient {
             .builder(Method::GET, path, &[])
             .body(Full::new(Bytes::new()))
             .map_err(|e| self.invalid(e))?;
+        self.lines_of(request, on_line).await
+    }
+
+    /// Sends `request` and hands each line of its (streamed) answer to `on_line` as it arrives;
+    /// a non-2xx answer is an error.
+    async fn lines_of<B>(
+        &self,
+        request: Request<B>,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<(), ClientError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let (response, driver) = self.send_on_new_connection(request).await?;
         let status = response.status();
         let mut body = response.into_body();

@@ -28,6 +28,16 @@ pub struct ContainerRow {
     pub stopped_by_user: bool,
 }
 
+/// A unique-name violation as a conflict that names the name; other failures as they are.
+fn name_taken<'a>(name: &'a str, action: &'static str) -> impl FnOnce(sqlx::Error) -> DbError + 'a {
+    move |e| match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => DbError::Conflict {
+            what: format!("the container name {name:?} is already in use"),
+        },
+        _ => DbError::Sql { action, source: e },
+    }
+}
+
 const COLUMNS: &str = "id, name, image, image_digest, config, state, pid, exit_code, error, \
                        created_at, started_at, finished_at, restart_count, stopped_by_user";
 
@@ -52,15 +62,7 @@ impl Db {
         .bind(now_secs())
         .execute(&self.pool)
         .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(d) if d.is_unique_violation() => DbError::Conflict {
-                what: format!("the container name {name:?} is already in use"),
-            },
-            _ => DbError::Sql {
-                action: "recording a container",
-                source: e,
-            },
-        })?;
+        .map_err(name_taken(name, "recording a container"))?;
         Ok(())
     }
 
@@ -187,15 +189,7 @@ impl Db {
             .bind(id)
             .execute(&self.pool)
             .await
-            .map_err(|e| match &e {
-                sqlx::Error::Database(d) if d.is_unique_violation() => DbError::Conflict {
-                    what: format!("the container name {name:?} is already in use"),
-                },
-                _ => DbError::Sql {
-                    action: "renaming a container",
-                    source: e,
-                },
-            })?;
+            .map_err(name_taken(name, "renaming a container"))?;
         Ok(())
     }
 
