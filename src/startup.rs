@@ -540,6 +540,25 @@ fn prepare_data_root(layout: &DataRoot) -> Result<(), StartupError> {
             std::io::Error::from_raw_os_error(libc::ENOTDIR),
         ));
     }
+    // What containers and pushes leave here is root's alone: layer trees (which an image may
+    // give to any uid), container specs and logs, volumes, uploads in progress, blobs of
+    // private repositories.
+    for dir in [
+        layout.blobs(),
+        layout.layers(),
+        layout.uploads(),
+        root.join("containers"),
+        root.join("volumes"),
+        root.join("runtime"),
+    ] {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| fail(&format!("cannot create {}", dir.display()), e))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| fail(&format!("cannot restrict {}", dir.display()), e))?;
+    }
     Ok(())
 }
 

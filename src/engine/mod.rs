@@ -258,6 +258,8 @@ pub struct Engine {
     exits: Arc<Mutex<HashMap<String, watch::Receiver<Option<i64>>>>>,
     /// The next restart delay of each container its policy restarts.
     delays: Arc<Mutex<HashMap<String, Duration>>>,
+    /// One start at a time per container (a user's and a restart's must not both mount it).
+    starting: Arc<Mutex<HashMap<String, Arc<Mutex<()>>>>>,
 }
 
 /// How long `stop` waits after the stop signal before SIGKILL.
@@ -271,6 +273,7 @@ impl Engine {
             exe,
             exits: Arc::new(Mutex::new(HashMap::new())),
             delays: Arc::new(Mutex::new(HashMap::new())),
+            starting: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -357,10 +360,21 @@ impl Engine {
                 .await
                 .map_err(io(format!("make {}", dir.join(sub).display())))?;
         }
+        // The spec holds the container's environment (secrets, often): root only.
+        use std::os::unix::fs::PermissionsExt;
+        tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .await
+            .map_err(io(format!("restrict {}", dir.display())))?;
         let spec_json = serde_json::to_vec_pretty(&oci).expect("a spec serializes");
         tokio::fs::write(dir.join("config.json"), spec_json)
             .await
             .map_err(io(format!("write {}/config.json", dir.display())))?;
+        tokio::fs::set_permissions(
+            dir.join("config.json"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .await
+        .map_err(io(format!("restrict {}/config.json", dir.display())))?;
         let stored = serde_json::to_string(&config).expect("a config serializes");
         if let Err(e) = self
             .db
@@ -399,6 +413,16 @@ impl Engine {
     /// Mounts the rootfs and starts the container under a new shim.
     async fn start_inner(&self, key: &str) -> Result<ContainerRow, EngineError> {
         let row = self.get(key).await?;
+        let gate = Arc::clone(
+            self.starting
+                .lock()
+                .await
+                .entry(row.id.clone())
+                .or_default(),
+        );
+        let _one_start = gate.lock().await;
+        // Read again under the gate: a start that held it may have just made it run.
+        let row = self.get(&row.id).await?;
         if is_up(&row.state) {
             return Err(EngineError::WrongState {
                 name: row.name,
@@ -411,7 +435,7 @@ impl Engine {
         // A previous run's leftovers go first.
         let _ = tokio::fs::remove_file(dir.join(shim::EXIT_FILE)).await;
         self.mount_rootfs(&row).await?;
-        let mut child = tokio::process::Command::new(&self.exe)
+        let child = tokio::process::Command::new(&self.exe)
             .arg("__shim")
             .arg("--id")
             .arg(&row.id)
@@ -437,11 +461,17 @@ impl Engine {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(false)
-            .spawn()
-            .map_err(|e| EngineError::Start {
-                name: row.name.clone(),
-                reason: format!("cannot spawn its shim ({}): {e}", self.exe.display()),
-            })?;
+            .spawn();
+        let mut child = match child {
+            Ok(child) => child,
+            Err(e) => {
+                self.unmount_rootfs(&row.id).await;
+                return Err(EngineError::Start {
+                    name: row.name.clone(),
+                    reason: format!("cannot spawn its shim ({}): {e}", self.exe.display()),
+                });
+            }
+        };
         let stdout = child.stdout.take().expect("piped");
         let mut first = String::new();
         let _ = tokio::io::BufReader::new(stdout)
@@ -709,10 +739,17 @@ impl Engine {
         }
         let runtime = crate::runtime::container::Runtime::new(self.runtime_root());
         let id = row.id.clone();
+        let name = row.name.clone();
         tokio::task::spawn_blocking(move || runtime.kill(&id, signal, false))
             .await
-            .map_err(|e| EngineError::Invalid(e.to_string()))?
-            .map_err(|e| EngineError::Invalid(e.to_string()))
+            .map_err(|e| EngineError::Io {
+                what: format!("signal {name}"),
+                reason: e.to_string(),
+            })?
+            .map_err(|e| EngineError::Io {
+                what: format!("signal {}", row.name),
+                reason: e.to_string(),
+            })
     }
 
     /// Freezes (`pause`) or thaws a running container's processes through its cgroup.

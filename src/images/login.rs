@@ -131,6 +131,13 @@ pub async fn verify(
         let realm = challenge
             .param("realm")
             .ok_or_else(|| protocol("its Bearer challenge has no realm".into()))?;
+        // The password goes to the realm: never in the clear unless the registry itself is
+        // one that may be reached over plain HTTP.
+        if !plain_http && !realm.starts_with("https://") {
+            return Err(protocol(format!(
+                "its token realm {realm} is not HTTPS; the password is not sent there"
+            )));
+        }
         let mut query = vec![("account", login.username.as_str())];
         if let Some(service) = challenge.param("service") {
             query.push(("service", service));

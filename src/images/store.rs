@@ -226,11 +226,17 @@ impl BlobStore {
                 actual: actual.clone(),
             });
         }
+        let dest = self.path(actual);
+        // The blob is there already (same digest, same bytes, verified when it came): keep
+        // that file, whose readers may have it open, and drop ours.
+        if dest.is_file() {
+            let _ = std::fs::remove_file(tmp);
+            return Ok(());
+        }
         let file = File::open(tmp).map_err(io_at(tmp))?;
         file.set_permissions(std::fs::Permissions::from_mode(0o444))
             .map_err(io_at(tmp))?;
         file.sync_all().map_err(io_at(tmp))?;
-        let dest = self.path(actual);
         let dir = dest.parent().expect("blob paths have a parent");
         std::fs::create_dir_all(dir).map_err(io_at(dir))?;
         std::fs::rename(tmp, &dest).map_err(io_at(&dest))?;

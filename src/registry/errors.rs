@@ -17,6 +17,7 @@ pub enum Code {
     ManifestUnknown,
     NameInvalid,
     NameUnknown,
+    PaginationNumberInvalid,
     SizeInvalid,
     Unauthorized,
     Denied,
@@ -42,6 +43,7 @@ impl Code {
             Code::ManifestUnknown => "MANIFEST_UNKNOWN",
             Code::NameInvalid => "NAME_INVALID",
             Code::NameUnknown => "NAME_UNKNOWN",
+            Code::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
             Code::SizeInvalid | Code::TooLarge => "SIZE_INVALID",
             Code::Unauthorized => "UNAUTHORIZED",
             Code::Denied => "DENIED",
@@ -62,6 +64,7 @@ impl Code {
             | Code::ManifestBlobUnknown
             | Code::ManifestInvalid
             | Code::NameInvalid
+            | Code::PaginationNumberInvalid
             | Code::SizeInvalid => StatusCode::BAD_REQUEST,
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
             Code::Denied => StatusCode::FORBIDDEN,

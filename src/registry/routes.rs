@@ -197,8 +197,9 @@ async fn handle(state: &RegistryState, source: &str, request: Request) -> Result
                 (Method::GET, Some(id)) => upload_status(&ctx, &name, &id).await,
                 (Method::DELETE, Some(id)) => {
                     let session = ctx.session(&name, &id).await?;
-                    let session = session.lock().await;
-                    state.uploads.cancel(&session).await;
+                    let mut session = session.lock().await;
+                    still_open(&session)?;
+                    state.uploads.cancel(&mut session).await;
                     Ok(StatusCode::NO_CONTENT.into_response())
                 }
                 (method, _) => Err(unsupported(&method)),
@@ -418,7 +419,9 @@ impl Ctx<'_> {
                 Err(self.challenge(Some(scope)))
             }
             Credential::Token(claims) => {
-                if claims.allows(name, action) {
+                if claims.allows(name, action)
+                    || (action == "pull" && self.state.app.db.anonymous_pull(name).await?)
+                {
                     return Ok(());
                 }
                 Err(RegistryError::new(
@@ -432,7 +435,10 @@ impl Ctx<'_> {
                 .unauthorized_if_token())
             }
             Credential::Principal(p) => {
-                if principal_may(p, name, action) {
+                // What anyone may pull, a logged-in caller may too.
+                if principal_may(p, name, action)
+                    || (action == "pull" && self.state.app.db.anonymous_pull(name).await?)
+                {
                     return Ok(());
                 }
                 let record = crate::auth::service::audit(
@@ -460,7 +466,7 @@ impl Ctx<'_> {
             super::uploads::UploadError::Unknown(_) => {
                 RegistryError::new(Code::BlobUploadUnknown, e.to_string())
             }
-            e => RegistryError::internal("an upload", e),
+            e => RegistryError::internal(&format!("upload {id} of {name}"), e),
         })
     }
 
@@ -548,12 +554,12 @@ async fn token_endpoint(ctx: &Ctx<'_>, query: &str) -> Result<Response> {
                     vec![action.as_str()]
                 };
                 for a in &actions {
-                    let ok = match &principal {
-                        Some(p) => principal_may(p, &requested.name, a),
-                        None => {
-                            *a == "pull" && ctx.state.app.db.anonymous_pull(&requested.name).await?
-                        }
-                    };
+                    let open =
+                        *a == "pull" && ctx.state.app.db.anonymous_pull(&requested.name).await?;
+                    let ok = open
+                        || principal
+                            .as_ref()
+                            .is_some_and(|p| principal_may(p, &requested.name, a));
                     if ok && !granted.iter().any(|g| g == a) {
                         granted.push((*a).to_owned());
                     }
@@ -587,7 +593,7 @@ fn paginate(
     let n = match param(pairs, "n") {
         Some(n) => Some(n.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
             RegistryError::new(
-                Code::Unsupported,
+                Code::PaginationNumberInvalid,
                 format!("n={n} is not a number of results"),
             )
         })?),
@@ -622,7 +628,7 @@ async fn tags(ctx: &Ctx<'_>, name: &str, query: &str) -> Result<Response> {
     let pairs = query_pairs(query);
     let n = param(&pairs, "n").and_then(|n| n.parse::<i64>().ok());
     let mut tags = db
-        .list_tags(name, n.map(|n| n + 1), param(&pairs, "last"))
+        .list_tags(name, n.map(|n| n.saturating_add(1)), param(&pairs, "last"))
         .await?;
     let link = paginate(&format!("/v2/{name}/tags/list"), &pairs, &mut tags)?;
     Ok(with_link(
@@ -645,7 +651,9 @@ async fn catalog(ctx: &Ctx<'_>, cred: &Credential, query: &str) -> Result<Respon
             let ok = match cred {
                 Credential::Anonymous => db.anonymous_pull(&name).await?,
                 Credential::Token(c) => c.allows(&name, "pull") || db.anonymous_pull(&name).await?,
-                Credential::Principal(p) => principal_may(p, &name, "pull"),
+                Credential::Principal(p) => {
+                    principal_may(p, &name, "pull") || db.anonymous_pull(&name).await?
+                }
             };
             last = Some(name.clone());
             if ok {
@@ -842,12 +850,12 @@ async fn start_upload(
         let digest = match parse_digest(digest) {
             Ok(d) => d,
             Err(e) => {
-                ctx.state.uploads.cancel(&session).await;
+                ctx.state.uploads.cancel(&mut session).await;
                 return Err(e);
             }
         };
         if let Err(e) = append_body(&mut session, body).await {
-            ctx.state.uploads.cancel(&session).await;
+            ctx.state.uploads.cancel(&mut session).await;
             return Err(e);
         }
         return commit(ctx, &mut session, name, &digest).await;
@@ -884,9 +892,21 @@ fn check_content_range(headers: &HeaderMap, size: u64) -> Result<()> {
     }
 }
 
+/// A session committed or cancelled while this request waited for it is gone.
+fn still_open(session: &super::uploads::Session) -> Result<()> {
+    if session.closed() {
+        return Err(RegistryError::new(
+            Code::BlobUploadUnknown,
+            format!("upload {} is finished or cancelled", session.id),
+        ));
+    }
+    Ok(())
+}
+
 async fn patch_upload(ctx: &Ctx<'_>, name: &str, id: &str, body: Body) -> Result<Response> {
     let session = ctx.session(name, id).await?;
     let mut session = session.lock().await;
+    still_open(&session)?;
     check_content_range(ctx.headers, session.size)?;
     append_body(&mut session, body).await?;
     Ok(upload_accepted(
@@ -907,6 +927,7 @@ async fn put_upload(
     let pairs = query_pairs(query);
     let session = ctx.session(name, id).await?;
     let mut session = session.lock().await;
+    still_open(&session)?;
     let Some(digest) = param(&pairs, "digest") else {
         return Err(RegistryError::new(
             Code::DigestInvalid,
@@ -944,6 +965,7 @@ async fn commit(
 async fn upload_status(ctx: &Ctx<'_>, name: &str, id: &str) -> Result<Response> {
     let session = ctx.session(name, id).await?;
     let session = session.lock().await;
+    still_open(&session)?;
     Ok(upload_accepted(
         name,
         &session.id,
@@ -983,9 +1005,16 @@ async fn get_manifest(
         .ok_or_else(unknown)?;
     let digest =
         Digest::parse(&found.digest).map_err(|e| RegistryError::internal("a stored digest", e))?;
-    let bytes = tokio::fs::read(ctx.blobs().path(&digest))
-        .await
-        .map_err(|_| unknown())?;
+    let path = ctx.blobs().path(&digest);
+    let bytes = tokio::fs::read(&path).await.map_err(|e| {
+        RegistryError::internal(
+            &format!(
+                "manifest {digest} is recorded but its blob {}",
+                path.display()
+            ),
+            e,
+        )
+    })?;
     if !head {
         ctx.audit(
             cred,
@@ -1105,7 +1134,8 @@ async fn put_manifest(
         });
     }
     let image = match (&parsed.config, parsed.is_runnable_image()) {
-        (Some(config), true) => {
+        // An image config is small; a huge one is not read into memory (nor run).
+        (Some(config), true) if config.size <= 16 << 20 => {
             let config_bytes = tokio::fs::read(blobs.path(&config.digest))
                 .await
                 .map_err(|e| RegistryError::internal("reading the image config", e))?;
@@ -1220,6 +1250,16 @@ async fn delete_manifest(
     let db = &ctx.state.app.db;
     let deleted = if reference.contains(':') {
         let digest = parse_digest(reference)?;
+        let users = db.containers_of_image(digest.as_str()).await?;
+        if !users.is_empty() {
+            return Err(RegistryError::new(
+                Code::Denied,
+                format!(
+                    "manifest {digest} is the image of container(s) {}: remove them first",
+                    users.join(", ")
+                ),
+            ));
+        }
         db.delete_manifest(name, digest.as_str()).await?
     } else {
         db.delete_tag(name, reference).await?

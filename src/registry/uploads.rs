@@ -40,6 +40,9 @@ pub struct Session {
     file: std::fs::File,
     hasher: Option<Hasher>,
     pub size: u64,
+    /// Committed or cancelled: a request that waited for the lock meanwhile must not touch
+    /// the file, which may now be a blob in the store.
+    closed: bool,
 }
 
 /// How many bytes a writer lets pile up in the page cache before it starts their writeback
@@ -82,6 +85,11 @@ impl SessionWriter {
 }
 
 impl Session {
+    /// Whether the session was committed or cancelled while a request waited for it.
+    pub fn closed(&self) -> bool {
+        self.closed
+    }
+
     fn data(&self) -> PathBuf {
         self.dir.join("data")
     }
@@ -90,6 +98,9 @@ impl Session {
     pub fn writer(&mut self) -> Result<SessionWriter, UploadError> {
         use std::io::Write;
         use std::os::fd::AsRawFd;
+        if self.closed {
+            return Err(UploadError::Unknown(self.id.clone()));
+        }
         let mut file = self.file.try_clone().map_err(|source| UploadError::Io {
             id: self.id.clone(),
             what: "write",
@@ -102,6 +113,9 @@ impl Session {
             let (mut written, mut started) = (0u64, 0u64);
             while let Some(chunk) = rx.blocking_recv() {
                 if let Err(e) = file.write_all(&chunk) {
+                    // A chunk written in part is cut off again: the file, the size and the
+                    // hash must agree for the upload to go on.
+                    let _ = file.set_len(start + written);
                     return (hasher, written, Err(e));
                 }
                 if let Some(h) = &mut hasher {
@@ -179,6 +193,7 @@ impl Uploads {
             file,
             hasher: Some(Hasher::new(DigestAlgorithm::Sha256)),
             size: 0,
+            closed: false,
         }));
         self.open
             .lock()
@@ -233,13 +248,15 @@ impl Uploads {
             file,
             hasher: Some(hasher),
             size,
+            closed: false,
         }));
         open.insert(id.to_owned(), (repository.to_owned(), Arc::clone(&session)));
         Ok(session)
     }
 
     /// Ends a session and removes its files.
-    pub async fn cancel(&self, session: &Session) {
+    pub async fn cancel(&self, session: &mut Session) {
+        session.closed = true;
         self.open.lock().await.remove(&session.id);
         let _ = tokio::fs::remove_dir_all(&session.dir).await;
     }
@@ -253,6 +270,9 @@ impl Uploads {
         blobs: &BlobStore,
     ) -> Result<u64, UploadError> {
         let id = session.id.clone();
+        if session.closed {
+            return Err(UploadError::Unknown(id));
+        }
         let data = session.data();
         let actual = match (expected.algorithm(), session.hasher.take()) {
             (DigestAlgorithm::Sha256, Some(h)) => h.finish(),

@@ -791,6 +791,32 @@ async fn a_pushed_image_is_a_local_image_and_local_images_can_be_pulled() {
         .find(|i| i["digest"] == image.manifest_digest.as_str())
         .unwrap_or_else(|| panic!("the pushed image is local: {images}"));
     assert_eq!(pushed["tags"], json!(["team/app:v1"]));
+    // While a container runs from it, the manifest cannot be deleted from under it.
+    let created: Value = admin
+        .send_json(
+            hyper::Method::POST,
+            "/api/v1/containers",
+            &json!({"name": "from-push", "image": "team/app:v1"}),
+        )
+        .await
+        .unwrap();
+    let r = reg
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v2/team/app/manifests/{}", image.manifest_digest),
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(error_codes(r).await, ["DENIED"]);
+    admin
+        .send(
+            hyper::Method::DELETE,
+            &format!("/api/v1/containers/{}", created["id"].as_str().unwrap()),
+            None,
+        )
+        .await
+        .unwrap();
     // Its layers are unpacked for containers without a pull.
     let layers = daemon.data_root.join("layers");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -1144,6 +1170,21 @@ async fn the_cli_lists_removes_and_opens_repositories_and_gc_frees_only_the_unus
     assert_eq!(get_v1().await.status(), StatusCode::OK);
     let r = upload(&anonymous, "gc/app", b"anonymous push").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "anonymous push never");
+    // What anyone may pull, a logged-in account without a grant may pull too.
+    let socket = daemon.unix_client();
+    let _: Value = socket
+        .send_json(
+            hyper::Method::POST,
+            "/api/v1/users",
+            &json!({"name": "bare", "kind": "robot", "password": "bare-robot-password"}),
+        )
+        .await
+        .unwrap();
+    let bare = Reg::new(&daemon, Some(("bare", "bare-robot-password")));
+    let r = bare
+        .send(reqwest::Method::GET, "/v2/gc/app/manifests/v1", vec![])
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
 
     // Fresh blobs are in their grace window: nothing goes, even the orphan.
     let (status, out, err) = wharf(&["registry", "gc", "--dry-run"]);

@@ -88,7 +88,7 @@ fn refuses_a_read_only_data_root() {
     let stderr = expect_refusal(dir, shell);
     assert!(
         stderr.contains(&format!("data root {} is not usable", data.display()))
-            && stderr.contains("wharf.lock")
+            && stderr.contains(&data.join("blobs").display().to_string())
             && stderr.contains("Read-only file system"),
         "{stderr}"
     );
