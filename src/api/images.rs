@@ -46,6 +46,9 @@ async fn free_unused(
     candidates: Vec<String>,
     chains: Vec<String>,
 ) -> Result<(usize, usize), ApiError> {
+    // Like a registry collection: no manifest push may be between its blob checks and its
+    // record while blobs go.
+    let _exclusive = state.registry_gc.write().await;
     let layout = state.config.layout();
     let blobs = BlobStore::new(layout.blobs());
     let layer_store = LayerStore::new(layout.layers());
