@@ -255,7 +255,7 @@ async fn top(
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::NoContainer(_) | EngineError::NoImage(_) => {
+            EngineError::NoContainer(_) | EngineError::NoImage(_) | EngineError::NoVolume(_) => {
                 ApiError::Missing(e.to_string())
             }
             EngineError::Invalid(_) | EngineError::Start { .. } => {

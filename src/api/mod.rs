@@ -15,6 +15,7 @@ mod registry;
 mod system;
 mod tokens;
 mod users;
+mod volumes;
 
 use std::sync::Arc;
 
@@ -53,6 +54,7 @@ pub fn router() -> Router<AppState> {
                 .merge(audit::routes())
                 .merge(containers::routes())
                 .merge(events::routes())
+                .merge(volumes::routes())
                 .merge(images::routes())
                 .merge(registries::routes())
                 .merge(registry::routes()),

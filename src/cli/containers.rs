@@ -647,3 +647,72 @@ pub(super) async fn events(
         })
         .await
 }
+
+/// `wharf volume …`.
+pub(super) async fn volume(
+    client: ApiClient,
+    command: super::VolumeCommand,
+) -> Result<(), ClientError> {
+    use super::VolumeCommand;
+    let at = |name: &str| format!("/api/v1/volumes/{}", percent_encode(name));
+    match command {
+        VolumeCommand::Create { name } => {
+            let v: serde_json::Value = client
+                .send_json(
+                    Method::POST,
+                    "/api/v1/volumes",
+                    &serde_json::json!({"name": name}),
+                )
+                .await?;
+            println!("{}", v["name"].as_str().unwrap_or_default());
+        }
+        VolumeCommand::Ls { format } => {
+            let list: serde_json::Value = client.get_json("/api/v1/volumes").await?;
+            if format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&list).expect("JSON"));
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = list
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|v| {
+                    let users: Vec<&str> = v["used_by"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|u| u.as_str())
+                        .collect();
+                    vec![
+                        v["name"].as_str().unwrap_or_default().to_owned(),
+                        users.join(","),
+                    ]
+                })
+                .collect();
+            print_table(&["VOLUME NAME", "USED BY"], &rows);
+        }
+        VolumeCommand::Inspect { name } => {
+            let v: serde_json::Value = client.get_json(&at(&name)).await?;
+            println!("{}", serde_json::to_string_pretty(&v).expect("JSON"));
+        }
+        VolumeCommand::Rm { names } => {
+            for name in names {
+                client.send(Method::DELETE, &at(&name), None).await?;
+                println!("{name}");
+            }
+        }
+        VolumeCommand::Prune => {
+            let pruned: serde_json::Value = client
+                .send_json(
+                    Method::POST,
+                    "/api/v1/volumes/prune",
+                    &serde_json::json!({}),
+                )
+                .await?;
+            for name in pruned["removed"].as_array().into_iter().flatten() {
+                println!("Deleted: {}", name.as_str().unwrap_or_default());
+            }
+        }
+    }
+    Ok(())
+}

@@ -242,6 +242,9 @@ pub enum Command {
     /// Container commands
     #[command(subcommand)]
     Container(ContainerCommand),
+    /// Named volumes: create, ls, inspect, rm, prune
+    #[command(subcommand)]
+    Volume(VolumeCommand),
     /// Show CPU, memory and process use of running containers
     Stats {
         /// Accepted for docker compatibility: one reading is always shown
@@ -330,6 +333,26 @@ impl ServeArgs {
                 .then(|| self.insecure_registries.clone()),
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Make a named volume
+    Create { name: String },
+    /// List volumes and the containers that mount them
+    Ls {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Show a volume as JSON
+    Inspect { name: String },
+    /// Remove volumes and their data (refused while a container mounts one)
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove every volume no container mounts
+    Prune,
 }
 
 #[derive(Debug, Subcommand)]
@@ -500,6 +523,9 @@ pub fn run(cli: Cli) -> ExitCode {
                 vec![container],
                 format!("?name={}", crate::domain::percent_encode(&new_name)),
             )
+        }),
+        Command::Volume(command) => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            containers::volume(c, command)
         }),
         Command::Container(ContainerCommand::Prune) => {
             client_command(&cli.host, cli.token, cli.tls_ca, |c| async move {

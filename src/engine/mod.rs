@@ -33,6 +33,8 @@ pub enum EngineError {
     NoContainer(String),
     #[error("no such image: {0} (pull or load it first)")]
     NoImage(String),
+    #[error("no such volume: {0}")]
+    NoVolume(String),
     #[error("{0}")]
     Invalid(String),
     #[error("container {name} is {state}: {hint}")]
@@ -148,6 +150,18 @@ pub struct ProcessView {
     pub pid: i32,
     pub uid: Option<u32>,
     pub command: String,
+}
+
+/// A named volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VolumeView {
+    pub name: String,
+    /// Its directory on the host.
+    pub mountpoint: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Containers (stopped ones too) that mount it.
+    pub used_by: Vec<String>,
 }
 
 /// What `exec` runs.
@@ -816,6 +830,101 @@ impl Engine {
             if row.state == "exited" || row.state == "created" {
                 self.remove(&row.id, false).await?;
                 removed.push(row.name);
+            }
+        }
+        Ok(removed)
+    }
+
+    fn volumes_root(&self) -> PathBuf {
+        self.layout.root().join("volumes")
+    }
+
+    /// Makes a named volume (an existing one is fine, as with docker).
+    pub async fn volume_create(&self, name: &str) -> Result<VolumeView, EngineError> {
+        check_name(name).map_err(|_| {
+            EngineError::Invalid(format!(
+                "volume name {name:?} is not valid: [a-zA-Z0-9][a-zA-Z0-9_.-]+"
+            ))
+        })?;
+        let data = self.volumes_root().join(name).join("_data");
+        tokio::fs::create_dir_all(&data)
+            .await
+            .map_err(io(format!("make volume {name}")))?;
+        self.volume(name).await
+    }
+
+    /// The containers (stopped ones too) whose binds name volume `name`.
+    async fn volume_users(&self, name: &str) -> Result<Vec<String>, EngineError> {
+        let mut users = Vec::new();
+        for row in self.db.list_containers(true).await? {
+            let config: ContainerConfig = serde_json::from_str(&row.config).unwrap_or_default();
+            if config
+                .binds
+                .iter()
+                .any(|b| b.split(':').next() == Some(name))
+            {
+                users.push(row.name);
+            }
+        }
+        Ok(users)
+    }
+
+    /// One volume: where it is and who uses it.
+    pub async fn volume(&self, name: &str) -> Result<VolumeView, EngineError> {
+        let dir = self.volumes_root().join(name);
+        let meta = match tokio::fs::metadata(dir.join("_data")).await {
+            Ok(m) if check_name(name).is_ok() => m,
+            _ => return Err(EngineError::NoVolume(name.to_owned())),
+        };
+        use std::os::unix::fs::MetadataExt;
+        Ok(VolumeView {
+            name: name.to_owned(),
+            mountpoint: dir.join("_data").to_string_lossy().into_owned(),
+            created_at: meta.ctime(),
+            used_by: self.volume_users(name).await?,
+        })
+    }
+
+    /// Every named volume, by name.
+    pub async fn volumes(&self) -> Result<Vec<VolumeView>, EngineError> {
+        let mut names = Vec::new();
+        if let Ok(mut entries) = tokio::fs::read_dir(self.volumes_root()).await {
+            while let Ok(Some(entry)) = entries.next_entry().await {
+                names.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        names.sort();
+        let mut out = Vec::new();
+        for name in names {
+            if let Ok(v) = self.volume(&name).await {
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes a volume and its data; refused while a container (even a stopped one) names it.
+    pub async fn volume_remove(&self, name: &str) -> Result<(), EngineError> {
+        let volume = self.volume(name).await?;
+        if !volume.used_by.is_empty() {
+            return Err(EngineError::Invalid(format!(
+                "volume {name} is in use by container(s) {}: remove them first",
+                volume.used_by.join(", ")
+            )));
+        }
+        let dir = self.volumes_root().join(name);
+        tokio::fs::remove_dir_all(&dir)
+            .await
+            .map_err(io(format!("remove volume {name} ({})", dir.display())))
+    }
+
+    /// Removes every volume no container names; their names.
+    pub async fn volume_prune(&self) -> Result<Vec<String>, EngineError> {
+        let mut removed = Vec::new();
+        for v in self.volumes().await? {
+            if v.used_by.is_empty() {
+                self.volume_remove(&v.name).await?;
+                removed.push(v.name);
             }
         }
         Ok(removed)

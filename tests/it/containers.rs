@@ -962,3 +962,65 @@ fn events_tell_a_containers_life_and_can_be_followed() {
         .collect();
     assert_eq!(live, ["create", "start", "die", "destroy"], "{text}");
 }
+
+#[test]
+fn volumes_are_listed_kept_while_used_and_pruned() {
+    let test = "containers::volumes_are_listed_kept_while_used_and_pruned";
+    let Some(daemon) = daemon_with_busybox(test) else {
+        return;
+    };
+    let (status, out, err) = wharf(&daemon, &["volume", "create", "made"]);
+    assert!(status.success() && out.trim() == "made", "{err}");
+    let (status, _, err) = wharf(
+        &daemon,
+        &[
+            "run",
+            "--name",
+            "writer",
+            "-v",
+            "used:/data",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo x > /data/f",
+        ],
+    );
+    assert!(status.success(), "{err}");
+    let (_, out, _) = wharf(&daemon, &["volume", "ls"]);
+    assert!(
+        out.contains("made")
+            && out
+                .lines()
+                .any(|l| l.starts_with("used") && l.contains("writer")),
+        "{out}"
+    );
+    let (status, out, err) = wharf(&daemon, &["volume", "inspect", "used"]);
+    assert!(status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mountpoint = std::path::PathBuf::from(v["mountpoint"].as_str().unwrap());
+    assert_eq!(
+        std::fs::read_to_string(mountpoint.join("f")).unwrap(),
+        "x\n"
+    );
+    // A stopped container still holds its volume.
+    let (status, _, err) = wharf(&daemon, &["volume", "rm", "used"]);
+    assert!(
+        !status.success() && err.contains("in use by container(s) writer"),
+        "{err}"
+    );
+    let (status, out, err) = wharf(&daemon, &["volume", "prune"]);
+    assert!(status.success(), "{err}");
+    assert!(out.contains("made") && !out.contains("used"), "{out}");
+    let (status, _, err) = wharf(&daemon, &["rm", "writer"]);
+    assert!(status.success(), "{err}");
+    let (status, _, err) = wharf(&daemon, &["volume", "rm", "used"]);
+    assert!(status.success(), "{err}");
+    assert!(!mountpoint.exists());
+    let (status, _, err) = wharf(&daemon, &["volume", "inspect", "used"]);
+    assert!(
+        !status.success() && err.contains("no such volume: used"),
+        "{err}"
+    );
+    let (status, _, err) = wharf(&daemon, &["volume", "create", "../up"]);
+    assert!(!status.success() && err.contains("not valid"), "{err}");
+}
