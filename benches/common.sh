@@ -12,3 +12,39 @@ prepare() {
     cargo build --release --locked --quiet
     wharf=$PWD/target/release/wharf
 }
+
+W() { "$wharf" -H "unix://$work/wharf.sock" "$@"; }
+D() { /usr/bin/docker -H "unix://$work/docker.sock" "$@"; }
+
+# Starts `wharf serve` and a dockerd (no bridge, no iptables) in $work; their pids go to
+# $wharf_pid, $docker_pid and the array $pids; returns when both answer.
+start_wharf_and_dockerd() {
+    "$wharf" serve --data-root "$work/wharf" --socket "$work/wharf.sock" --listen none \
+        --registry-listen none >"$work/wharf.log" 2>&1 &
+    wharf_pid=$!
+    pids+=("$wharf_pid")
+    dockerd --data-root "$work/docker" --exec-root "$work/docker-exec" --pidfile "$work/docker.pid" \
+        --host "unix://$work/docker.sock" --iptables=false --ip6tables=false --bridge=none \
+        >"$work/dockerd.log" 2>&1 &
+    docker_pid=$!
+    pids+=("$docker_pid")
+    for _ in $(seq 100); do
+        [ -S "$work/wharf.sock" ] && D version >/dev/null 2>&1 && return 0
+        sleep 0.3
+    done
+    echo "wharf or dockerd did not start; see $work/*.log" >&2
+    return 1
+}
+
+# One busybox image, bench/busybox:latest, made from /bin/busybox and loaded into both.
+load_busybox_in_both() {
+    mkdir -p "$work/rootfs/bin"
+    cp /bin/busybox "$work/rootfs/bin/"
+    local applet
+    for applet in $(/bin/busybox --list); do
+        [ "$applet" = busybox ] || ln -s busybox "$work/rootfs/bin/$applet"
+    done
+    tar -C "$work/rootfs" -c . | D import - bench/busybox:latest >/dev/null
+    D save -o "$work/busybox.tar" bench/busybox:latest
+    W load -q -i "$work/busybox.tar" >/dev/null
+}

@@ -14,8 +14,6 @@ prepare docker.io busybox-static python3 pkg-config libseccomp-dev
 
 work=$(mktemp -d)
 pids=()
-W() { "$wharf" -H "unix://$work/wharf.sock" "$@"; }
-D() { /usr/bin/docker -H "unix://$work/docker.sock" "$@"; }
 cleanup() {
     W rm -f $(W ps -aq 2>/dev/null) >/dev/null 2>&1 || true
     D rm -f $(D ps -aq 2>/dev/null) >/dev/null 2>&1 || true
@@ -26,26 +24,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$wharf" serve --data-root "$work/wharf" --socket "$work/wharf.sock" --listen none \
-    --registry-listen none >"$work/wharf.log" 2>&1 &
-wharf_pid=$!
-pids+=($wharf_pid)
-dockerd --data-root "$work/docker" --exec-root "$work/docker-exec" --pidfile "$work/docker.pid" \
-    --host "unix://$work/docker.sock" --iptables=false --ip6tables=false --bridge=none >"$work/dockerd.log" 2>&1 &
-docker_pid=$!
-pids+=($docker_pid)
-for _ in $(seq 100); do
-    [ -S "$work/wharf.sock" ] && D version >/dev/null 2>&1 && break
-    sleep 0.3
-done
-mkdir -p "$work/rootfs/bin"
-cp /bin/busybox "$work/rootfs/bin/"
-for applet in $(/bin/busybox --list); do
-    [ "$applet" = busybox ] || ln -s busybox "$work/rootfs/bin/$applet"
-done
-tar -C "$work/rootfs" -c . | D import - bench/busybox:latest >/dev/null
-D save -o "$work/busybox.tar" bench/busybox:latest
-W load -q -i "$work/busybox.tar" >/dev/null
+start_wharf_and_dockerd
+load_busybox_in_both
 
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 pss_kib() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup"; }

@@ -22,28 +22,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$wharf" serve --data-root "$work/wharf" --socket "$work/wharf.sock" --listen none \
-    --registry-listen none >"$work/wharf.log" 2>&1 &
-pids+=($!)
-dockerd --data-root "$work/docker" --exec-root "$work/docker-exec" --pidfile "$work/docker.pid" \
-    --host "unix://$work/docker.sock" --iptables=false --ip6tables=false --bridge=none >"$work/dockerd.log" 2>&1 &
-pids+=($!)
-D() { /usr/bin/docker -H "unix://$work/docker.sock" "$@"; }
-W() { "$wharf" -H "unix://$work/wharf.sock" "$@"; }
-for _ in $(seq 100); do
-    [ -S "$work/wharf.sock" ] && D version >/dev/null 2>&1 && break
-    sleep 0.3
-done
-
-# One busybox image, made here, in both.
-mkdir -p "$work/rootfs/bin"
-cp /bin/busybox "$work/rootfs/bin/"
-for applet in $(/bin/busybox --list); do
-    [ "$applet" = busybox ] || ln -s busybox "$work/rootfs/bin/$applet"
-done
-tar -C "$work/rootfs" -c . | D import - bench/busybox:latest >/dev/null
-D save -o "$work/busybox.tar" bench/busybox:latest
-W load -q -i "$work/busybox.tar" >/dev/null
+start_wharf_and_dockerd
+load_busybox_in_both
 
 python3 - "$rounds" "$wharf" "$work" <<'PY'
 import statistics, subprocess, sys, time

@@ -232,3 +232,17 @@ pub async fn create_first_admin(
 pub fn caller_audit(caller: &Caller, action: &str, target: &str, detail: &str) -> AuditRecord {
     audit(&caller.principal, action, target, Outcome::Ok, detail)
 }
+
+/// Appends the caller's successful `action` (`container.start`) on the thing `name` to the
+/// audit log; the target is named by the action's kind (`container:web`).
+pub async fn audited(
+    state: &crate::startup::AppState,
+    caller: &Caller,
+    action: &str,
+    name: &str,
+) -> Result<(), super::ApiError> {
+    let kind = action.split_once('.').map_or(action, |(k, _)| k);
+    let record = caller_audit(caller, action, &format!("{kind}:{name}"), "");
+    state.db.record_audit(&record).await?;
+    Ok(())
+}

@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::caller_audit;
+use super::auth::{audited, caller_audit};
 use super::error::{ApiError, Body as JsonBody, ErrorBody};
 use crate::auth::{Action, Caller, Target};
 use crate::engine::logs::{self, LogQuery};
@@ -45,11 +45,25 @@ async fn pause(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<ContainerView>, ApiError> {
+    set_paused(state, caller, id, true).await
+}
+
+async fn set_paused(
+    state: AppState,
+    caller: Caller,
+    id: String,
+    paused: bool,
+) -> Result<Json<ContainerView>, ApiError> {
     caller
         .require(Action::ContainerOperate, &Target::Container(id.clone()))
         .await?;
-    let row = state.engine.set_paused(&id, true).await?;
-    audited(&state, &caller, "container.pause", &row.name).await?;
+    let row = state.engine.set_paused(&id, paused).await?;
+    let action = if paused {
+        "container.pause"
+    } else {
+        "container.unpause"
+    };
+    audited(&state, &caller, action, &row.name).await?;
     Ok(Json(row.into()))
 }
 
@@ -61,12 +75,7 @@ async fn unpause(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<ContainerView>, ApiError> {
-    caller
-        .require(Action::ContainerOperate, &Target::Container(id.clone()))
-        .await?;
-    let row = state.engine.set_paused(&id, false).await?;
-    audited(&state, &caller, "container.unpause", &row.name).await?;
-    Ok(Json(row.into()))
+    set_paused(state, caller, id, false).await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -266,17 +275,6 @@ impl From<EngineError> for ApiError {
             EngineError::Database(e) => ApiError::Database(e),
         }
     }
-}
-
-async fn audited(
-    state: &AppState,
-    caller: &Caller,
-    action: &str,
-    name: &str,
-) -> Result<(), ApiError> {
-    let record = caller_audit(caller, action, &format!("container:{name}"), "");
-    state.db.record_audit(&record).await?;
-    Ok(())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::caller_audit;
+use super::auth::audited;
 use super::error::{ApiError, Body, ErrorBody};
 use crate::auth::{Action, Caller, Target};
 use crate::engine::VolumeView;
@@ -19,17 +19,6 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list, create))
         .routes(routes!(inspect, remove))
         .routes(routes!(prune))
-}
-
-async fn audited(
-    state: &AppState,
-    caller: &Caller,
-    action: &str,
-    name: &str,
-) -> Result<(), ApiError> {
-    let record = caller_audit(caller, action, &format!("volume:{name}"), "");
-    state.db.record_audit(&record).await?;
-    Ok(())
 }
 
 /// Every named volume, with the containers that mount it.

@@ -119,17 +119,7 @@ impl Db {
         let now = now_secs();
         insert_image(&mut tx, image, now).await?;
         for (repository, tag) in tags {
-            sqlx::query(
-                "INSERT INTO image_tags (repository, tag, manifest_digest, updated_at) VALUES (?, ?, ?, ?) \
-                 ON CONFLICT (repository, tag) DO UPDATE SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at",
-            )
-            .bind(repository)
-            .bind(tag)
-            .bind(&image.digest)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(sql("tagging an image"))?;
+            set_tag(&mut tx, repository, tag, &image.digest, now).await?;
             hold_in_repository(&mut tx, repository, &image.digest, now).await?;
         }
         tx.commit().await.map_err(sql("committing an image"))
@@ -195,17 +185,7 @@ impl Db {
             .await
             .map_err(sql("starting a transaction"))?;
         let now = now_secs();
-        sqlx::query(
-            "INSERT INTO image_tags (repository, tag, manifest_digest, updated_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (repository, tag) DO UPDATE SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at",
-        )
-        .bind(repository)
-        .bind(tag)
-        .bind(manifest_digest)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(sql("tagging an image"))?;
+        set_tag(&mut tx, repository, tag, manifest_digest, now).await?;
         hold_in_repository(&mut tx, repository, manifest_digest, now).await?;
         tx.commit().await.map_err(sql("committing a tag"))
     }
@@ -393,5 +373,27 @@ async fn hold_in_repository(
     .execute(&mut *tx)
     .await
     .map_err(sql("linking a manifest's blobs"))?;
+    Ok(())
+}
+
+/// Points `repository:tag` at `digest`, moving the tag if it named another manifest.
+pub(super) async fn set_tag(
+    tx: &mut sqlx::SqliteConnection,
+    repository: &str,
+    tag: &str,
+    digest: &str,
+    now: i64,
+) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO image_tags (repository, tag, manifest_digest, updated_at) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (repository, tag) DO UPDATE SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at",
+    )
+    .bind(repository)
+    .bind(tag)
+    .bind(digest)
+    .bind(now)
+    .execute(&mut *tx)
+    .await
+    .map_err(sql("moving a tag"))?;
     Ok(())
 }

@@ -101,17 +101,7 @@ impl Db {
             }
         }
         if let Some(tag) = &m.tag {
-            sqlx::query(
-                "INSERT INTO image_tags (repository, tag, manifest_digest, updated_at) VALUES (?, ?, ?, ?) \
-                 ON CONFLICT (repository, tag) DO UPDATE SET manifest_digest = excluded.manifest_digest, updated_at = excluded.updated_at",
-            )
-            .bind(&m.repository)
-            .bind(tag)
-            .bind(&m.digest)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(sql("moving a tag"))?;
+            super::images::set_tag(&mut tx, &m.repository, tag, &m.digest, now).await?;
         }
         if let Some(image) = &m.image {
             super::images::insert_image(&mut tx, image, now).await?;
