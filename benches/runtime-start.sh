@@ -12,10 +12,12 @@ rounds=${1:-40}
 prepare runc busybox-static util-linux python3
 
 work=$(mktemp -d)
-# Container state goes where both runtimes keep it by default (/run/runc, /run/wharf/runtime):
-# a tmpfs, not the disk the bundle is on.
+# Container state goes where both runtimes keep it by default (/run/runc, /run/wharf/runtime),
+# which is a tmpfs on a normal host. Some hosts (build containers) have /run on the root disk,
+# where every state-dir removal waits for a discard: mount a tmpfs of our own, for both.
 state=$(mktemp -d -p /run wharf-bench.XXXXXX)
-trap 'rm -rf "$work" "$state"' EXIT
+mount -t tmpfs -o mode=0711,size=16m wharf-bench "$state"
+trap 'umount "$state"; rm -rf "$work"; rmdir "$state"' EXIT
 bundle=$work/bundle
 mkdir -p "$bundle/rootfs/bin"
 cp /bin/busybox "$bundle/rootfs/bin/"
