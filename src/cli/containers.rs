@@ -77,6 +77,10 @@ pub struct CreateArgs {
     /// Give every capability and no masked paths (use with care)
     #[arg(long)]
     pub privileged: bool,
+    /// Security option: seccomp=unconfined, seccomp=PROFILE.json or no-new-privileges[=false];
+    /// repeatable
+    #[arg(long = "security-opt", value_name = "OPTION")]
+    pub security_opt: Vec<String>,
     /// Signal that stop sends first (default: the image's, else SIGTERM)
     #[arg(long)]
     pub stop_signal: Option<String>,
@@ -149,7 +153,21 @@ impl CreateArgs {
                 }
             }
         }
+        let mut security_opt = Vec::new();
+        for opt in &self.security_opt {
+            // A seccomp profile given by path is read here and sent whole, as docker does.
+            security_opt.push(match opt.split_once(['=', ':']) {
+                Some(("seccomp", path)) if path != "unconfined" && !path.starts_with('{') => {
+                    let text = std::fs::read_to_string(path).map_err(|e| ClientError::Input {
+                        reason: format!("cannot read seccomp profile {path}: {e}"),
+                    })?;
+                    format!("seccomp={text}")
+                }
+                _ => opt.clone(),
+            });
+        }
         Ok(serde_json::json!({
+            "security_opt": security_opt,
             "log_max_size": log_max_size,
             "log_max_files": log_max_files,
             "env": env,

@@ -8,6 +8,7 @@
 //! awaits to record the exit and release the rootfs.
 
 pub mod logs;
+pub mod seccomp;
 pub mod shim;
 pub mod spec;
 
@@ -112,9 +113,13 @@ pub struct ContainerConfig {
     pub cap_add: Vec<String>,
     #[serde(default)]
     pub cap_drop: Vec<String>,
-    /// Every capability, no masked or read-only paths, new privileges allowed.
+    /// Every capability, no masked or read-only paths, new privileges allowed, no seccomp filter.
     #[serde(default)]
     pub privileged: bool,
+    /// docker's `--security-opt`: `seccomp=unconfined`, `seccomp=PROFILE-JSON` (docker's
+    /// profile format; the client reads a file given by path), `no-new-privileges[=true|false]`.
+    #[serde(default)]
+    pub security_opt: Vec<String>,
     /// The signal `stop` sends first (default: the image's STOPSIGNAL, else SIGTERM).
     pub stop_signal: Option<String>,
     /// Seconds `stop` waits before SIGKILL (default 10).

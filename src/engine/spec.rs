@@ -1,5 +1,6 @@
 //! The OCI spec of a container: the runtime's defaults (the 11 Podman capabilities,
-//! no_new_privileges, masked and read-only paths, every namespace but user), the image's
+//! no_new_privileges, docker's seccomp filter, masked and read-only paths, every namespace but
+//! user), the image's
 //! config (Entrypoint, Cmd, Env, WorkingDir, User) and the request's overrides.
 
 use serde_json::{Value, json};
@@ -176,6 +177,46 @@ fn capabilities(request: &ContainerConfig) -> Result<Vec<String>, EngineError> {
     Ok(set)
 }
 
+/// What `--privileged` and `--security-opt` make of the seccomp filter and no_new_privs.
+struct Security {
+    seccomp: Option<Value>,
+    no_new_privileges: Option<bool>,
+}
+
+fn security_options(request: &ContainerConfig, caps: &[String]) -> Result<Security, EngineError> {
+    // Docker's default filter, unless privileged (which has none) or told otherwise.
+    let mut seccomp = (!request.privileged).then(|| super::seccomp::default_profile(caps));
+    let mut no_new_privileges = None;
+    for opt in &request.security_opt {
+        // docker accepts both `key=value` and the older `key:value`.
+        let (key, value) = opt
+            .split_once(['=', ':'])
+            .map_or((opt.as_str(), None), |(k, v)| (k, Some(v)));
+        match (key, value) {
+            ("seccomp", Some("unconfined")) => seccomp = None,
+            ("seccomp", Some(profile)) if profile.trim_start().starts_with('{') => {
+                seccomp = Some(super::seccomp::resolve_profile(profile, caps)?);
+            }
+            ("seccomp", _) => {
+                return Err(EngineError::Invalid(format!(
+                    "security option {opt:?}: give seccomp=unconfined or the profile's JSON (the CLI reads a profile file for you)"
+                )));
+            }
+            ("no-new-privileges", None | Some("true")) => no_new_privileges = Some(true),
+            ("no-new-privileges", Some("false")) => no_new_privileges = Some(false),
+            _ => {
+                return Err(EngineError::Invalid(format!(
+                    "security option {opt:?} is not supported: give seccomp=unconfined, seccomp=PROFILE or no-new-privileges[=true|false]"
+                )));
+            }
+        }
+    }
+    Ok(Security {
+        seccomp,
+        no_new_privileges,
+    })
+}
+
 /// Builds the spec of container `id`.
 pub fn build(
     id: &str,
@@ -272,6 +313,13 @@ pub fn build(
         spec["process"]["noNewPrivileges"] = false.into();
         spec["linux"]["maskedPaths"] = json!([]);
         spec["linux"]["readonlyPaths"] = json!([]);
+    }
+    let security = security_options(request, &caps)?;
+    if let Some(profile) = security.seccomp {
+        spec["linux"]["seccomp"] = profile;
+    }
+    if let Some(nnp) = security.no_new_privileges {
+        spec["process"]["noNewPrivileges"] = nnp.into();
     }
     if let Some(mounts) = spec["mounts"].as_array_mut() {
         for tmpfs in &request.tmpfs {

@@ -170,6 +170,20 @@ impl Runtime {
         }
     }
 
+    /// The spec's seccomp filter as BPF, compiled here (or found in the cache under the state
+    /// root) before any child exists.
+    fn seccomp_program(
+        &self,
+        spec: &oci_spec::runtime::Spec,
+    ) -> Result<Option<super::seccomp::Program>, RuntimeError> {
+        let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else {
+            return Ok(None);
+        };
+        super::seccomp::program(profile, Some(&self.root.seccomp_cache()))
+            .map(Some)
+            .map_err(|e| RuntimeError::Init(e.to_string()))
+    }
+
     fn cgroup_of(&self, state: &State) -> Result<Cgroup, RuntimeError> {
         Ok(Cgroup::open(&self.cgroup_root, &state.cgroup_path)?)
     }
@@ -254,6 +268,7 @@ impl Runtime {
             cgroups::Entry::SelfJoin(_) => (None, Vec::new()),
         };
         let parent_moves_child = clone_cgroup.is_none() && self_join.is_empty();
+        let seccomp = self.seccomp_program(spec)?;
         let child = process::clone_into_cgroup(flags, clone_cgroup.as_ref())
             .map_err(sys("clone3 into new namespaces"))?;
         let Some(pid) = child else {
@@ -278,6 +293,7 @@ impl Runtime {
                     .and_then(|a| a.get(INIT_ANNOTATION))
                     .is_some_and(|v| v == "true"),
                 console,
+                seccomp,
             });
         };
         guard.child = Some(pid);
@@ -408,7 +424,8 @@ impl Runtime {
             }
         }
         std::fs::remove_file(&fifo).map_err(sys(format!("remove {}", fifo.display())))?;
-        if let Ok(bundle) = Bundle::load(&state.bundle)
+        if state.late_hooks
+            && let Ok(bundle) = Bundle::load(&state.bundle)
             && let Some(hooks) = bundle
                 .spec
                 .hooks()
@@ -495,7 +512,8 @@ impl Runtime {
             }
             cg.remove()?;
         }
-        if let Ok(bundle) = Bundle::load(&state.bundle)
+        if state.late_hooks
+            && let Ok(bundle) = Bundle::load(&state.bundle)
             && let Some(hooks) = bundle
                 .spec
                 .hooks()
@@ -637,6 +655,7 @@ impl Runtime {
             nix::sched::setns(pid_ns, CloneFlags::CLONE_NEWPID)
                 .map_err(nix_sys("join the pid namespace"))?;
         }
+        let filter = self.seccomp_program(&bundle.spec)?;
         let child = process::clone_into(0).map_err(sys("fork the exec process"))?;
         let Some(pid) = child else {
             drop(error_read);
@@ -646,7 +665,7 @@ impl Runtime {
                 &namespaces,
                 console.as_ref(),
                 &options.process,
-                &bundle,
+                filter.as_ref(),
             );
             let mut pipe = File::from(error_write);
             let _ = std::io::Write::write_all(&mut pipe, message.as_bytes());
@@ -710,7 +729,7 @@ fn exec_child(
     namespaces: &[(LinuxNamespaceType, File)],
     console: Option<&std::os::unix::net::UnixStream>,
     process: &oci_spec::runtime::Process,
-    bundle: &Bundle,
+    filter: Option<&super::seccomp::Program>,
 ) -> String {
     let run = || -> Result<std::convert::Infallible, String> {
         // SAFETY: restoring SIGPIPE's default disposition, which the runtime ignores, so the
@@ -737,24 +756,15 @@ fn exec_child(
         let argv = process.args().clone().unwrap_or_default();
         let env = process.env().clone().unwrap_or_default();
         let program = process::find_executable(argv.first().map_or("", String::as_str), &env)?;
-        let filter = match bundle
-            .spec
-            .linux()
-            .as_ref()
-            .and_then(|l| l.seccomp().as_ref())
-        {
-            Some(profile) => Some(super::seccomp::compile(profile).map_err(|e| e.to_string())?),
-            None => None,
-        };
         process::set_rlimits(process)?;
         let nnp = process.no_new_privileges() == Some(true);
-        if let (Some(f), false) = (&filter, nnp) {
+        if let (Some(f), false) = (filter, nnp) {
             super::seccomp::load(f).map_err(|e| e.to_string())?;
         }
         process::drop_privileges(process)?;
         process::enter_cwd(process.cwd())?;
         process::close_extra_fds()?;
-        if let (Some(f), true) = (&filter, nnp) {
+        if let (Some(f), true) = (filter, nnp) {
             super::seccomp::load(f).map_err(|e| e.to_string())?;
         }
         Err(process::exec(&program, &argv, &env))

@@ -38,13 +38,14 @@ pub struct InitArgs<'a> {
     pub reaper: bool,
     /// Connected to `--console-socket`, when the process wants a terminal.
     pub console: Option<std::os::unix::net::UnixStream>,
+    /// The spec's seccomp filter, compiled by the parent.
+    pub seccomp: Option<seccomp::Program>,
 }
 
 /// Everything checked and made ready before the container waits to be started.
 struct Prepared {
     fifo: File,
     program: PathBuf,
-    seccomp: Option<libseccomp::ScmpFilterContext>,
 }
 
 /// Runs in the child. Never returns.
@@ -80,7 +81,7 @@ pub fn run(mut args: InitArgs) -> ! {
             .and_then(|h| h.start_container().as_ref());
         hooks::run("startContainer", hooks, &state)
     });
-    let message = match started.and_then(|()| finish(args.spec, prepared.seccomp.as_ref())) {
+    let message = match started.and_then(|()| finish(args.spec, args.seccomp.as_ref())) {
         Ok(()) => {
             let process = args.spec.process().as_ref().expect("validated");
             let argv = process.args().clone().unwrap_or_default();
@@ -205,15 +206,7 @@ fn prepare(args: &mut InitArgs) -> Result<Prepared, String> {
             process.cwd().display()
         ));
     }
-    let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-        Some(profile) => Some(seccomp::compile(profile).map_err(|e| e.to_string())?),
-        None => None,
-    };
-    Ok(Prepared {
-        fifo,
-        program,
-        seccomp,
-    })
+    Ok(Prepared { fifo, program })
 }
 
 /// Blocks until `start` opens the fifo for reading, then tells it we go.
@@ -231,7 +224,7 @@ fn wait_for_start(fifo: &File) -> Result<(), String> {
 /// The last steps, in the order the kernel needs them. The seccomp filter goes last, so it
 /// need not allow our own set-up; without no_new_privs it must go in while we still hold
 /// CAP_SYS_ADMIN, before privileges are dropped.
-fn finish(spec: &Spec, filter: Option<&libseccomp::ScmpFilterContext>) -> Result<(), String> {
+fn finish(spec: &Spec, filter: Option<&seccomp::Program>) -> Result<(), String> {
     let process = spec.process().as_ref().expect("validated");
     let nnp = process.no_new_privileges() == Some(true);
     process::set_rlimits(process)?;

@@ -37,6 +37,27 @@ pub fn clone_into_cgroup(flags: u64, cgroup: Option<&std::fs::File>) -> io::Resu
             std::mem::size_of::<libc::clone_args>(),
         )
     };
+    let pid = match pid {
+        // clone3 refused (a seccomp filter answers ENOSYS so that flags stay visible, as in a
+        // container's own init forking its program): plain clone does the same without a cgroup.
+        -1 if cgroup.is_none()
+            && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) =>
+        {
+            // SAFETY: clone without a new stack behaves like fork (see above); the arguments
+            // after the flags (stack, parent tid, child tid, tls) are all null.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_clone,
+                    flags | libc::SIGCHLD as u64,
+                    0usize,
+                    0usize,
+                    0usize,
+                    0usize,
+                )
+            }
+        }
+        pid => pid,
+    };
     match pid {
         -1 => Err(io::Error::last_os_error()),
         0 => Ok(None),

@@ -1,6 +1,7 @@
 //! The spec's seccomp profile, compiled to BPF by libseccomp (the library runc, crun and youki
 //! use) and loaded as the last step before `execve`.
 
+use std::path::Path;
 use std::str::FromStr;
 
 use libseccomp::{
@@ -126,14 +127,151 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<ScmpFilterContext, SeccompError
     Ok(ctx)
 }
 
-/// Loads a compiled filter into this process (inherited across `execve`).
-pub fn load(ctx: &ScmpFilterContext) -> Result<(), SeccompError> {
-    ctx.load().map_err(library("load the filter"))
+/// A filter compiled to BPF, ready to load, with the flags it loads with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Program {
+    /// `struct sock_filter` instructions, 8 bytes each, in this machine's byte order.
+    code: Vec<u8>,
+    flags: libc::c_ulong,
+}
+
+/// The kernel's limit on a filter's length (BPF_MAXINSNS).
+const MAX_INSTRUCTIONS: usize = 4096;
+
+/// The `seccomp(2)` flags the profile asks for (libseccomp sets them only on its own load).
+fn load_flags(profile: &LinuxSeccomp) -> Result<libc::c_ulong, SeccompError> {
+    let mut flags = 0;
+    for flag in profile.flags().iter().flatten() {
+        flags |= match flag {
+            LinuxSeccompFilterFlag::SeccompFilterFlagTsync => libc::SECCOMP_FILTER_FLAG_TSYNC,
+            LinuxSeccompFilterFlag::SeccompFilterFlagLog => libc::SECCOMP_FILTER_FLAG_LOG,
+            LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => {
+                libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW
+            }
+            other => {
+                return Err(SeccompError::Unsupported {
+                    what: format!("filter flag {other:?}"),
+                });
+            }
+        };
+    }
+    Ok(flags)
+}
+
+/// The profile as BPF. Compiling a profile of docker's size takes libseccomp milliseconds, so
+/// programs are kept in `cache` (a root-only directory), keyed by the profile, this build and
+/// the libseccomp version; a damaged or missing entry is compiled again.
+pub fn program(profile: &LinuxSeccomp, cache: Option<&Path>) -> Result<Program, SeccompError> {
+    use sha2::Digest;
+    let flags = load_flags(profile)?;
+    let mut key = sha2::Sha256::new();
+    key.update(serde_json::to_vec(profile).expect("a profile serializes"));
+    key.update(env!("CARGO_PKG_VERSION"));
+    let version = libseccomp::ScmpVersion::current().map_err(library("libseccomp version"))?;
+    key.update(format!(
+        "{}.{}.{}",
+        version.major, version.minor, version.micro
+    ));
+    let entry = cache.map(|dir| dir.join(format!("{:x}.bpf", key.finalize())));
+    if let Some(entry) = &entry
+        && let Ok(code) = std::fs::read(entry)
+        && !code.is_empty()
+        && code.len() % 8 == 0
+        && code.len() / 8 <= MAX_INSTRUCTIONS
+    {
+        return Ok(Program { code, flags });
+    }
+    let ctx = compile(profile)?;
+    let mut file =
+        nix::sys::memfd::memfd_create("wharf-seccomp", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+            .map(std::fs::File::from)
+            .map_err(|e| SeccompError::Library {
+                what: "a memory file for the compiled filter".into(),
+                reason: e.desc().to_owned(),
+            })?;
+    ctx.export_bpf(&file)
+        .map_err(library("export the filter"))?;
+    let mut code = Vec::new();
+    std::io::Seek::rewind(&mut file)
+        .and_then(|_| std::io::Read::read_to_end(&mut file, &mut code))
+        .map_err(|e| SeccompError::Library {
+            what: "read the compiled filter".into(),
+            reason: e.to_string(),
+        })?;
+    if let (Some(dir), Some(entry)) = (cache, &entry) {
+        // Best effort: a cache that cannot be written only costs the next container time.
+        let _ = store(dir, entry, &code);
+    }
+    Ok(Program { code, flags })
+}
+
+fn store(dir: &Path, entry: &Path, code: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    // A name of this process's own; the rename makes the entry appear whole.
+    let tmp = entry.with_extension(format!("tmp.{}", std::process::id()));
+    let written = std::fs::write(&tmp, code).and_then(|()| std::fs::rename(&tmp, entry));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Loads a program into this process (inherited across `execve`). Without no_new_privs the
+/// caller must hold CAP_SYS_ADMIN.
+pub fn load(program: &Program) -> Result<(), SeccompError> {
+    let filter = libc::sock_fprog {
+        len: (program.code.len() / 8) as libc::c_ushort,
+        filter: program.code.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `filter` points at `len` sock_filter instructions (8 bytes each, as libseccomp
+    // exported them) that outlive the call; the kernel copies and verifies them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            program.flags,
+            &filter as *const libc::sock_fprog,
+        )
+    };
+    if rc != 0 {
+        return Err(SeccompError::Library {
+            what: "load the filter".into(),
+            reason: std::io::Error::last_os_error().to_string(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn programs_are_cached_and_a_damaged_entry_is_compiled_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let p = profile(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "flags": ["SECCOMP_FILTER_FLAG_LOG"],
+            "syscalls": [{"names": ["read", "write"], "action": "SCMP_ACT_ALLOW"}]
+        }));
+        let fresh = program(&p, Some(&cache)).unwrap();
+        assert_eq!(fresh.flags, libc::SECCOMP_FILTER_FLAG_LOG);
+        let entries: Vec<_> = std::fs::read_dir(&cache).unwrap().collect();
+        assert_eq!(entries.len(), 1, "one entry, no temporary left");
+        let entry = entries[0].as_ref().unwrap().path();
+        assert_eq!(std::fs::read(&entry).unwrap(), fresh.code);
+        assert_eq!(program(&p, Some(&cache)).unwrap(), fresh);
+        std::fs::write(&entry, b"garbage").unwrap();
+        assert_eq!(program(&p, Some(&cache)).unwrap(), fresh);
+        assert_eq!(program(&p, None).unwrap(), fresh);
+        let other = profile(serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW"}));
+        assert_ne!(program(&other, Some(&cache)).unwrap(), fresh);
+    }
 
     fn profile(json: serde_json::Value) -> LinuxSeccomp {
         serde_json::from_value(json).unwrap()

@@ -75,9 +75,14 @@ pub struct State {
     /// Set by `pause`, cleared by `resume`.
     #[serde(default)]
     pub paused: bool,
-    /// Whether the spec has poststart or poststop hooks (so start and delete read it again).
-    #[serde(default)]
+    /// Whether the spec has poststart or poststop hooks (so start and delete read it again;
+    /// a state written before this field existed is read as having them).
+    #[serde(default = "assume_late_hooks")]
     pub late_hooks: bool,
+}
+
+fn assume_late_hooks() -> bool {
+    true
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +121,12 @@ impl StateRoot {
 
     pub fn container_dir(&self, id: &str) -> PathBuf {
         self.root.join(id)
+    }
+
+    /// Compiled seccomp filters; `@` is not allowed in container ids, so no container's
+    /// directory can take this name.
+    pub fn seccomp_cache(&self) -> PathBuf {
+        self.root.join("@seccomp")
     }
 
     pub fn exec_fifo(&self, id: &str) -> PathBuf {

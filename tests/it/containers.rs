@@ -1037,3 +1037,96 @@ fn volumes_are_listed_kept_while_used_and_pruned() {
     let (status, _, err) = wharf(&daemon, &["volume", "create", "../up"]);
     assert!(!status.success() && err.contains("not valid"), "{err}");
 }
+
+#[test]
+fn seccomp_filters_by_default_and_security_opt_changes_it() {
+    let Some(daemon) =
+        daemon_with_busybox("seccomp_filters_by_default_and_security_opt_changes_it")
+    else {
+        return;
+    };
+    // unshare(CLONE_NEWUSER) needs no capability, so only the filter stops it.
+    let probe =
+        "grep '^Seccomp:' /proc/self/status; unshare -U true && echo unshared || echo refused";
+    let (status, out, err) = wharf(&daemon, &["run", "--rm", IMAGE, "sh", "-c", probe]);
+    assert!(status.success(), "{err}");
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    assert!(out.contains("refused"), "{out}");
+    let (status, out, err) = wharf(
+        &daemon,
+        &[
+            "run",
+            "--rm",
+            "--security-opt",
+            "seccomp=unconfined",
+            IMAGE,
+            "sh",
+            "-c",
+            probe,
+        ],
+    );
+    assert!(status.success(), "{err}");
+    assert!(out.contains("Seccomp:\t0"), "{out}");
+    assert!(out.contains("unshared"), "{out}");
+    // Exec'd processes get the container's filter too.
+    let (status, _, err) = wharf(
+        &daemon,
+        &["run", "-d", "--name", "filtered", IMAGE, "sleep", "60"],
+    );
+    assert!(status.success(), "{err}");
+    let (status, out, err) = wharf(&daemon, &["exec", "filtered", "sh", "-c", probe]);
+    assert!(status.success(), "{err}");
+    assert!(
+        out.contains("Seccomp:\t2") && out.contains("refused"),
+        "{out}"
+    );
+    let (status, _, err) = wharf(&daemon, &["rm", "-f", "filtered"]);
+    assert!(status.success(), "{err}");
+
+    // A profile file in docker's format, read by the client.
+    let profile = daemon.dir.path().join("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}"#,
+    )
+    .unwrap();
+    let opt = format!("seccomp={}", profile.display());
+    let (status, out, err) = wharf(
+        &daemon,
+        &[
+            "run",
+            "--rm",
+            "--security-opt",
+            &opt,
+            IMAGE,
+            "sh",
+            "-c",
+            "mkdir /tmp/x 2>&1; echo done",
+        ],
+    );
+    assert!(status.success(), "{err}");
+    assert!(
+        out.contains("Permission denied") && out.contains("done"),
+        "{out}"
+    );
+
+    // Bad options are refused with the reason, and nothing is created.
+    for (opt, reason) in [
+        ("apparmor=unconfined", "is not supported"),
+        (
+            "seccomp={\"syscalls\": 1}",
+            "seccomp profile: not a profile",
+        ),
+        (
+            "seccomp=/nonexistent.json",
+            "cannot read seccomp profile /nonexistent.json",
+        ),
+    ] {
+        let (status, _, err) = wharf(&daemon, &["create", "--security-opt", opt, IMAGE, "true"]);
+        assert!(!status.success());
+        assert!(err.contains(reason), "{opt}: {err}");
+    }
+    let (_, out, _) = wharf(&daemon, &["ps", "-a", "-q"]);
+    assert_eq!(out.trim(), "", "nothing was created");
+}
