@@ -20,7 +20,7 @@ pub struct CreateArgs {
     /// Working directory inside the container
     #[arg(short = 'w', long = "workdir")]
     pub workdir: Option<String>,
-    /// uid[:gid] to run as
+    /// User to run as: name|uid[:group|gid]
     #[arg(short = 'u', long)]
     pub user: Option<String>,
     /// Replace the image's entrypoint

@@ -207,7 +207,7 @@ pub enum Command {
         /// Working directory
         #[arg(short = 'w', long = "workdir")]
         workdir: Option<String>,
-        /// uid[:gid] to run as
+        /// User to run as: name|uid[:group|gid]
         #[arg(short = 'u', long)]
         user: Option<String>,
         container: String,

@@ -11,6 +11,7 @@ pub mod logs;
 pub mod seccomp;
 pub mod shim;
 pub mod spec;
+pub mod user;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -364,6 +365,13 @@ impl Engine {
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned);
         }
+        if config.user.is_none() {
+            // As docker shows it: the image's USER is the container's unless overridden.
+            config.user = image_config["config"]["User"]
+                .as_str()
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned);
+        }
         if let Some(signal) = &config.stop_signal {
             crate::runtime::container::parse_signal(signal)
                 .map_err(|e| EngineError::Invalid(format!("stop signal: {e}")))?;
@@ -454,6 +462,13 @@ impl Engine {
         // A previous run's leftovers go first.
         let _ = tokio::fs::remove_file(dir.join(shim::EXIT_FILE)).await;
         self.mount_rootfs(&row).await?;
+        if let Err(e) = self
+            .apply_user(&row, config.user.as_deref().unwrap_or(""))
+            .await
+        {
+            self.unmount_rootfs(&row.id).await;
+            return Err(e);
+        }
         let child = tokio::process::Command::new(&self.exe)
             .arg("__shim")
             .arg("--id")
@@ -724,6 +739,59 @@ impl Engine {
             name: row.name.clone(),
             reason: format!("cannot mount its root filesystem: {reason}"),
         })
+    }
+
+    /// Resolves the container's user in its mounted root filesystem and writes the identity
+    /// (and HOME, unless set) into its spec, as docker does at each start.
+    async fn apply_user(&self, row: &ContainerRow, user: &str) -> Result<(), EngineError> {
+        let dir = self.dir(&row.id);
+        let user = user.to_owned();
+        let name = row.name.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), EngineError> {
+            let identity =
+                user::resolve_in(&dir.join("rootfs"), &user).map_err(|e| EngineError::Start {
+                    name,
+                    reason: e.to_string(),
+                })?;
+            let path = dir.join("config.json");
+            let bytes = std::fs::read(&path).map_err(io(format!("read {}", path.display())))?;
+            let mut spec: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|e| EngineError::Io {
+                    what: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            spec["process"]["user"] = serde_json::json!({
+                "uid": identity.uid, "gid": identity.gid,
+                "additionalGids": identity.additional_gids,
+            });
+            if let Some(env) = spec["process"]["env"].as_array_mut()
+                && !env
+                    .iter()
+                    .any(|e| e.as_str().is_some_and(|e| e.starts_with("HOME=")))
+            {
+                env.push(format!("HOME={}", identity.home).into());
+            }
+            // Root only, as create made it: the spec holds the environment.
+            let tmp = dir.join("config.json.tmp");
+            let write = || -> std::io::Result<()> {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&tmp)?
+                    .write_all(&serde_json::to_vec_pretty(&spec).expect("JSON serializes"))?;
+                std::fs::rename(&tmp, &path)
+            };
+            write().map_err(io(format!("write {}", path.display())))
+        })
+        .await
+        .map_err(|e| EngineError::Io {
+            what: "resolve the container's user".into(),
+            reason: e.to_string(),
+        })?
     }
 
     async fn unmount_rootfs(&self, id: &str) {
@@ -1120,8 +1188,16 @@ impl Engine {
             process["cwd"] = cwd.clone().into();
         }
         if let Some(user) = &request.user {
-            let (uid, gid) = spec::parse_user(user)?;
-            process["user"] = serde_json::json!({"uid": uid, "gid": gid});
+            let rootfs = dir.join("rootfs");
+            let user = user.clone();
+            let identity = tokio::task::spawn_blocking(move || user::resolve_in(&rootfs, &user))
+                .await
+                .map_err(|e| EngineError::Io {
+                    what: "resolve the exec user".into(),
+                    reason: e.to_string(),
+                })??;
+            process["user"] = serde_json::json!({"uid": identity.uid, "gid": identity.gid,
+                                                 "additionalGids": identity.additional_gids});
         }
         if !request.env.is_empty() {
             let mut env: Vec<String> = process["env"]

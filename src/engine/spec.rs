@@ -18,22 +18,11 @@ fn strings(v: &Value) -> Vec<String> {
         .collect()
 }
 
-/// `uid[:gid]`, numeric, or `root`.
-pub(super) fn parse_user(user: &str) -> Result<(u32, u32), EngineError> {
-    let (u, g) = user.split_once(':').unwrap_or((user, ""));
-    let id = |s: &str, default: u32| -> Result<u32, EngineError> {
-        match s {
-            "" => Ok(default),
-            "root" => Ok(0),
-            s => s.parse().map_err(|_| {
-                EngineError::Invalid(format!(
-                    "user {user:?}: give a numeric uid[:gid] (names from the image's /etc/passwd are not looked up yet)"
-                ))
-            }),
-        }
-    };
-    let uid = id(u, 0)?;
-    Ok((uid, id(g, uid)?))
+/// The ids a numeric `uid[:gid]` names; `None` for names (or a uid alone, whose group comes
+/// from the container's /etc/passwd), which are resolved when the container starts.
+fn numeric_user(user: &str) -> Option<(u32, u32)> {
+    let (u, g) = user.split_once(':')?;
+    Some((u.parse().ok()?, g.parse().ok()?))
 }
 
 /// NOFILE 1024:524288, as docker and Podman give; where the daemon may not raise a hard limit
@@ -278,13 +267,13 @@ pub fn build(
             "working directory {cwd:?} must be an absolute path"
         )));
     }
-    let (uid, gid) = parse_user(
-        request
-            .user
-            .as_deref()
-            .or_else(|| cfg["User"].as_str())
-            .unwrap_or(""),
-    )?;
+    let user = request
+        .user
+        .as_deref()
+        .or_else(|| cfg["User"].as_str())
+        .unwrap_or("");
+    super::user::check(user)?;
+    let (uid, gid) = numeric_user(user).unwrap_or((0, 0));
     let hostname = request
         .hostname
         .clone()
@@ -407,14 +396,14 @@ mod tests {
         let request = ContainerConfig {
             image: "x".into(),
             cmd: vec!["true".into()],
-            user: Some("nobody".into()),
+            user: Some("nobody:".into()),
             ..Default::default()
         };
         assert!(
             build(id, &request, &none, &[])
                 .unwrap_err()
                 .to_string()
-                .contains("numeric uid")
+                .contains("the group is empty")
         );
     }
 }

@@ -1130,3 +1130,111 @@ fn seccomp_filters_by_default_and_security_opt_changes_it() {
     let (_, out, _) = wharf(&daemon, &["ps", "-a", "-q"]);
     assert_eq!(out.trim(), "", "nothing was created");
 }
+
+#[test]
+fn users_are_looked_up_in_the_containers_own_files() {
+    let test = "containers::users_are_looked_up_in_the_containers_own_files";
+    let Some(daemon) = daemon_with_busybox(test) else {
+        return;
+    };
+    let busybox = fixtures::busybox(test).unwrap();
+    let etc = fixtures::LayerBuilder::new()
+        .dir("etc", 0o755)
+        .file(
+            "etc/passwd",
+            0o644,
+            b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:App:/home/app:/bin/sh\n",
+        )
+        .file(
+            "etc/group",
+            0o644,
+            b"root:x:0:\napp:x:1000:\nwheel:x:10:app\n",
+        )
+        .finish();
+    let archive = daemon.dir.path().join("users.tar");
+    ImageBuilder::busybox(&busybox)
+        .layer(etc, "users")
+        .user("app")
+        .cmd(&["sh"])
+        .build()
+        .write_docker_archive(&archive, "wharf-test/users:latest");
+    let (status, _, err) = run_wharf(
+        wharf_command()
+            .args(["-H", &host(&daemon), "load", "-q", "-i"])
+            .arg(&archive),
+    );
+    assert!(status.success(), "{err}");
+    let ids = "echo $(id -u) $(id -g) $(id -G) $HOME";
+    // The image's USER by name, with its groups and home.
+    let (status, out, err) = wharf(
+        &daemon,
+        &["run", "--rm", "wharf-test/users:latest", "sh", "-c", ids],
+    );
+    assert!(status.success(), "{err}");
+    assert_eq!(out.trim(), "1000 1000 1000 10 /home/app");
+    // -u overrides; a uid without an entry gets gid 0, as docker gives.
+    let (_, out, _) = wharf(
+        &daemon,
+        &[
+            "run",
+            "--rm",
+            "-u",
+            "4242",
+            "wharf-test/users:latest",
+            "sh",
+            "-c",
+            ids,
+        ],
+    );
+    assert_eq!(out.trim(), "4242 0 0 /");
+    let (_, out, _) = wharf(
+        &daemon,
+        &[
+            "run",
+            "--rm",
+            "-u",
+            "app:wheel",
+            "wharf-test/users:latest",
+            "sh",
+            "-c",
+            ids,
+        ],
+    );
+    assert_eq!(out.trim(), "1000 10 10 /home/app");
+    // exec -u resolves in the running container too.
+    let (status, _, err) = wharf(
+        &daemon,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "users",
+            "-u",
+            "root",
+            "wharf-test/users:latest",
+            "sleep",
+            "60",
+        ],
+    );
+    assert!(status.success(), "{err}");
+    let (status, out, err) = wharf(&daemon, &["exec", "-u", "app", "users", "sh", "-c", ids]);
+    assert!(status.success(), "{err}");
+    assert_eq!(
+        out.trim(),
+        "1000 1000 1000 10 /root",
+        "HOME stays the container's"
+    );
+    let (status, _, err) = wharf(&daemon, &["exec", "-u", "ghost", "users", "true"]);
+    assert!(!status.success());
+    assert!(err.contains("unable to find user ghost"), "{err}");
+    wharf(&daemon, &["rm", "-f", "users"]);
+    // An unknown name fails the start with the reason, and nothing stays mounted.
+    let (status, _, err) = wharf(&daemon, &["run", "--rm", "-u", "ghost", IMAGE, "true"]);
+    assert!(!status.success());
+    assert!(err.contains("unable to find user ghost"), "{err}");
+    assert!(
+        mounts_under(&daemon).is_empty(),
+        "{:?}",
+        mounts_under(&daemon)
+    );
+}
