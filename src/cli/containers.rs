@@ -90,7 +90,10 @@ pub struct CreateArgs {
     /// Log option: max-size=SIZE (rotate at, default 10m) or max-file=N (files kept, default 3)
     #[arg(long = "log-opt", value_name = "KEY=VALUE")]
     pub log_opts: Vec<String>,
-    /// The image (local name, name@digest)
+    /// Pull the image: missing (when it is not here), always, or never
+    #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
+    pub pull: PullPolicy,
+    /// The image (local name, name@digest, or a registry reference to pull)
     pub image: String,
     /// Command and arguments (default: the image's)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -252,10 +255,45 @@ fn path(id: &str, action: &str) -> String {
     format!("/api/v1/containers/{}{action}", percent_encode(id))
 }
 
+/// When `run` and `create` pull their image, as docker's `--pull`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PullPolicy {
+    Missing,
+    Always,
+    Never,
+}
+
+/// Creates the container, pulling its image first (`always`) or when the daemon does not have
+/// it (`missing`), with the pull's progress on stderr.
+async fn create_pulling(
+    client: &ApiClient,
+    args: &CreateArgs,
+    body: &serde_json::Value,
+) -> Result<ContainerView, ClientError> {
+    if args.pull == PullPolicy::Always {
+        super::images::pull(client.clone(), args.image.clone(), false).await?;
+    }
+    match client
+        .send_json(Method::POST, "/api/v1/containers", body)
+        .await
+    {
+        Err(ClientError::Api { status, message })
+            if status == hyper::StatusCode::NOT_FOUND
+                && message.starts_with("no such image")
+                && args.pull == PullPolicy::Missing =>
+        {
+            eprintln!("Unable to find image '{}' here: pulling it", args.image);
+            super::images::pull(client.clone(), args.image.clone(), false).await?;
+            client
+                .send_json(Method::POST, "/api/v1/containers", body)
+                .await
+        }
+        other => other,
+    }
+}
+
 pub(super) async fn create(client: ApiClient, args: CreateArgs) -> Result<(), ClientError> {
-    let created: ContainerView = client
-        .send_json(Method::POST, "/api/v1/containers", &args.body()?)
-        .await?;
+    let created = create_pulling(&client, &args, &args.body()?).await?;
     println!("{}", created.id);
     Ok(())
 }
@@ -276,9 +314,7 @@ pub(super) async fn run(
     if !detach {
         body["auto_remove"] = false.into();
     }
-    let created: ContainerView = client
-        .send_json(Method::POST, "/api/v1/containers", &body)
-        .await?;
+    let created = create_pulling(&client, &args, &body).await?;
     let started = client
         .send_json::<ContainerView>(
             Method::POST,

@@ -773,3 +773,47 @@ fn a_registry_that_sends_more_than_the_manifest_says_is_cut_off() {
         .unwrap_or(0);
     assert_eq!(incoming, 0, "no partial download is left behind");
 }
+
+#[test]
+fn run_pulls_a_missing_image_unless_told_not_to() {
+    let test = "pull::run_pulls_a_missing_image_unless_told_not_to";
+    let Some((busybox, registry)) = busybox_and_registry(test) else {
+        return;
+    };
+    let image = ImageBuilder::busybox(&busybox)
+        .cmd(&["echo", "pulled on demand"])
+        .build();
+    let layout = image.write_oci_layout(&registry.dir.path().join("layout"), "v1");
+    registry.push(&layout, "v1", "wharf-test/ondemand");
+    let daemon = DaemonProcess::start();
+    let host = format!("unix://{}", daemon.socket.display());
+    let reference = format!("{}/wharf-test/ondemand:v1", registry.addr);
+
+    let (status, _, err) = run_wharf(
+        wharf_command().args(["-H", &host, "run", "--rm", "--pull", "never", &reference]),
+    );
+    assert!(!status.success());
+    assert!(err.contains("no such image"), "{err}");
+
+    let (status, out, err) =
+        run_wharf(wharf_command().args(["-H", &host, "run", "--rm", &reference]));
+    assert!(status.success(), "{err}");
+    assert!(
+        err.contains("Unable to find image") && err.contains("downloaded"),
+        "{err}"
+    );
+    assert!(
+        out.contains("Pulled: ") && out.ends_with("pulled on demand\n"),
+        "{out}"
+    );
+
+    // Present now: no pull; `always` pulls again.
+    let (status, out, err) =
+        run_wharf(wharf_command().args(["-H", &host, "run", "--rm", &reference]));
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "pulled on demand\n");
+    let (status, out, err) =
+        run_wharf(wharf_command().args(["-H", &host, "create", "--pull", "always", &reference]));
+    assert!(status.success(), "{err}");
+    assert!(out.contains("Digest: sha256:"), "{out}");
+}
