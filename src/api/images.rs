@@ -8,7 +8,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Query, Request, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use utoipa::{IntoParams, ToSchema};
@@ -17,6 +16,7 @@ use utoipa_axum::routes;
 
 use super::auth::caller_audit;
 use super::error::{ApiError, ErrorBody};
+use super::stream::{ChannelReader, tar_response};
 use crate::auth::{Action, Caller, Target};
 use crate::db::{ImageSummary, LayerRecord};
 use crate::domain::ImageRef;
@@ -376,10 +376,8 @@ async fn save_archive(
         Some(_) => vec![reference.to_string()],
         None => summary.tags.clone(),
     };
-    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
-    tokio::task::spawn_blocking(move || {
+    Ok(tar_response(move |writer| {
         let blobs = BlobStore::new(layout.blobs());
-        let writer = std::io::BufWriter::with_capacity(1 << 20, ChannelWriter { tx: tx.clone() });
         let saved = match crate::domain::Digest::parse(&summary.digest) {
             Ok(manifest) if oci => crate::images::save::save_oci(
                 writer,
@@ -404,35 +402,8 @@ async fn save_archive(
                 &layout.root().join("tmp"),
             ),
         };
-        if let Err(e) = saved {
-            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
-        }
-    });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-    Ok((
-        [(header::CONTENT_TYPE, "application/x-tar")],
-        Body::from_stream(stream),
-    )
-        .into_response())
-}
-
-/// Hands written bytes to the response stream.
-struct ChannelWriter {
-    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
-}
-
-impl std::io::Write for ChannelWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.tx
-            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
-            })?;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+        saved.map_err(|e| e.to_string())
+    }))
 }
 
 /// Every local image with its names.
@@ -575,28 +546,6 @@ pub struct LoadQuery {
     pub repository: Option<String>,
 }
 
-/// Reads the request body chunks handed over from the async side.
-struct ChannelReader {
-    rx: mpsc::Receiver<Result<Bytes, String>>,
-    current: Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(chunk)) => self.current = chunk,
-                Some(Err(e)) => return Err(std::io::Error::other(e)),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        self.current = self.current.slice(n..);
-        Ok(n)
-    }
-}
-
 /// A streamed NDJSON answer fed by `rx`.
 fn ndjson(rx: mpsc::UnboundedReceiver<Result<Bytes, std::io::Error>>) -> Response {
     let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
@@ -630,26 +579,8 @@ async fn load_archive(
     if let Some(repo) = &q.repository {
         ImageRef::parse(repo)?;
     }
-    let (body_tx, body_rx) = mpsc::channel::<Result<Bytes, String>>(16);
     let (out_tx, out_rx) = mpsc::unbounded_channel::<Result<Bytes, std::io::Error>>();
-    let mut body = request.into_body();
-    tokio::spawn(async move {
-        let mut forwarding = true;
-        while let Some(frame) = body.frame().await {
-            let item = frame
-                .map_err(|e| e.to_string())
-                .map(|f| f.into_data().unwrap_or_default());
-            let failed = item.is_err();
-            // Once the loader has stopped (an error), the rest of the upload is read and dropped,
-            // so the client finishes sending and reads the error instead of a broken pipe.
-            if forwarding && body_tx.send(item).await.is_err() {
-                forwarding = false;
-            }
-            if failed {
-                break;
-            }
-        }
-    });
+    let reader = ChannelReader::of(request.into_body());
     let layout = state.config.layout();
     let progress_tx = out_tx.clone();
     let repository = q.repository.clone();
@@ -657,10 +588,6 @@ async fn load_archive(
         let loaded = tokio::task::spawn_blocking(move || {
             let blobs = BlobStore::new(layout.blobs());
             let layers = LayerStore::new(layout.layers());
-            let reader = ChannelReader {
-                rx: body_rx,
-                current: Bytes::new(),
-            };
             let mut report = |p: Progress| {
                 let _ =
                     progress_tx.send(line(serde_json::to_value(p).expect("progress serializes")));

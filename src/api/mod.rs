@@ -9,9 +9,11 @@ pub mod auth;
 mod containers;
 mod error;
 mod events;
+mod files;
 mod images;
 mod registries;
 mod registry;
+mod stream;
 mod system;
 mod tokens;
 mod users;
@@ -53,6 +55,7 @@ pub fn router() -> Router<AppState> {
                 .merge(tokens::routes())
                 .merge(audit::routes())
                 .merge(containers::routes())
+                .merge(files::routes())
                 .merge(events::routes())
                 .merge(volumes::routes())
                 .merge(images::routes())

@@ -283,8 +283,25 @@ impl ApiClient {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        self.upload_streaming_as(Method::POST, path, content_type, body, on_line)
+            .await
+    }
+
+    /// [`ApiClient::upload_streaming`] with another method (PUT of a container's files).
+    pub async fn upload_streaming_as<B>(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: B,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<(), ClientError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let request = self
-            .builder(Method::POST, path, &[])
+            .builder(method, path, &[])
             .header(hyper::header::CONTENT_TYPE, content_type)
             .body(body)
             .map_err(|e| self.invalid(e))?;

@@ -8,6 +8,7 @@
 mod auth;
 pub mod client;
 mod containers;
+mod files;
 mod images;
 mod registry;
 pub mod runtime;
@@ -227,6 +228,24 @@ pub enum Command {
     },
     /// Show the processes of a running container
     Top { container: String },
+    /// Copy files between a container and the host: CONTAINER:PATH HOSTPATH or the reverse
+    /// (HOSTPATH - is a tar on stdout); the container may be running or stopped
+    Cp {
+        /// Keep the owners of the copied files (copying in); by default root owns them
+        #[arg(short = 'a', long)]
+        archive: bool,
+        source: String,
+        dest: String,
+    },
+    /// Write a container's filesystem (without its volumes) as a tar
+    Export {
+        /// Write to this file instead of stdout
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        container: String,
+    },
+    /// List the files a container changed (A added, C changed, D deleted)
+    Diff { container: String },
     /// Freeze the processes of containers
     Pause {
         #[arg(required = true)]
@@ -551,6 +570,21 @@ pub fn run(cli: Cli) -> ExitCode {
         }),
         Command::Top { container } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
             containers::top(c, container)
+        }),
+        Command::Cp {
+            archive,
+            source,
+            dest,
+        } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            files::cp(c, source, dest, archive)
+        }),
+        Command::Export { output, container } => {
+            client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+                files::export(c, container, output)
+            })
+        }
+        Command::Diff { container } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            files::diff(c, container)
         }),
         Command::Stats {
             no_stream: _,

@@ -7,6 +7,7 @@
 //! never forks: each container's shim is a `wharf __shim` process it spawns, and whose end it
 //! awaits to record the exit and release the rootfs.
 
+pub mod archive;
 pub mod logs;
 pub mod seccomp;
 pub mod shim;
@@ -14,7 +15,7 @@ pub mod spec;
 pub mod user;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -129,6 +130,23 @@ pub struct ContainerConfig {
     pub log_max_size: Option<u64>,
     /// Log files kept, the current one included (default 3).
     pub log_max_files: Option<u32>,
+}
+
+/// A container's files, open for a copy (see [`Engine::files`]).
+pub struct ContainerFiles {
+    pub root: archive::Root,
+    /// The root filesystem mounted for the copy, unmounted on drop.
+    mounted: Option<PathBuf>,
+    /// Keeps the container from starting while its root filesystem is borrowed.
+    _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for ContainerFiles {
+    fn drop(&mut self) {
+        if let Some(rootfs) = self.mounted.take() {
+            let _ = nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
 }
 
 /// Log rotation unless a container asks otherwise: 3 files of 10 MiB.
@@ -1274,6 +1292,81 @@ impl Engine {
             pids_limit: stats.pids_limit,
             oom_kills: stats.oom_kills,
         })
+    }
+
+    /// A container's files for `cp` and `export`. With `live`, a running container is seen
+    /// through its init's root (its volumes and tmpfs mounts included); otherwise through its
+    /// root filesystem, mounted for as long as the returned value lives if it is not running
+    /// (no start can happen meanwhile).
+    pub async fn files(&self, key: &str, live: bool) -> Result<ContainerFiles, EngineError> {
+        let row = self.get(key).await?;
+        let gate = Arc::clone(
+            self.starting
+                .lock()
+                .await
+                .entry(row.id.clone())
+                .or_default(),
+        );
+        let held = gate.lock_owned().await;
+        let row = self.get(&row.id).await?;
+        let open = |path: &Path| {
+            archive::Root::open(path).map_err(|e| EngineError::Io {
+                what: format!("open {}", path.display()),
+                reason: e.to_string(),
+            })
+        };
+        if is_up(&row.state) {
+            let root = match (live, row.pid) {
+                (true, Some(pid)) => open(Path::new(&format!("/proc/{pid}/root")))?,
+                _ => open(&self.dir(&row.id).join("rootfs"))?,
+            };
+            return Ok(ContainerFiles {
+                root,
+                mounted: None,
+                _gate: None,
+            });
+        }
+        self.mount_rootfs(&row).await?;
+        let rootfs = self.dir(&row.id).join("rootfs");
+        match open(&rootfs) {
+            Ok(root) => Ok(ContainerFiles {
+                root,
+                mounted: Some(rootfs),
+                _gate: Some(held),
+            }),
+            Err(e) => {
+                self.unmount_rootfs(&row.id).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// `docker diff`: the container's writable layer against its image.
+    pub async fn changes(&self, key: &str) -> Result<Vec<archive::Change>, EngineError> {
+        let row = self.get(key).await?;
+        let layers = self.db.image_layers(&row.image_digest).await?;
+        let store = LayerStore::new(self.layout.layers());
+        let mut lowers = Vec::new();
+        for layer in layers.iter().rev() {
+            let chain = Digest::parse(&layer.chain_id).map_err(|e| EngineError::Io {
+                what: format!("layer {}", layer.chain_id),
+                reason: e.to_string(),
+            })?;
+            if store.exists(&chain) {
+                lowers.push(store.path(&chain));
+            }
+        }
+        let upper = self.dir(&row.id).join("upper");
+        tokio::task::spawn_blocking(move || archive::changes(&upper, &lowers))
+            .await
+            .map_err(|e| EngineError::Io {
+                what: "list the container's changes".into(),
+                reason: e.to_string(),
+            })?
+            .map_err(|e| EngineError::Io {
+                what: "list the container's changes".into(),
+                reason: e.to_string(),
+            })
     }
 
     /// The processes of a running container: pid (on the host), user id and command line.

@@ -43,7 +43,7 @@ pub fn openat2_in_root(dir: &File, path: &Path, flags: libc::c_int, mode: u32) -
 }
 
 /// `openat2(dir, path, flags)` with the given `RESOLVE_*` flags, retried on EAGAIN/EINTR.
-fn openat2(
+pub(crate) fn openat2(
     dir: &File,
     path: &Path,
     flags: libc::c_int,

@@ -1238,3 +1238,189 @@ fn users_are_looked_up_in_the_containers_own_files() {
         mounts_under(&daemon)
     );
 }
+
+#[test]
+fn cp_export_and_diff_stay_inside_the_container() {
+    let test = "containers::cp_export_and_diff_stay_inside_the_container";
+    let Some(daemon) = daemon_with_busybox(test) else {
+        return;
+    };
+    let work = daemon.dir.path().join("cp");
+    std::fs::create_dir_all(work.join("tree/sub")).unwrap();
+    std::fs::write(work.join("note.txt"), "from the host\n").unwrap();
+    std::fs::write(work.join("tree/sub/deep"), "deep\n").unwrap();
+    let unique = format!("wharf-cp-{}", std::process::id());
+    let host_secret = std::path::PathBuf::from("/tmp").join(&unique);
+    std::fs::create_dir_all(&host_secret).unwrap();
+    std::fs::write(host_secret.join("secret"), "HOST").unwrap();
+    struct Cleanup(Vec<std::path::PathBuf>);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for p in &self.0 {
+                let _ = std::fs::remove_dir_all(p);
+            }
+        }
+    }
+    let _cleanup = Cleanup(vec![
+        host_secret.clone(),
+        std::path::PathBuf::from("/").join(&unique),
+    ]);
+
+    // A container that keeps swapping /w between a directory and a link to its root.
+    let swap = format!(
+        "mkdir -p /tmp/{u}; echo inside-root > /tmp/{u}/secret; \
+         while true; do mkdir -p /w/tmp/{u}; echo inside > /w/tmp/{u}/secret; \
+         rm -rf /w; ln -s / /w; rm /w; done",
+        u = unique
+    );
+    let (status, _, err) = wharf(
+        &daemon,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "files",
+            "-v",
+            "cpvol:/data",
+            IMAGE,
+            "sh",
+            "-c",
+            &swap,
+        ],
+    );
+    assert!(status.success(), "{err}");
+    let (status, _, err) = wharf(
+        &daemon,
+        &["exec", "files", "sh", "-c", "echo vol > /data/v"],
+    );
+    assert!(status.success(), "{err}");
+
+    // In: a file into a directory, a directory under a new name.
+    let note = work.join("note.txt");
+    let (status, _, err) = wharf(&daemon, &["cp", note.to_str().unwrap(), "files:/tmp/"]);
+    assert!(status.success(), "{err}");
+    let tree = work.join("tree");
+    let (status, _, err) = wharf(&daemon, &["cp", tree.to_str().unwrap(), "files:/srv"]);
+    assert!(status.success(), "{err}");
+    let (status, out, err) = wharf(
+        &daemon,
+        &[
+            "exec",
+            "files",
+            "sh",
+            "-c",
+            "cat /tmp/note.txt /srv/sub/deep; stat -c %u /srv/sub/deep",
+        ],
+    );
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "from the host\ndeep\n0\n");
+
+    // Out: a file under a new name, a directory (the volume's contents included) into one.
+    let got = work.join("got");
+    std::fs::create_dir(&got).unwrap();
+    let (status, _, err) = wharf(
+        &daemon,
+        &[
+            "cp",
+            "files:/tmp/note.txt",
+            got.join("renamed").to_str().unwrap(),
+        ],
+    );
+    assert!(status.success(), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(got.join("renamed")).unwrap(),
+        "from the host\n"
+    );
+    let (status, _, err) = wharf(&daemon, &["cp", "files:/data", got.to_str().unwrap()]);
+    assert!(status.success(), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(got.join("data/v")).unwrap(),
+        "vol\n"
+    );
+
+    // While /w flips to a link to /, copies through it read and write only the container.
+    let secret_path = format!("files:/w/tmp/{unique}/secret");
+    for round in 0..30 {
+        let out_file = work.join(format!("secret-{round}"));
+        let (status, _, _) = wharf(&daemon, &["cp", &secret_path, out_file.to_str().unwrap()]);
+        if status.success() {
+            let read = std::fs::read_to_string(&out_file).unwrap();
+            assert!(read.starts_with("inside"), "a copy read {read:?}");
+        }
+        let into = format!("files:/w/tmp/{unique}/");
+        let _ = wharf(&daemon, &["cp", note.to_str().unwrap(), &into]);
+    }
+    assert!(
+        !host_secret.join("note.txt").exists(),
+        "a copy wrote on the host"
+    );
+    assert_eq!(
+        std::fs::read_to_string(host_secret.join("secret")).unwrap(),
+        "HOST"
+    );
+    assert!(!std::path::Path::new("/").join(&unique).exists());
+
+    // Clear errors.
+    let (status, _, err) = wharf(&daemon, &["cp", "files:/nope", got.to_str().unwrap()]);
+    assert!(!status.success());
+    assert!(
+        err.contains("/nope: no such file or directory in the container"),
+        "{err}"
+    );
+    let (status, _, err) = wharf(
+        &daemon,
+        &["cp", note.to_str().unwrap(), "files:/missing/dir/x"],
+    );
+    assert!(!status.success());
+    assert!(err.contains("/missing/dir"), "{err}");
+
+    // diff lists what the container wrote.
+    let (status, out, err) = wharf(&daemon, &["diff", "files"]);
+    assert!(status.success(), "{err}");
+    assert!(
+        out.contains("A /tmp/note.txt") && out.contains("A /srv/sub/deep"),
+        "{out}"
+    );
+    assert!(out.contains("C /tmp"), "{out}");
+
+    // Stopped: cp and export mount the root filesystem only while they run.
+    let (status, _, err) = wharf(&daemon, &["stop", "-t", "1", "files"]);
+    assert!(status.success(), "{err}");
+    let (status, _, err) = wharf(
+        &daemon,
+        &[
+            "cp",
+            "files:/srv/sub/deep",
+            work.join("deep-again").to_str().unwrap(),
+        ],
+    );
+    assert!(status.success(), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(work.join("deep-again")).unwrap(),
+        "deep\n"
+    );
+    let tarball = work.join("export.tar");
+    let (status, _, err) = wharf(
+        &daemon,
+        &["export", "-o", tarball.to_str().unwrap(), "files"],
+    );
+    assert!(status.success(), "{err}");
+    let names: Vec<String> = tar::Archive::new(std::fs::File::open(&tarball).unwrap())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n == "bin/busybox"), "{names:?}");
+    assert!(names.iter().any(|n| n == "srv/sub/deep"), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n == "data/v"),
+        "volumes are not exported: {names:?}"
+    );
+    assert!(
+        mounts_under(&daemon).is_empty(),
+        "{:?}",
+        mounts_under(&daemon)
+    );
+    let (status, _, err) = wharf(&daemon, &["rm", "-f", "files"]);
+    assert!(status.success(), "{err}");
+}
