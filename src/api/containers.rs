@@ -341,6 +341,9 @@ pub struct RemoveQuery {
     /// Kill a running container first.
     #[serde(default)]
     pub force: bool,
+    /// Remove its anonymous volumes too.
+    #[serde(default)]
+    pub volumes: bool,
 }
 
 /// Removes a container and its files.
@@ -356,7 +359,7 @@ async fn remove(
         .require(Action::ContainerRemove, &Target::Container(id.clone()))
         .await?;
     let row = state.engine.get(&id).await?;
-    state.engine.remove(&row.id, q.force).await?;
+    state.engine.remove(&row.id, q.force, q.volumes).await?;
     audited(&state, &caller, "container.remove", &row.name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

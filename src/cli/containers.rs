@@ -59,6 +59,10 @@ pub struct CreateArgs {
     /// Bind a host path or a named volume: SOURCE:TARGET[:ro]; repeatable
     #[arg(short = 'v', long = "volume", value_name = "SOURCE:TARGET[:ro]")]
     pub volumes: Vec<String>,
+    /// Mount, docker's long form: type=bind|volume|tmpfs,source=…,target=…[,readonly]
+    /// [,volume-nocopy][,tmpfs-size=…][,tmpfs-mode=…]; repeatable
+    #[arg(long = "mount", value_name = "OPTIONS")]
+    pub mounts: Vec<String>,
     /// Mount a tmpfs: PATH[:OPTIONS]; repeatable
     #[arg(long, value_name = "PATH[:OPTIONS]")]
     pub tmpfs: Vec<String>,
@@ -156,6 +160,14 @@ impl CreateArgs {
                 }
             }
         }
+        let mut binds = self.volumes.clone();
+        let mut tmpfs = self.tmpfs.clone();
+        for mount in &self.mounts {
+            match parse_mount(mount).map_err(|reason| ClientError::Input { reason })? {
+                Mount::Bind(b) => binds.push(b),
+                Mount::Tmpfs(t) => tmpfs.push(t),
+            }
+        }
         let mut security_opt = Vec::new();
         for opt in &self.security_opt {
             // A seccomp profile given by path is read here and sent whole, as docker does.
@@ -175,7 +187,7 @@ impl CreateArgs {
             "log_max_files": log_max_files,
             "env": env,
             "labels": labels,
-            "tmpfs": self.tmpfs,
+            "tmpfs": tmpfs,
             "cap_add": self.cap_add,
             "cap_drop": self.cap_drop,
             "privileged": self.privileged,
@@ -197,8 +209,80 @@ impl CreateArgs {
             "pids_limit": self.pids_limit,
             "read_only": self.read_only,
             "init": self.init,
-            "binds": self.volumes,
+            "binds": binds,
         }))
+    }
+}
+
+/// What one `--mount` comes to: a `-v` bind or a `--tmpfs`.
+#[derive(Debug, PartialEq, Eq)]
+enum Mount {
+    Bind(String),
+    Tmpfs(String),
+}
+
+/// Reads docker's `--mount` (`key=value` pairs, commas between) into the short forms.
+fn parse_mount(text: &str) -> Result<Mount, String> {
+    let (mut kind, mut source, mut target) = ("volume", None, None);
+    let (mut read_only, mut nocopy) = (false, false);
+    let mut tmpfs_options = Vec::new();
+    for field in text.split(',').filter(|f| !f.is_empty()) {
+        let (key, value) = field.split_once('=').unwrap_or((field, ""));
+        match key {
+            "type" => kind = value,
+            "source" | "src" => source = Some(value),
+            "target" | "destination" | "dst" => target = Some(value),
+            "readonly" | "ro" => read_only = matches!(value, "" | "true" | "1"),
+            "volume-nocopy" => nocopy = matches!(value, "" | "true" | "1"),
+            "tmpfs-size" => tmpfs_options.push(format!("size={value}")),
+            "tmpfs-mode" => tmpfs_options.push(format!("mode={value}")),
+            _ => return Err(format!("--mount {text:?}: {key:?} is not a known field")),
+        }
+    }
+    let target = target
+        .filter(|t| t.starts_with('/'))
+        .ok_or_else(|| format!("--mount {text:?}: give target=ABSOLUTE-PATH"))?;
+    let mut options = Vec::new();
+    if read_only {
+        options.push("ro");
+    }
+    if nocopy {
+        options.push("nocopy");
+    }
+    let suffix = if options.is_empty() {
+        String::new()
+    } else {
+        format!(":{}", options.join(","))
+    };
+    match (kind, source) {
+        ("bind", Some(src)) if src.starts_with('/') => {
+            Ok(Mount::Bind(format!("{src}:{target}{suffix}")))
+        }
+        ("bind", _) => Err(format!(
+            "--mount {text:?}: a bind needs source=ABSOLUTE-HOST-PATH"
+        )),
+        ("volume", Some(src)) if !src.is_empty() => {
+            if src.contains('/') {
+                return Err(format!(
+                    "--mount {text:?}: a volume source is a volume name"
+                ));
+            }
+            Ok(Mount::Bind(format!("{src}:{target}{suffix}")))
+        }
+        // No source: an anonymous volume.
+        ("volume", _) if suffix.is_empty() => Ok(Mount::Bind(target.to_owned())),
+        ("volume", _) => Err(format!(
+            "--mount {text:?}: options of an anonymous volume are not supported; name the volume"
+        )),
+        ("tmpfs", None) => Ok(Mount::Tmpfs(if tmpfs_options.is_empty() {
+            target.to_owned()
+        } else {
+            format!("{target}:{}", tmpfs_options.join(","))
+        })),
+        ("tmpfs", Some(_)) => Err(format!("--mount {text:?}: a tmpfs has no source")),
+        (other, _) => Err(format!(
+            "--mount {text:?}: type {other:?} is not known (bind, volume, tmpfs)"
+        )),
     }
 }
 
@@ -325,7 +409,11 @@ pub(super) async fn run(
     if let Err(e) = started {
         if args.rm {
             let _ = client
-                .send(Method::DELETE, &path(&created.id, "?force=true"), None)
+                .send(
+                    Method::DELETE,
+                    &path(&created.id, "?force=true&volumes=true"),
+                    None,
+                )
                 .await;
         }
         return Err(e);
@@ -345,7 +433,11 @@ pub(super) async fn run(
     let code = waited["exit_code"].as_i64().unwrap_or(255);
     if args.rm {
         client
-            .send(Method::DELETE, &path(&created.id, "?force=true"), None)
+            .send(
+                Method::DELETE,
+                &path(&created.id, "?force=true&volumes=true"),
+                None,
+            )
             .await?;
     }
     if code != 0 {
@@ -720,8 +812,14 @@ pub(super) async fn volume(
                 .await?;
             println!("{}", v["name"].as_str().unwrap_or_default());
         }
-        VolumeCommand::Ls { format } => {
+        VolumeCommand::Ls { format, quiet } => {
             let list: serde_json::Value = client.get_json("/api/v1/volumes").await?;
+            if quiet {
+                for v in list.as_array().into_iter().flatten() {
+                    println!("{}", v["name"].as_str().unwrap_or_default());
+                }
+                return Ok(());
+            }
             if format == Format::Json {
                 println!("{}", serde_json::to_string_pretty(&list).expect("JSON"));
                 return Ok(());
@@ -769,4 +867,43 @@ pub(super) async fn volume(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mounts_read_as_their_short_forms() {
+        let ok = |t: &str| parse_mount(t).unwrap();
+        assert_eq!(
+            ok("type=bind,source=/srv,target=/data,readonly"),
+            Mount::Bind("/srv:/data:ro".into())
+        );
+        assert_eq!(
+            ok("type=volume,src=cache,dst=/cache,volume-nocopy"),
+            Mount::Bind("cache:/cache:nocopy".into())
+        );
+        assert_eq!(ok("target=/anon"), Mount::Bind("/anon".into()));
+        assert_eq!(
+            ok("type=tmpfs,target=/run,tmpfs-size=64m,tmpfs-mode=1777"),
+            Mount::Tmpfs("/run:size=64m,mode=1777".into())
+        );
+        for (bad, why) in [
+            ("type=bind,target=/x", "a bind needs source"),
+            (
+                "type=volume,source=a/b,target=/x",
+                "a volume source is a volume name",
+            ),
+            ("type=nfs,target=/x", "type \"nfs\" is not known"),
+            ("type=volume,source=v", "give target="),
+            (
+                "type=bind,source=/a,target=/b,colour=red",
+                "\"colour\" is not a known field",
+            ),
+        ] {
+            let err = parse_mount(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
 }

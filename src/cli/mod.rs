@@ -166,6 +166,9 @@ pub enum Command {
         /// Kill running containers first
         #[arg(short = 'f', long)]
         force: bool,
+        /// Remove the containers' anonymous volumes too
+        #[arg(short = 'v', long)]
+        volumes: bool,
         #[arg(required = true)]
         containers: Vec<String>,
     },
@@ -362,6 +365,9 @@ pub enum VolumeCommand {
     Ls {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// Only the names
+        #[arg(short = 'q', long)]
+        quiet: bool,
     },
     /// Show a volume as JSON
     Inspect { name: String },
@@ -494,9 +500,10 @@ pub fn run(cli: Cli) -> ExitCode {
         }),
         Command::Rm {
             force,
+            volumes,
             containers: list,
         } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
-            containers::act(c, "rm", list, format!("?force={force}"))
+            containers::act(c, "rm", list, format!("?force={force}&volumes={volumes}"))
         }),
         Command::Ps { all, quiet, format } => {
             client_command(&cli.host, cli.token, cli.tls_ca, |c| {

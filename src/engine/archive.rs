@@ -302,6 +302,63 @@ impl<W: Write> TarWriter<W> {
     }
 }
 
+impl<W: Write> TarWriter<W> {
+    /// Adds the entries of directory `path` (links followed inside the root) at the top.
+    fn add_children(&mut self, root: &Root, path: &Path) -> Result<(), ArchiveError> {
+        let top = root
+            .open_at(path, libc::O_RDONLY | libc::O_DIRECTORY)
+            .map_err(|e| {
+                if e.raw_os_error() == Some(libc::ENOTDIR) {
+                    ArchiveError::Path {
+                        path: path.display().to_string(),
+                        reason: "not a directory".into(),
+                    }
+                } else {
+                    at(path)(e)
+                }
+            })?;
+        let mut names = list(&top).map_err(at(path))?;
+        names.sort();
+        for child in names {
+            self.add(&top, &child, Path::new(&child), 1)?;
+        }
+        Ok(())
+    }
+}
+
+/// Copies what directory `path` of `from` holds into the root of `to`, owners and modes kept
+/// (a new volume filled from its image). Both sides resolve inside their roots.
+pub fn copy_dir_contents(from: &Root, path: &Path, to: &Root) -> Result<(), ArchiveError> {
+    let (reader, writer) = io::pipe()?;
+    std::thread::scope(|scope| {
+        let producer = scope.spawn(move || -> Result<(), ArchiveError> {
+            let mut w = TarWriter {
+                builder: tar::Builder::new(io::BufWriter::with_capacity(1 << 20, writer)),
+                links: HashMap::new(),
+            };
+            w.add_children(from, path)?;
+            w.builder.into_inner()?.flush()?;
+            Ok(())
+        });
+        let consumed = extract_tar(to, Path::new("/"), reader, Owners::Keep);
+        producer
+            .join()
+            .unwrap_or_else(|_| Err(ArchiveError::Tar("the copying thread failed".into())))?;
+        consumed.map(|_| ())
+    })?;
+    // The directory itself: its owner and mode become the destination root's.
+    let source = from
+        .open_at(path, libc::O_RDONLY | libc::O_DIRECTORY)
+        .map_err(at(path))?;
+    let st = nix::sys::stat::fstat(&source).map_err(nix_at(path))?;
+    let dest = to
+        .open_at(Path::new("/"), libc::O_RDONLY | libc::O_DIRECTORY)
+        .map_err(at("/"))?;
+    nix::unistd::fchown(&dest, Some(st.st_uid.into()), Some(st.st_gid.into()))?;
+    nix::sys::stat::fchmod(&dest, Mode::from_bits_truncate(st.st_mode & 0o7777))?;
+    Ok(())
+}
+
 /// The names in a directory (without `.` and `..`).
 fn list(dir: &File) -> io::Result<Vec<OsString>> {
     let fd: OwnedFd = dir.as_fd().try_clone_to_owned()?;
@@ -327,14 +384,7 @@ pub fn write_tar(root: &Root, path: &Path, out: impl Write) -> Result<(), Archiv
     };
     if name == "." {
         // The whole root: its entries at the top of the archive.
-        let top = root
-            .open_at(Path::new("/"), libc::O_RDONLY | libc::O_DIRECTORY)
-            .map_err(at("/"))?;
-        let mut names = list(&top).map_err(at("/"))?;
-        names.sort();
-        for child in names {
-            w.add(&top, &child, Path::new(&child), 1)?;
-        }
+        w.add_children(root, Path::new("/"))?;
     } else {
         stat_at(&dir, &name).map_err(nix_at(path))?;
         w.add(&dir, &name, Path::new(&name), 0)?;
@@ -749,6 +799,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(err, "/file: not a directory");
+    }
+
+    #[test]
+    fn a_directory_is_copied_into_another_root() {
+        let src = tree();
+        let dst = tempfile::tempdir().unwrap();
+        let from = Root::open(src.path()).unwrap();
+        let to = Root::open(dst.path()).unwrap();
+        copy_dir_contents(&from, Path::new("/etc"), &to).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dst.path().join("hostname")).unwrap(),
+            "box\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dst.path().join("conf.d/b")).unwrap(),
+            "a"
+        );
+        assert!(matches!(
+            copy_dir_contents(&from, Path::new("/none"), &to),
+            Err(ArchiveError::NotFound { .. })
+        ));
+        let err = copy_dir_contents(&from, Path::new("/etc/hostname"), &to).unwrap_err();
+        assert_eq!(err.to_string(), "/etc/hostname: not a directory");
     }
 
     #[test]

@@ -103,10 +103,16 @@ pub struct ContainerConfig {
     /// Run the built-in init as PID 1 (reaps zombies, forwards signals).
     #[serde(default)]
     pub init: bool,
-    /// `SOURCE:TARGET[:ro]`: SOURCE an absolute host path (a bind mount) or a volume name
-    /// (made under the data root on first use, kept until removed).
+    /// `SOURCE:TARGET[:OPTIONS]`: SOURCE an absolute host path (a bind mount) or a volume name
+    /// (made under the data root on first use, kept until removed; a new volume gets the
+    /// image's files at TARGET unless `nocopy`); or `TARGET` alone, an anonymous volume.
+    /// OPTIONS: `ro`, `rw`, `nocopy`, comma-separated.
     #[serde(default)]
     pub binds: Vec<String>,
+    /// Volumes made for this container alone (`-v /path`, and the image's VOLUMEs): removed
+    /// with it by `rm -v` and `--rm`. Filled in by create.
+    #[serde(default)]
+    pub anonymous_volumes: Vec<String>,
     /// `PATH[:OPTIONS]`: a tmpfs at PATH (options such as `size=64m,mode=1777`).
     #[serde(default)]
     pub tmpfs: Vec<String>,
@@ -148,6 +154,9 @@ impl Drop for ContainerFiles {
         }
     }
 }
+
+/// Beside a volume's `_data` while the volume has not yet been filled from an image.
+const FRESH_VOLUME: &str = "fresh";
 
 /// Log rotation unless a container asks otherwise: 3 files of 10 MiB.
 pub const DEFAULT_LOG_MAX_SIZE: u64 = 10 << 20;
@@ -397,7 +406,14 @@ impl Engine {
         if config.privileged {
             tracing::warn!(name = %name, "creating a privileged container: it has every capability and no masked paths");
         }
-        let mounts = self.resolve_binds(&config.binds).await?;
+        self.add_anonymous_volumes(&mut config, &image_config)?;
+        let mounts = match self.resolve_binds(&config.binds).await {
+            Ok(m) => m,
+            Err(e) => {
+                self.remove_anonymous_volumes(&config).await;
+                return Err(e);
+            }
+        };
         let oci = spec::build(&id, &config, &image_config, &mounts)?;
         let dir = self.dir(&id);
         for sub in ["rootfs", "upper", "work"] {
@@ -480,10 +496,14 @@ impl Engine {
         // A previous run's leftovers go first.
         let _ = tokio::fs::remove_file(dir.join(shim::EXIT_FILE)).await;
         self.mount_rootfs(&row).await?;
-        if let Err(e) = self
+        let prepared = match self
             .apply_user(&row, config.user.as_deref().unwrap_or(""))
             .await
         {
+            Ok(()) => self.fill_new_volumes(&row, &config).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = prepared {
             self.unmount_rootfs(&row.id).await;
             return Err(e);
         }
@@ -647,17 +667,20 @@ impl Engine {
             emit(&self.db, "die", &row, &[("exitCode", code.to_string())]).await;
         }
         self.exits.lock().await.remove(id);
-        let auto_remove = self
+        let config = self
             .db
             .find_container(id)
             .await
             .ok()
             .flatten()
-            .and_then(|r| serde_json::from_str::<ContainerConfig>(&r.config).ok())
-            .is_some_and(|c| c.auto_remove);
-        if auto_remove {
-            if let Err(e) = self.remove_files(id).await {
-                tracing::warn!(container = id, error = %e, "could not remove an ended --rm container");
+            .and_then(|r| serde_json::from_str::<ContainerConfig>(&r.config).ok());
+        if let Some(config) = config.filter(|c| c.auto_remove) {
+            // As docker's --rm: the container's anonymous volumes go with it.
+            match self.remove_files(id).await {
+                Ok(()) => self.remove_anonymous_volumes(&config).await,
+                Err(e) => {
+                    tracing::warn!(container = id, error = %e, "could not remove an ended --rm container")
+                }
             }
             return;
         }
@@ -919,7 +942,7 @@ impl Engine {
         let mut removed = Vec::new();
         for row in self.db.list_containers(true).await? {
             if row.state == "exited" || row.state == "created" {
-                self.remove(&row.id, false).await?;
+                self.remove(&row.id, false, false).await?;
                 removed.push(row.name);
             }
         }
@@ -1068,7 +1091,7 @@ impl Engine {
     }
 
     /// Removes a container (`force` kills a running one first).
-    pub async fn remove(&self, key: &str, force: bool) -> Result<(), EngineError> {
+    pub async fn remove(&self, key: &str, force: bool, volumes: bool) -> Result<(), EngineError> {
         let row = self.get(key).await?;
         if is_up(&row.state) && !force {
             return Err(EngineError::WrongState {
@@ -1091,7 +1114,12 @@ impl Engine {
             let _ = self.kill(&row.id, "SIGKILL").await;
             let _ = self.wait(&row.id).await;
         }
-        self.remove_files(&row.id).await
+        self.remove_files(&row.id).await?;
+        if volumes {
+            let config: ContainerConfig = serde_json::from_str(&row.config).unwrap_or_default();
+            self.remove_anonymous_volumes(&config).await;
+        }
+        Ok(())
     }
 
     async fn remove_files(&self, id: &str) -> Result<(), EngineError> {
@@ -1111,21 +1139,139 @@ impl Engine {
         Ok(())
     }
 
+    /// Gives `-v /target` binds, and the image's VOLUMEs that nothing else mounts, a volume of
+    /// their own under a fresh name, recorded in `anonymous_volumes`.
+    fn add_anonymous_volumes(
+        &self,
+        config: &mut ContainerConfig,
+        image_config: &serde_json::Value,
+    ) -> Result<(), EngineError> {
+        let mut binds = Vec::new();
+        for bind in std::mem::take(&mut config.binds) {
+            if bind.starts_with('/') && !bind.contains(':') {
+                let name = new_id();
+                binds.push(format!("{name}:{bind}"));
+                config.anonymous_volumes.push(name);
+            } else {
+                binds.push(bind);
+            }
+        }
+        let mounted = |target: &str, binds: &[String], tmpfs: &[String]| {
+            let same = |t: &str| t.trim_end_matches('/') == target.trim_end_matches('/');
+            binds.iter().any(|b| b.split(':').nth(1).is_some_and(same))
+                || tmpfs
+                    .iter()
+                    .any(|t| same(t.split(':').next().unwrap_or("")))
+        };
+        if let Some(volumes) = image_config["config"]["Volumes"].as_object() {
+            let mut targets: Vec<&String> = volumes.keys().collect();
+            targets.sort();
+            for target in targets {
+                if !target.starts_with('/') {
+                    return Err(EngineError::Invalid(format!(
+                        "the image declares VOLUME {target:?}, which is not an absolute path"
+                    )));
+                }
+                if !mounted(target, &binds, &config.tmpfs) {
+                    let name = new_id();
+                    binds.push(format!("{name}:{target}"));
+                    config.anonymous_volumes.push(name);
+                }
+            }
+        }
+        config.binds = binds;
+        Ok(())
+    }
+
+    /// Removes the container's anonymous volumes (those no other container names).
+    async fn remove_anonymous_volumes(&self, config: &ContainerConfig) {
+        for name in &config.anonymous_volumes {
+            match self.volume_remove(name).await {
+                Ok(()) | Err(EngineError::NoVolume(_)) => {}
+                Err(e) => tracing::warn!(volume = %name, error = %e, "kept an anonymous volume"),
+            }
+        }
+    }
+
+    /// Copies the image's files at each new volume's target into it, once, as docker does
+    /// when a container first mounts an empty new volume (not with `nocopy`).
+    async fn fill_new_volumes(
+        &self,
+        row: &ContainerRow,
+        config: &ContainerConfig,
+    ) -> Result<(), EngineError> {
+        let mut pending = Vec::new();
+        for bind in &config.binds {
+            let mut parts = bind.split(':');
+            let (Some(source), Some(target)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            if source.starts_with('/') {
+                continue;
+            }
+            let dir = self.volumes_root().join(source);
+            if tokio::fs::try_exists(dir.join(FRESH_VOLUME))
+                .await
+                .unwrap_or(false)
+            {
+                pending.push((dir, target.to_owned()));
+            }
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let rootfs = self.dir(&row.id).join("rootfs");
+        let name = row.name.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), EngineError> {
+            let fail = |e: archive::ArchiveError| EngineError::Start {
+                name: name.clone(),
+                reason: format!("cannot fill a new volume from the image: {e}"),
+            };
+            let image = archive::Root::open(&rootfs).map_err(|e| fail(e.into()))?;
+            for (dir, target) in pending {
+                let volume = archive::Root::open(&dir.join("_data")).map_err(|e| fail(e.into()))?;
+                match archive::copy_dir_contents(&image, Path::new(&target), &volume) {
+                    Ok(()) | Err(archive::ArchiveError::NotFound { .. }) => {}
+                    Err(e) => return Err(fail(e)),
+                }
+                let _ = std::fs::remove_file(dir.join(FRESH_VOLUME));
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| EngineError::Io {
+            what: "fill new volumes".into(),
+            reason: e.to_string(),
+        })?
+    }
+
     /// Host paths of `binds`: bind sources checked to exist, volumes made on first use.
     async fn resolve_binds(&self, binds: &[String]) -> Result<Vec<spec::Bind>, EngineError> {
         let mut out = Vec::new();
         for bind in binds {
             let parts: Vec<&str> = bind.split(':').collect();
-            let (source, target, read_only) = match parts.as_slice() {
-                [s, t] => (*s, *t, false),
-                [s, t, "ro"] => (*s, *t, true),
-                [s, t, "rw"] => (*s, *t, false),
+            let (source, target, options) = match parts.as_slice() {
+                [s, t] => (*s, *t, ""),
+                [s, t, o] => (*s, *t, *o),
                 _ => {
                     return Err(EngineError::Invalid(format!(
-                        "volume {bind:?}: give SOURCE:TARGET or SOURCE:TARGET:ro"
+                        "volume {bind:?}: give SOURCE:TARGET[:OPTIONS] or TARGET"
                     )));
                 }
             };
+            let (mut read_only, mut nocopy) = (false, false);
+            for option in options.split(',').filter(|o| !o.is_empty()) {
+                match option {
+                    "ro" => read_only = true,
+                    "rw" => read_only = false,
+                    "nocopy" => nocopy = true,
+                    other => {
+                        return Err(EngineError::Invalid(format!(
+                            "volume {bind:?}: option {other:?} is not known (ro, rw, nocopy)"
+                        )));
+                    }
+                }
+            }
             if !target.starts_with('/') {
                 return Err(EngineError::Invalid(format!(
                     "volume {bind:?}: the target {target:?} must be an absolute path"
@@ -1145,15 +1291,18 @@ impl Engine {
                         "volume name {source:?} is not valid: [a-zA-Z0-9][a-zA-Z0-9_.-]+ (or give an absolute host path)"
                     ))
                 })?;
-                let data = self
-                    .layout
-                    .root()
-                    .join("volumes")
-                    .join(source)
-                    .join("_data");
-                tokio::fs::create_dir_all(&data)
-                    .await
-                    .map_err(io(format!("make volume {source}")))?;
+                let dir = self.volumes_root().join(source);
+                let data = dir.join("_data");
+                if !tokio::fs::try_exists(&data).await.unwrap_or(false) {
+                    tokio::fs::create_dir_all(&data)
+                        .await
+                        .map_err(io(format!("make volume {source}")))?;
+                    if !nocopy {
+                        tokio::fs::write(dir.join(FRESH_VOLUME), b"")
+                            .await
+                            .map_err(io(format!("mark volume {source} as new")))?;
+                    }
+                }
                 data
             };
             out.push(spec::Bind {

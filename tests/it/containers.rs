@@ -190,7 +190,11 @@ fn errors_name_the_image_the_command_and_the_state() {
     let Some(daemon) = daemon_with_busybox(test) else {
         return;
     };
-    let (status, _, err) = wharf(&daemon, &["run", "--rm", "nope/nothing:v1", "true"]);
+    // Without --pull never, run would try docker.io: tests contact nothing but loopback.
+    let (status, _, err) = wharf(
+        &daemon,
+        &["run", "--rm", "--pull", "never", "nope/nothing:v1", "true"],
+    );
     assert!(!status.success());
     assert!(err.contains("no such image: nope/nothing:v1"), "{err}");
     let (status, _, err) = wharf(&daemon, &["run", "--rm", IMAGE, "/bin/nope"]);
@@ -1423,4 +1427,125 @@ fn cp_export_and_diff_stay_inside_the_container() {
     );
     let (status, _, err) = wharf(&daemon, &["rm", "-f", "files"]);
     assert!(status.success(), "{err}");
+}
+
+#[test]
+fn anonymous_volumes_are_filled_from_the_image_and_go_with_rm_v() {
+    let test = "containers::anonymous_volumes_are_filled_from_the_image_and_go_with_rm_v";
+    let Some(daemon) = daemon_with_busybox(test) else {
+        return;
+    };
+    let busybox = fixtures::busybox(test).unwrap();
+    let data = fixtures::LayerBuilder::new()
+        .dir("var", 0o755)
+        .dir("var/lib", 0o755)
+        .dir("var/lib/app", 0o750)
+        .file("var/lib/app/seed", 0o640, b"from the image\n")
+        .finish();
+    let archive = daemon.dir.path().join("vol.tar");
+    ImageBuilder::busybox(&busybox)
+        .layer(data, "seed")
+        .volume("/var/lib/app")
+        .build()
+        .write_docker_archive(&archive, "wharf-test/vol:latest");
+    let (status, _, err) = run_wharf(
+        wharf_command()
+            .args(["-H", &host(&daemon), "load", "-q", "-i"])
+            .arg(&archive),
+    );
+    assert!(status.success(), "{err}");
+    let volume_names = |daemon: &DaemonProcess| -> Vec<String> {
+        let (_, out, _) = wharf(daemon, &["volume", "ls", "-q"]);
+        out.lines().map(str::to_owned).collect()
+    };
+
+    // The image's VOLUME gets a fresh volume holding the image's files there.
+    let (status, out, err) = wharf(
+        &daemon,
+        &[
+            "run",
+            "--name",
+            "anon",
+            "wharf-test/vol:latest",
+            "sh",
+            "-c",
+            "cat /var/lib/app/seed; stat -c %a /var/lib/app; grep -c ' /var/lib/app ' /proc/self/mounts",
+        ],
+    );
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "from the image\n750\n1\n");
+    assert_eq!(volume_names(&daemon).len(), 1);
+    // -v /path is one too; a named volume by --mount is filled, one with nocopy is not.
+    let (status, out, err) = wharf(
+        &daemon,
+        &[
+            "run",
+            "--name",
+            "more",
+            "-v",
+            "/scratch",
+            "--mount",
+            "type=volume,source=named,target=/var/lib/app",
+            "--mount",
+            "type=volume,src=bare,dst=/etc,volume-nocopy",
+            "--mount",
+            "type=tmpfs,target=/fast,tmpfs-size=1m",
+            "wharf-test/vol:latest",
+            "sh",
+            "-c",
+            "cat /var/lib/app/seed; ls /etc | wc -l; grep ' /fast ' /proc/self/mounts | grep -c size=1024k",
+        ],
+    );
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "from the image\n0\n1\n");
+    let names = volume_names(&daemon);
+    assert_eq!(
+        names.len(),
+        4,
+        "anon's, /scratch, named and bare: {names:?}"
+    );
+
+    // rm -v takes the anonymous volumes, not the named ones.
+    let (status, _, err) = wharf(&daemon, &["rm", "-v", "anon", "more"]);
+    assert!(status.success(), "{err}");
+    let mut names = volume_names(&daemon);
+    names.sort();
+    assert_eq!(names, ["bare", "named"]);
+    // --rm does as well; a filled volume is not filled again.
+    let (status, _, err) = wharf(
+        &daemon,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "named:/var/lib/app",
+            "wharf-test/vol:latest",
+            "sh",
+            "-c",
+            "echo changed > /var/lib/app/seed",
+        ],
+    );
+    assert!(status.success(), "{err}");
+    let (status, out, err) = wharf(
+        &daemon,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "named:/var/lib/app",
+            "wharf-test/vol:latest",
+            "cat",
+            "/var/lib/app/seed",
+        ],
+    );
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "changed\n");
+    let mut names = volume_names(&daemon);
+    names.sort();
+    assert_eq!(names, ["bare", "named"], "--rm left no anonymous volume");
+    let (status, _, err) = wharf(&daemon, &["run", "--rm", "-v", "x:/y:rx", IMAGE, "true"]);
+    assert!(
+        !status.success() && err.contains("option \"rx\" is not known"),
+        "{err}"
+    );
 }

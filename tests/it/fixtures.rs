@@ -244,6 +244,7 @@ pub struct ImageBuilder {
     user: Option<String>,
     labels: HashMap<String, String>,
     stop_signal: Option<String>,
+    volumes: Vec<String>,
 }
 
 impl ImageBuilder {
@@ -296,6 +297,12 @@ impl ImageBuilder {
         self
     }
 
+    /// Declares a VOLUME.
+    pub fn volume(mut self, path: &str) -> Self {
+        self.volumes.push(path.to_owned());
+        self
+    }
+
     pub fn stop_signal(mut self, signal: &str) -> Self {
         self.stop_signal = Some(signal.to_owned());
         self
@@ -327,6 +334,9 @@ impl ImageBuilder {
         }
         if let Some(sig) = &self.stop_signal {
             config = config.stop_signal(sig.clone());
+        }
+        if !self.volumes.is_empty() {
+            config = config.volumes(self.volumes.clone());
         }
         let history = self
             .layers
