@@ -85,6 +85,24 @@ pub struct CreateArgs {
     /// repeatable
     #[arg(long = "security-opt", value_name = "OPTION")]
     pub security_opt: Vec<String>,
+    /// Healthcheck command, run with /bin/sh -c in the container
+    #[arg(long, value_name = "COMMAND")]
+    pub health_cmd: Option<String>,
+    /// Time between healthchecks, e.g. 30s (default: the image's, else 30s)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ns)]
+    pub health_interval: Option<u64>,
+    /// Time a healthcheck may take, e.g. 5s (default 30s)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ns)]
+    pub health_timeout: Option<u64>,
+    /// Failures in a row that make the container unhealthy (default 3)
+    #[arg(long, value_name = "N")]
+    pub health_retries: Option<u32>,
+    /// Time after the start during which failures do not count, e.g. 1m
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ns)]
+    pub health_start_period: Option<u64>,
+    /// Run no healthcheck, not even the image's
+    #[arg(long, conflicts_with = "health_cmd")]
+    pub no_healthcheck: bool,
     /// Signal that stop sends first (default: the image's, else SIGTERM)
     #[arg(long)]
     pub stop_signal: Option<String>,
@@ -181,7 +199,20 @@ impl CreateArgs {
                 _ => opt.clone(),
             });
         }
+        let test: Vec<&str> = match (&self.health_cmd, self.no_healthcheck) {
+            (_, true) => vec!["NONE"],
+            (Some(cmd), false) => vec!["CMD-SHELL", cmd.as_str()],
+            (None, false) => Vec::new(),
+        };
+        let healthcheck = serde_json::json!({
+            "test": test,
+            "interval": self.health_interval,
+            "timeout": self.health_timeout,
+            "retries": self.health_retries,
+            "start_period": self.health_start_period,
+        });
         Ok(serde_json::json!({
+            "healthcheck": healthcheck,
             "security_opt": security_opt,
             "log_max_size": log_max_size,
             "log_max_files": log_max_files,
@@ -284,6 +315,13 @@ fn parse_mount(text: &str) -> Result<Mount, String> {
             "--mount {text:?}: type {other:?} is not known (bind, volume, tmpfs)"
         )),
     }
+}
+
+/// `30s`, `1m30s`, `500ms` as nanoseconds.
+fn parse_duration_ns(text: &str) -> Result<u64, String> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("invalid duration {text:?}: {e} (e.g. 30s, 1m, 500ms)"))?;
+    u64::try_from(d.as_nanos()).map_err(|_| format!("duration {text:?} is too long"))
 }
 
 /// `512`, `64k`, `256m`, `1g` (bytes; powers of 1024, as docker reads them).
@@ -600,7 +638,13 @@ pub(super) async fn ps(
         .map(|c| {
             let command = c.config.cmd.join(" ");
             let status = match (c.state.as_str(), c.started_at, c.finished_at) {
-                ("running", Some(t), _) => format!("Up {}", ago(t)),
+                ("running", Some(t), _) => match &c.health {
+                    Some(h) if h.status == "starting" => {
+                        format!("Up {} (health: starting)", ago(t))
+                    }
+                    Some(h) => format!("Up {} ({})", ago(t), h.status),
+                    None => format!("Up {}", ago(t)),
+                },
                 ("paused", Some(t), _) => format!("Up {} (Paused)", ago(t)),
                 ("exited", _, Some(t)) => {
                     format!("Exited ({}) {} ago", c.exit_code.unwrap_or(0), ago(t))

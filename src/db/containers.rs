@@ -26,6 +26,8 @@ pub struct ContainerRow {
     pub restart_count: i64,
     /// Whether a user stopped it (so `unless-stopped` leaves it down).
     pub stopped_by_user: bool,
+    /// JSON of its health, when it has a healthcheck.
+    pub health: Option<String>,
 }
 
 /// A unique-name violation as a conflict that names the name; other failures as they are.
@@ -39,7 +41,8 @@ fn name_taken<'a>(name: &'a str, action: &'static str) -> impl FnOnce(sqlx::Erro
 }
 
 const COLUMNS: &str = "id, name, image, image_digest, config, state, pid, exit_code, error, \
-                       created_at, started_at, finished_at, restart_count, stopped_by_user";
+                       created_at, started_at, finished_at, restart_count, stopped_by_user, \
+                       health";
 
 impl Db {
     pub async fn insert_container(
@@ -115,6 +118,21 @@ impl Db {
         .execute(&self.pool)
         .await
         .map_err(sql("recording a start"))?;
+        Ok(())
+    }
+
+    /// Records a container's health (`None`: it has no healthcheck).
+    pub async fn set_container_health(
+        &self,
+        id: &str,
+        health: Option<&str>,
+    ) -> Result<(), DbError> {
+        sqlx::query("UPDATE containers SET health = ? WHERE id = ?")
+            .bind(health)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(sql("recording a container's health"))?;
         Ok(())
     }
 

@@ -8,6 +8,7 @@
 //! awaits to record the exit and release the rootfs.
 
 pub mod archive;
+pub mod health;
 pub mod logs;
 pub mod seccomp;
 pub mod shim;
@@ -130,6 +131,9 @@ pub struct ContainerConfig {
     pub security_opt: Vec<String>,
     /// The signal `stop` sends first (default: the image's STOPSIGNAL, else SIGTERM).
     pub stop_signal: Option<String>,
+    /// Run while the container runs: the request's fields over the image's HEALTHCHECK;
+    /// create stores the result (`None`: no check).
+    pub healthcheck: Option<health::Healthcheck>,
     /// Seconds `stop` waits before SIGKILL (default 10).
     pub stop_timeout: Option<u64>,
     /// Rotate the log at this many bytes (default 10 MiB; 0: never).
@@ -224,12 +228,18 @@ pub struct ContainerView {
     pub finished_at: Option<i64>,
     pub restart_count: i64,
     pub config: ContainerConfig,
+    /// Its health, when it has a healthcheck.
+    pub health: Option<health::Health>,
 }
 
 impl From<ContainerRow> for ContainerView {
     fn from(row: ContainerRow) -> Self {
         ContainerView {
             config: serde_json::from_str(&row.config).unwrap_or_default(),
+            health: row
+                .health
+                .as_deref()
+                .and_then(|h| serde_json::from_str(h).ok()),
             id: row.id,
             name: row.name,
             image: row.image,
@@ -399,6 +409,10 @@ impl Engine {
                 .filter(|u| !u.is_empty())
                 .map(str::to_owned);
         }
+        config.healthcheck = health::effective(
+            config.healthcheck.as_ref(),
+            &image_config["config"]["Healthcheck"],
+        )?;
         if let Some(signal) = &config.stop_signal {
             crate::runtime::container::parse_signal(signal)
                 .map_err(|e| EngineError::Invalid(format!("stop signal: {e}")))?;
@@ -569,6 +583,11 @@ impl Engine {
         emit(&self.db, "start", &row, &[]).await;
         let (tx, rx) = watch::channel(None);
         self.exits.lock().await.insert(row.id.clone(), rx);
+        if let Some(check) = config.healthcheck.clone() {
+            let fresh = serde_json::to_string(&health::Health::starting()).expect("JSON");
+            self.db.set_container_health(&row.id, Some(&fresh)).await?;
+            self.watch_health(row.id.clone(), check);
+        }
         let engine = self.clone();
         let id = row.id.clone();
         tokio::spawn(async move {
@@ -601,6 +620,12 @@ impl Engine {
         for row in self.db.list_containers(false).await? {
             let (tx, rx) = watch::channel(None);
             self.exits.lock().await.insert(row.id.clone(), rx);
+            if let Some(check) = serde_json::from_str::<ContainerConfig>(&row.config)
+                .ok()
+                .and_then(|c| c.healthcheck)
+            {
+                self.watch_health(row.id.clone(), check);
+            }
             let engine = self.clone();
             tokio::spawn(async move {
                 let code = engine.watch_restored(&row.id).await;
@@ -625,6 +650,102 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Runs the healthcheck of running container `id` every interval until it ends, keeping
+    /// its health in the row and telling each change as a `health_status` event.
+    fn watch_health(&self, id: String, check: health::Healthcheck) {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let Some(mut exit) = engine.exit_watch(&id).await else {
+                return;
+            };
+            let begun = std::time::Instant::now();
+            let mut state = engine
+                .get(&id)
+                .await
+                .ok()
+                .and_then(|r| r.health)
+                .and_then(|h| serde_json::from_str::<health::Health>(&h).ok())
+                .unwrap_or_else(health::Health::starting);
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(check.interval()) => {}
+                    _ = exit.changed() => return,
+                }
+                if exit.borrow().is_some() {
+                    return;
+                }
+                let result = engine.probe(&id, &check).await;
+                if exit.borrow().is_some() {
+                    return;
+                }
+                let in_start = begun.elapsed() < check.start_period();
+                let changed = state.record(result, check.retries(), in_start);
+                let json = serde_json::to_string(&state).expect("JSON");
+                if let Err(e) = engine.db.set_container_health(&id, Some(&json)).await {
+                    tracing::warn!(container = %id, error = %e, "could not record its health");
+                }
+                if changed && let Ok(row) = engine.get(&id).await {
+                    let action = format!("health_status: {}", state.status);
+                    emit(&engine.db, &action, &row, &[]).await;
+                }
+            }
+        });
+    }
+
+    /// One run of the healthcheck's command in the container, bounded by its timeout.
+    async fn probe(&self, id: &str, check: &health::Healthcheck) -> health::ProbeResult {
+        use tokio::io::AsyncReadExt;
+        let start = crate::db::now_secs();
+        let request = ExecRequest {
+            cmd: check.command(),
+            env: Vec::new(),
+            working_dir: None,
+            user: None,
+        };
+        let done = |exit_code: i64, output: String| health::ProbeResult {
+            start,
+            end: crate::db::now_secs(),
+            exit_code,
+            output,
+        };
+        let mut child = match self.exec(id, &request).await {
+            Ok(child) => child,
+            Err(e) => return done(-1, e.to_string()),
+        };
+        let (mut stdout, mut stderr) = (child.stdout.take(), child.stderr.take());
+        let run = async {
+            let mut out = Vec::new();
+            let mut err = Vec::new();
+            let read_out = async {
+                if let Some(s) = stdout.as_mut() {
+                    let _ = s.read_to_end(&mut out).await;
+                }
+            };
+            let read_err = async {
+                if let Some(s) = stderr.as_mut() {
+                    let _ = s.read_to_end(&mut err).await;
+                }
+            };
+            tokio::join!(read_out, read_err);
+            out.extend_from_slice(&err);
+            (child.wait().await, out)
+        };
+        match tokio::time::timeout(check.timeout(), run).await {
+            Ok((Ok(status), output)) => done(
+                status.code().map_or(-1, i64::from),
+                health::kept_output(&output),
+            ),
+            Ok((Err(e), _)) => done(-1, format!("the probe could not be waited for: {e}")),
+            Err(_) => done(
+                -1,
+                format!(
+                    "Health check exceeded timeout ({}s)",
+                    check.timeout().as_secs_f64()
+                ),
+            ),
+        }
     }
 
     /// Waits for a container this daemon did not start to end; its exit code.

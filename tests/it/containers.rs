@@ -1549,3 +1549,116 @@ fn anonymous_volumes_are_filled_from_the_image_and_go_with_rm_v() {
         "{err}"
     );
 }
+
+#[test]
+fn healthchecks_run_while_the_container_runs_and_tell_their_changes() {
+    let test = "containers::healthchecks_run_while_the_container_runs_and_tell_their_changes";
+    let Some(daemon) = daemon_with_busybox(test) else {
+        return;
+    };
+    let health = |name: &str| -> serde_json::Value {
+        let (_, out, _) = wharf(&daemon, &["inspect", name]);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["health"].clone()
+    };
+    let (status, _, err) = wharf(
+        &daemon,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "checked",
+            "--health-cmd",
+            "test -e /tmp/ok && echo fine",
+            "--health-interval",
+            "200ms",
+            "--health-retries",
+            "2",
+            IMAGE,
+            "sleep",
+            "60",
+        ],
+    );
+    assert!(status.success(), "{err}");
+    assert_eq!(health("checked")["status"], "starting");
+    wait_until("unhealthy", || health("checked")["status"] == "unhealthy");
+    let h = health("checked");
+    assert!(h["failing_streak"].as_u64().unwrap() >= 2, "{h}");
+    let (_, out, _) = wharf(&daemon, &["ps"]);
+    assert!(out.contains("(unhealthy)"), "{out}");
+    let (status, _, err) = wharf(&daemon, &["exec", "checked", "touch", "/tmp/ok"]);
+    assert!(status.success(), "{err}");
+    wait_until("healthy", || health("checked")["status"] == "healthy");
+    let h = health("checked");
+    assert_eq!(h["failing_streak"], 0);
+    let last = h["log"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["exit_code"].as_i64(), last["output"].as_str()),
+        (Some(0), Some("fine\n"))
+    );
+    assert!(h["log"].as_array().unwrap().len() <= 5);
+    let (_, out, _) = wharf(&daemon, &["events", "--since", "1h", "--until", "0s"]);
+    let unhealthy = out
+        .find("health_status: unhealthy")
+        .expect("an unhealthy event");
+    let healthy = out.find("health_status: healthy").expect("a healthy event");
+    assert!(unhealthy < healthy, "{out}");
+    // Stopped: the checks end with it.
+    let (status, _, err) = wharf(&daemon, &["stop", "-t", "1", "checked"]);
+    assert!(status.success(), "{err}");
+    let before = health("checked")["log"].to_string();
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(health("checked")["log"].to_string(), before);
+
+    // A probe past its timeout fails, and says so.
+    let (status, _, err) = wharf(
+        &daemon,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "slow",
+            "--health-cmd",
+            "sleep 5",
+            "--health-interval",
+            "100ms",
+            "--health-timeout",
+            "300ms",
+            "--health-retries",
+            "1",
+            IMAGE,
+            "sleep",
+            "60",
+        ],
+    );
+    assert!(status.success(), "{err}");
+    wait_until("unhealthy by timeout", || {
+        health("slow")["status"] == "unhealthy"
+    });
+    assert!(
+        health("slow")["log"]
+            .to_string()
+            .contains("exceeded timeout")
+    );
+    // --no-healthcheck: none at all.
+    let (status, _, err) = wharf(
+        &daemon,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "unchecked",
+            "--no-healthcheck",
+            IMAGE,
+            "sleep",
+            "60",
+        ],
+    );
+    assert!(status.success(), "{err}");
+    assert!(health("unchecked").is_null());
+    let (status, _, err) = wharf(&daemon, &["create", "--health-interval", "soon", IMAGE]);
+    assert!(
+        !status.success() && err.contains("invalid duration \"soon\""),
+        "{err}"
+    );
+    wharf(&daemon, &["rm", "-f", "checked", "slow", "unchecked"]);
+}
