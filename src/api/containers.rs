@@ -365,19 +365,27 @@ async fn remove(
 }
 
 /// Starts a container; an `execve` failure comes back as the error.
-#[utoipa::path(post, path = "/containers/{id}/start", tag = "containers",
+#[utoipa::path(post, path = "/containers/{id}/start", tag = "containers", params(StartQuery),
     responses((status = 200, body = ContainerView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn start(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    Query(q): Query<StartQuery>,
 ) -> Result<Json<ContainerView>, ApiError> {
     caller
         .require(Action::ContainerOperate, &Target::Container(id.clone()))
         .await?;
-    let row = state.engine.start(&id).await?;
+    let row = state.engine.start_as(&id, q.attach).await?;
     audited(&state, &caller, "container.start", &row.name).await?;
     Ok(Json(row.into()))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct StartQuery {
+    /// The caller attaches right after: the output is kept for it from the first byte.
+    #[serde(default)]
+    pub attach: bool,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

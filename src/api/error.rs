@@ -38,6 +38,9 @@ pub enum ApiError {
     /// Another server the daemon had to ask (a remote registry) failed or could not be reached.
     #[error("{0}")]
     BadGateway(String),
+    /// Refused whoever asks (not a missing right: a request that may not be made this way).
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 impl From<PasswordError> for ApiError {
@@ -72,6 +75,7 @@ impl IntoResponse for ApiError {
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m),
             e @ ApiError::NotFound(_) => (StatusCode::NOT_FOUND, e.to_string()),
             ApiError::BadGateway(m) => (StatusCode::BAD_GATEWAY, m),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
             ApiError::Missing(m) => (StatusCode::NOT_FOUND, m),
             ApiError::Internal(m) => {
                 tracing::error!(error = %m, "API request failed");

@@ -4,6 +4,7 @@
 //! them (`GET /api/v1/openapi.json`). Handlers call the service layer (`db`, and later `engine`,
 //! `images`, `auth`); they never touch the runtime or the blob files directly.
 
+mod attach;
 mod audit;
 pub mod auth;
 mod containers;
@@ -56,6 +57,7 @@ pub fn router() -> Router<AppState> {
                 .merge(audit::routes())
                 .merge(containers::routes())
                 .merge(files::routes())
+                .merge(attach::routes())
                 .merge(events::routes())
                 .merge(volumes::routes())
                 .merge(images::routes())

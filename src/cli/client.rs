@@ -140,7 +140,7 @@ pub enum ClientError {
 }
 
 /// A connection to the daemon, whatever carries it.
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// A client of one daemon.
@@ -440,6 +440,47 @@ impl ApiClient {
             builder = builder.header(*name, *value);
         }
         builder
+    }
+
+    /// Opens a WebSocket session at `path` (attach, exec); an error answer in place of the
+    /// upgrade is a [`ClientError::Api`].
+    pub async fn websocket(
+        &self,
+        path: &str,
+    ) -> Result<tokio_tungstenite::WebSocketStream<Box<dyn Io>>, ClientError> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let io = self.connect().await?;
+        let (scheme, host) = match &self.endpoint {
+            Endpoint::Unix(_) => ("ws", "wharf"),
+            Endpoint::Http { authority } => ("ws", authority.as_str()),
+            Endpoint::Https { authority } => ("wss", authority.as_str()),
+        };
+        let failed = |reason: String| ClientError::Input {
+            reason: format!("the session with the daemon failed: {reason}"),
+        };
+        let mut request = format!("{scheme}://{host}{path}")
+            .into_client_request()
+            .map_err(|e| failed(e.to_string()))?;
+        let headers = request.headers_mut();
+        if let Some(token) = &self.token
+            && let Ok(value) = format!("Bearer {token}").parse()
+        {
+            headers.insert(hyper::header::AUTHORIZATION, value);
+        }
+        match tokio_tungstenite::client_async(request, io).await {
+            Ok((ws, _)) => Ok(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let status = StatusCode::from_u16(response.status().as_u16())
+                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                Err(api_error(&ApiResponse {
+                    status,
+                    content_type: Some("application/json".into()),
+                    headers: Default::default(),
+                    body: Bytes::from(response.into_body().unwrap_or_default()),
+                }))
+            }
+            Err(e) => Err(failed(e.to_string())),
+        }
     }
 
     /// Connects to the daemon (unix socket, TCP, or TLS over TCP).

@@ -4,6 +4,7 @@ use clap::Args;
 use hyper::Method;
 
 use super::client::{ApiClient, ClientError};
+use super::interactive;
 use super::{Format, print_table};
 use crate::domain::percent_encode;
 use crate::engine::ContainerView;
@@ -112,6 +113,15 @@ pub struct CreateArgs {
     /// Log option: max-size=SIZE (rotate at, default 10m) or max-file=N (files kept, default 3)
     #[arg(long = "log-opt", value_name = "KEY=VALUE")]
     pub log_opts: Vec<String>,
+    /// Keep stdin open and send it to the container
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Give the container a terminal
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Keys that detach from the container and leave it running
+    #[arg(long, default_value = interactive::DEFAULT_DETACH_KEYS)]
+    pub detach_keys: String,
     /// Pull the image: missing (when it is not here), always, or never
     #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
     pub pull: PullPolicy,
@@ -212,6 +222,8 @@ impl CreateArgs {
             "start_period": self.health_start_period,
         });
         Ok(serde_json::json!({
+            "tty": self.tty,
+            "open_stdin": self.interactive,
             "healthcheck": healthcheck,
             "security_opt": security_opt,
             "log_max_size": log_max_size,
@@ -322,6 +334,98 @@ fn parse_duration_ns(text: &str) -> Result<u64, String> {
     let d = humantime::parse_duration(text)
         .map_err(|e| format!("invalid duration {text:?}: {e} (e.g. 30s, 1m, 500ms)"))?;
     u64::try_from(d.as_nanos()).map_err(|_| format!("duration {text:?} is too long"))
+}
+
+/// `exec -i`/`-t`: the program on a WebSocket session, a real terminal with `-t`.
+async fn exec_interactive(client: ApiClient, args: &ExecArgs) -> Result<(), ClientError> {
+    let detach_keys = interactive::parse_detach_keys(&args.detach_keys)
+        .map_err(|reason| ClientError::Input { reason })?;
+    let mut ws = client.websocket(&path(&args.container, "/exec/ws")).await?;
+    let size = interactive::terminal_size().filter(|_| args.tty);
+    let start = serde_json::json!({
+        "cmd": args.command, "env": args.env, "working_dir": args.workdir, "user": args.user,
+        "tty": args.tty, "rows": size.map(|s| s.0), "cols": size.map(|s| s.1),
+    });
+    {
+        use futures_util::SinkExt;
+        ws.send(tokio_tungstenite::tungstenite::Message::Text(
+            start.to_string().into(),
+        ))
+        .await
+        .map_err(|e| ClientError::Input {
+            reason: format!("the session with the daemon failed: {e}"),
+        })?;
+    }
+    let raw = if args.tty && args.interactive {
+        interactive::RawMode::enter()
+    } else {
+        None
+    };
+    let ended = interactive::session(
+        ws,
+        interactive::SessionOptions {
+            stdin: args.interactive,
+            tty: args.tty,
+            detach_keys,
+        },
+    )
+    .await;
+    drop(raw);
+    match ended? {
+        interactive::Ended::Exited(0) => Ok(()),
+        interactive::Ended::Exited(code) => {
+            Err(ClientError::ContainerExit(code.clamp(0, 255) as u8))
+        }
+        interactive::Ended::Detached => Ok(()),
+        interactive::Ended::Closed => Err(ClientError::Input {
+            reason: "the exec ended without an exit code".into(),
+        }),
+    }
+}
+
+/// `wharf attach`: the container's terminal or output (and stdin, unless told not to), until
+/// it ends (with its exit code) or the detach keys.
+pub(super) async fn attach(
+    client: ApiClient,
+    container: String,
+    no_stdin: bool,
+    detach_keys: String,
+) -> Result<(), ClientError> {
+    let detach_keys = interactive::parse_detach_keys(&detach_keys)
+        .map_err(|reason| ClientError::Input { reason })?;
+    let view: ContainerView = client.get_json(&path(&container, "")).await?;
+    let ws = client.websocket(&path(&view.id, "/attach/ws")).await?;
+    let stdin = view.config.open_stdin && !no_stdin;
+    let raw = if view.config.tty && stdin {
+        interactive::RawMode::enter()
+    } else {
+        None
+    };
+    let ended = interactive::session(
+        ws,
+        interactive::SessionOptions {
+            stdin,
+            tty: view.config.tty,
+            detach_keys,
+        },
+    )
+    .await;
+    drop(raw);
+    if ended? == interactive::Ended::Detached {
+        eprintln!("\r\nread escape sequence: {container} keeps running");
+        return Ok(());
+    }
+    let waited: serde_json::Value = client
+        .send_json(
+            Method::POST,
+            &path(&view.id, "/wait"),
+            &serde_json::json!({}),
+        )
+        .await?;
+    match waited["exit_code"].as_i64().unwrap_or(255) {
+        0 => Ok(()),
+        code => Err(ClientError::ContainerExit(code.clamp(0, 255) as u8)),
+    }
 }
 
 /// `512`, `64k`, `256m`, `1g` (bytes; powers of 1024, as docker reads them).
@@ -436,11 +540,21 @@ pub(super) async fn run(
     if !detach {
         body["auto_remove"] = false.into();
     }
+    let attach = !detach && (args.interactive || args.tty);
+    let detach_keys = interactive::parse_detach_keys(&args.detach_keys)
+        .map_err(|reason| ClientError::Input { reason })?;
     let created = create_pulling(&client, &args, &body).await?;
     let started = client
         .send_json::<ContainerView>(
             Method::POST,
-            &path(&created.id, "/start"),
+            &path(
+                &created.id,
+                if attach {
+                    "/start?attach=true"
+                } else {
+                    "/start"
+                },
+            ),
             &serde_json::json!({}),
         )
         .await;
@@ -460,7 +574,30 @@ pub(super) async fn run(
         println!("{}", created.id);
         return Ok(());
     }
-    follow_logs(&client, &created.id, None).await?;
+    if attach {
+        let ws = client.websocket(&path(&created.id, "/attach/ws")).await?;
+        let raw = if args.tty && args.interactive {
+            interactive::RawMode::enter()
+        } else {
+            None
+        };
+        let ended = interactive::session(
+            ws,
+            interactive::SessionOptions {
+                stdin: args.interactive,
+                tty: args.tty,
+                detach_keys,
+            },
+        )
+        .await;
+        drop(raw);
+        if ended? == interactive::Ended::Detached {
+            eprintln!("\r\nread escape sequence: {} keeps running", created.id);
+            return Ok(());
+        }
+    } else {
+        follow_logs(&client, &created.id, None).await?;
+    }
     let waited: serde_json::Value = client
         .send_json(
             Method::POST,
@@ -667,22 +804,38 @@ pub(super) async fn ps(
     Ok(())
 }
 
-pub(super) async fn exec(
-    client: ApiClient,
-    container: String,
-    command: Vec<String>,
-    env: Vec<String>,
-    workdir: Option<String>,
-    user: Option<String>,
-) -> Result<(), ClientError> {
+/// What `wharf exec` runs and how.
+pub struct ExecArgs {
+    pub container: String,
+    pub command: Vec<String>,
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    pub interactive: bool,
+    pub tty: bool,
+    pub detach_keys: String,
+}
+
+pub(super) async fn exec(client: ApiClient, args: ExecArgs) -> Result<(), ClientError> {
     use std::io::Write;
+    let ExecArgs {
+        container,
+        command,
+        env,
+        workdir,
+        user,
+        ..
+    } = &args;
+    if args.interactive || args.tty {
+        return exec_interactive(client, &args).await;
+    }
     let body =
         serde_json::json!({"cmd": command, "env": env, "working_dir": workdir, "user": user});
     let bytes = serde_json::to_vec(&body).expect("JSON");
     let mut code = None;
     client
         .upload_streaming(
-            &path(&container, "/exec"),
+            &path(container, "/exec"),
             "application/json",
             http_body_util::Full::new(hyper::body::Bytes::from(bytes)),
             &mut |line| {

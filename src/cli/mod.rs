@@ -10,6 +10,7 @@ pub mod client;
 mod containers;
 mod files;
 mod images;
+mod interactive;
 mod registry;
 pub mod runtime;
 mod serve;
@@ -214,6 +215,15 @@ pub enum Command {
         /// User to run as: name|uid[:group|gid]
         #[arg(short = 'u', long)]
         user: Option<String>,
+        /// Keep stdin open and send it to the program
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        /// Give the program a terminal
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// Keys that end the session and leave the program running
+        #[arg(long, default_value = interactive::DEFAULT_DETACH_KEYS)]
+        detach_keys: String,
         container: String,
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
@@ -231,6 +241,16 @@ pub enum Command {
     },
     /// Show the processes of a running container
     Top { container: String },
+    /// Attach to a running container's terminal or output (and stdin, if it keeps one open)
+    Attach {
+        /// Do not send stdin
+        #[arg(long)]
+        no_stdin: bool,
+        /// Keys that detach and leave the container running
+        #[arg(long, default_value = interactive::DEFAULT_DETACH_KEYS)]
+        detach_keys: String,
+        container: String,
+    },
     /// Copy files between a container and the host: CONTAINER:PATH HOSTPATH or the reverse
     /// (HOSTPATH - is a tar on stdout); the container may be running or stopped
     Cp {
@@ -524,10 +544,32 @@ pub fn run(cli: Cli) -> ExitCode {
             env,
             workdir,
             user,
+            interactive,
+            tty,
+            detach_keys,
             container,
             command,
         } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
-            containers::exec(c, container, command, env, workdir, user)
+            containers::exec(
+                c,
+                containers::ExecArgs {
+                    container,
+                    command,
+                    env,
+                    workdir,
+                    user,
+                    interactive,
+                    tty,
+                    detach_keys,
+                },
+            )
+        }),
+        Command::Attach {
+            no_stdin,
+            detach_keys,
+            container,
+        } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            containers::attach(c, container, no_stdin, detach_keys)
         }),
         Command::Pause { containers: list } => {
             client_command(&cli.host, cli.token, cli.tls_ca, |c| {

@@ -122,6 +122,12 @@ pub struct ContainerConfig {
     pub cap_add: Vec<String>,
     #[serde(default)]
     pub cap_drop: Vec<String>,
+    /// Give the container a terminal (`-t`).
+    #[serde(default)]
+    pub tty: bool,
+    /// Keep its stdin open for attached clients (`-i`).
+    #[serde(default)]
+    pub open_stdin: bool,
     /// Every capability, no masked or read-only paths, new privileges allowed, no seccomp filter.
     #[serde(default)]
     pub privileged: bool,
@@ -140,6 +146,23 @@ pub struct ContainerConfig {
     pub log_max_size: Option<u64>,
     /// Log files kept, the current one included (default 3).
     pub log_max_files: Option<u32>,
+}
+
+/// A running interactive exec (see [`Engine::exec_interactive`]); its files go with it.
+pub struct ExecSession {
+    /// The `wharf runtime exec` helper: its exit status is the program's.
+    pub child: Option<tokio::process::Child>,
+    /// The master end of the program's terminal, with `tty`.
+    pub pty: Option<std::os::fd::OwnedFd>,
+    files: Vec<PathBuf>,
+}
+
+impl Drop for ExecSession {
+    fn drop(&mut self) {
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+    }
 }
 
 /// A container's files, open for a copy (see [`Engine::files`]).
@@ -466,12 +489,18 @@ impl Engine {
 
     /// Starts a container (a user's start: the restart count starts over).
     pub async fn start(&self, key: &str) -> Result<ContainerRow, EngineError> {
+        self.start_as(key, false).await
+    }
+
+    /// [`Engine::start`]; with `attach`, the container's output is held until a client
+    /// attaches (it means to, right after), so it sees everything from the first byte.
+    pub async fn start_as(&self, key: &str, attach: bool) -> Result<ContainerRow, EngineError> {
         let row = self.get(key).await?;
         if !is_up(&row.state) {
             self.db.container_restarts(&row.id, false, false).await?;
             self.delays.lock().await.remove(&row.id);
         }
-        self.start_inner(&row.id).await
+        self.start_inner(&row.id, attach).await
     }
 
     /// [`Engine::start_inner`] as a boxed future: a restart starts a container from the task
@@ -482,11 +511,11 @@ impl Engine {
     ) -> std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<ContainerRow, EngineError>> + Send + '_>,
     > {
-        Box::pin(async move { self.start_inner(&id).await })
+        Box::pin(async move { self.start_inner(&id, false).await })
     }
 
     /// Mounts the rootfs and starts the container under a new shim.
-    async fn start_inner(&self, key: &str) -> Result<ContainerRow, EngineError> {
+    async fn start_inner(&self, key: &str, hold: bool) -> Result<ContainerRow, EngineError> {
         let row = self.get(key).await?;
         let gate = Arc::clone(
             self.starting
@@ -543,6 +572,9 @@ impl Engine {
                     .unwrap_or(DEFAULT_LOG_MAX_FILES)
                     .to_string(),
             )
+            .args(config.tty.then_some("--tty"))
+            .args(config.open_stdin.then_some("--stdin"))
+            .args(hold.then_some("--hold"))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -1435,14 +1467,13 @@ impl Engine {
         Ok(out)
     }
 
-    /// Starts `cmd` in a running container through `wharf runtime exec` (a fresh helper
-    /// process: the daemon does not fork), with the container's process settings and the
-    /// request's overrides. The caller reads the child's stdout and stderr and waits for it.
-    pub async fn exec(
+    /// The process of an exec in running container `key`: the container's process settings
+    /// with the request's overrides.
+    async fn exec_process(
         &self,
         key: &str,
         request: &ExecRequest,
-    ) -> Result<tokio::process::Child, EngineError> {
+    ) -> Result<(ContainerRow, serde_json::Value), EngineError> {
         let row = self.get(key).await?;
         if row.state != "running" {
             return Err(EngineError::WrongState {
@@ -1501,6 +1532,18 @@ impl Engine {
             }
             process["env"] = serde_json::json!(env);
         }
+        Ok((row, process))
+    }
+
+    /// Starts `cmd` in a running container through `wharf runtime exec` (a fresh helper
+    /// process: the daemon does not fork), with the container's process settings and the
+    /// request's overrides. The caller reads the child's stdout and stderr and waits for it.
+    pub async fn exec(
+        &self,
+        key: &str,
+        request: &ExecRequest,
+    ) -> Result<tokio::process::Child, EngineError> {
+        let (row, process) = self.exec_process(key, request).await?;
         // The process goes to the helper on its stdin, which it reads whole before it enters
         // the container; the program then finds its stdin at end of file.
         let mut child = tokio::process::Command::new(&self.exe)
@@ -1528,6 +1571,145 @@ impl Engine {
                 .map_err(io("hand the exec helper its process"))?;
         }
         Ok(child)
+    }
+
+    /// An interactive exec: with `tty`, the program gets a terminal whose master end comes
+    /// back in the session; without, its stdin, stdout and stderr are the child's pipes. The
+    /// process description goes through a root-only file, so stdin stays the program's.
+    pub async fn exec_interactive(
+        &self,
+        key: &str,
+        request: &ExecRequest,
+        tty: bool,
+        size: Option<(u16, u16)>,
+    ) -> Result<ExecSession, EngineError> {
+        let (row, mut process) = self.exec_process(key, request).await?;
+        process["terminal"] = tty.into();
+        if tty {
+            let env = process["env"].as_array_mut();
+            if let Some(env) = env
+                && !env
+                    .iter()
+                    .any(|e| e.as_str().is_some_and(|e| e.starts_with("TERM=")))
+            {
+                env.push("TERM=xterm".into());
+            }
+            if let Some((rows, cols)) = size {
+                process["consoleSize"] = serde_json::json!({"height": rows, "width": cols});
+            }
+        }
+        let dir = self.dir(&row.id);
+        let token = &new_id()[..16];
+        let mut session = ExecSession {
+            child: None,
+            pty: None,
+            // The socket's path must stay short (107 bytes) and is used by another process:
+            // it goes in the runtime's root, under a name no container id can take.
+            files: vec![
+                dir.join(format!("exec-{token}.json")),
+                self.runtime_root().join(format!("@exec-{token}.sock")),
+            ],
+        };
+        let process_file = session.files[0].clone();
+        let console_path = session.files[1].clone();
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&process_file)
+                .and_then(|mut f| f.write_all(process.to_string().as_bytes()))
+                .map_err(io(format!("write {}", process_file.display())))?;
+        }
+        let console = if tty {
+            let listener = tokio::net::UnixListener::bind(&console_path)
+                .map_err(io(format!("listen on {}", console_path.display())))?;
+            Some(listener)
+        } else {
+            None
+        };
+        let piped = || {
+            if tty {
+                std::process::Stdio::null()
+            } else {
+                std::process::Stdio::piped()
+            }
+        };
+        let mut command = tokio::process::Command::new(&self.exe);
+        command
+            .arg("runtime")
+            .arg("--root")
+            .arg(self.runtime_root())
+            .arg("exec")
+            .arg("--process")
+            .arg(&process_file);
+        if tty {
+            command.arg("--console-socket").arg(&console_path);
+        }
+        let mut child = command
+            .arg(&row.id)
+            .stdin(piped())
+            .stdout(piped())
+            .stderr(if tty {
+                std::process::Stdio::piped()
+            } else {
+                piped()
+            })
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| EngineError::Start {
+                name: row.name.clone(),
+                reason: format!("cannot run the exec helper ({}): {e}", self.exe.display()),
+            })?;
+        if let Some(listener) = console {
+            // The helper connects once the program's terminal exists; if it fails first, its
+            // error is the answer.
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted.map(|(s, _)| s).map_err(|e| e.to_string()),
+                _ = child.wait() => Err(String::new()),
+                _ = tokio::time::sleep(Duration::from_secs(10)) => Err("the exec helper sent no terminal in 10 s".into()),
+            };
+            let stream = match accepted {
+                Ok(stream) => stream,
+                Err(reason) => {
+                    let mut helper_said = String::new();
+                    if let Some(mut err) = child.stderr.take() {
+                        use tokio::io::AsyncReadExt;
+                        let _ = err.read_to_string(&mut helper_said).await;
+                    }
+                    let reason = if reason.is_empty() {
+                        helper_said.trim().to_owned()
+                    } else {
+                        reason
+                    };
+                    return Err(EngineError::Start {
+                        name: row.name,
+                        reason,
+                    });
+                }
+            };
+            let stream = stream
+                .into_std()
+                .map_err(io("take the console connection"))?;
+            let _ = stream.set_nonblocking(false);
+            let master = tokio::task::spawn_blocking(move || {
+                crate::runtime::console::receive_fd(&stream, Duration::from_secs(10))
+            })
+            .await
+            .map_err(|e| EngineError::Io {
+                what: "receive the exec terminal".into(),
+                reason: e.to_string(),
+            })?
+            .map_err(|reason| EngineError::Start {
+                name: row.name.clone(),
+                reason,
+            })?;
+            session.pty = Some(master);
+        }
+        session.child = Some(child);
+        Ok(session)
     }
 
     /// CPU, memory and process counts of a running container, from its cgroup.
@@ -1637,6 +1819,21 @@ impl Engine {
                 what: "list the container's changes".into(),
                 reason: e.to_string(),
             })
+    }
+
+    /// The directory of running container `key`'s attach socket (its shim's; see
+    /// `shim::attach`; connect through `shim::short_path`).
+    pub async fn attach_socket(&self, key: &str) -> Result<(ContainerRow, PathBuf), EngineError> {
+        let row = self.get(key).await?;
+        if !is_up(&row.state) {
+            return Err(EngineError::WrongState {
+                name: row.name,
+                state: row.state,
+                hint: "attach needs a running container",
+            });
+        }
+        let dir = self.dir(&row.id);
+        Ok((row, dir))
     }
 
     /// The processes of a running container: pid (on the host), user id and command line.

@@ -10,7 +10,7 @@
 //! Its files live in the container's directory, so it keeps working while the daemon restarts.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -18,6 +18,8 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::runtime::container::{CreateOptions, Runtime};
+
+pub mod attach;
 
 /// What the daemon passes to a shim.
 #[derive(Debug, Clone)]
@@ -31,6 +33,13 @@ pub struct ShimArgs {
     pub log_max_size: u64,
     /// How many log files to keep, the current one included.
     pub log_max_files: u32,
+    /// Give the container a terminal (`docker run -t`).
+    pub tty: bool,
+    /// Keep the container's stdin open for attached clients (`docker run -i`).
+    pub stdin: bool,
+    /// Keep the output until the first client attaches and hand it over then (a client that
+    /// starts a container and attaches right after loses nothing).
+    pub hold: bool,
 }
 
 impl ShimArgs {
@@ -53,11 +62,17 @@ impl ShimArgs {
             runtime_root: PathBuf::from(value("--runtime-root")?),
             log_max_size: number("--log-max-size")?,
             log_max_files: number("--log-max-files")?.clamp(1, 100) as u32,
+            tty: args.iter().any(|a| a == "--tty"),
+            stdin: args.iter().any(|a| a == "--stdin"),
+            hold: args.iter().any(|a| a == "--hold"),
         })
     }
 }
 
 pub const LOG_FILE: &str = "container.log";
+/// The shim's attach socket in the container's directory (see [`attach`] for its frames).
+pub const ATTACH_SOCKET: &str = "attach.sock";
+const CONSOLE_SOCKET: &str = "console.sock";
 pub const EXIT_FILE: &str = "exit.json";
 
 /// Runs the shim; returns its process exit code.
@@ -87,9 +102,28 @@ fn supervise(args: &ShimArgs, report: &mut impl Write) -> Result<(), String> {
     let (out_read, out_write) = nix::unistd::pipe().map_err(|e| format!("make a pipe: {e}"))?;
     let (err_read, err_write) = nix::unistd::pipe().map_err(|e| format!("make a pipe: {e}"))?;
     let null = File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
-    // The container inherits fds 0, 1 and 2: /dev/null and the two pipes.
+    // Socket paths are limited to 107 bytes, which a data root and a container id can pass:
+    // they are named through a descriptor of the directory.
+    let dir = File::open(&args.dir).map_err(|e| format!("open {}: {e}", args.dir.display()))?;
+    let attach_listener = listen(&short_path(&dir, ATTACH_SOCKET))?;
+    let console_path = short_path(&dir, CONSOLE_SOCKET);
+    let console = if args.tty {
+        Some(listen(&console_path)?)
+    } else {
+        None
+    };
+    let (stdin_read, stdin_write) = if args.stdin && !args.tty {
+        let (r, w) = nix::unistd::pipe().map_err(|e| format!("make a pipe: {e}"))?;
+        (Some(r), Some(w))
+    } else {
+        (None, None)
+    };
+    let container_stdin = stdin_read
+        .as_ref()
+        .map_or(null.as_raw_fd(), |r| r.as_raw_fd());
+    // The container inherits fds 0, 1 and 2: /dev/null (or the stdin pipe) and the two pipes.
     for (from, to) in [
-        (null.as_raw_fd(), 0),
+        (container_stdin, 0),
         (out_write.as_raw_fd(), 1),
         (err_write.as_raw_fd(), 2),
     ] {
@@ -103,20 +137,40 @@ fn supervise(args: &ShimArgs, report: &mut impl Write) -> Result<(), String> {
     }
     drop(out_write);
     drop(err_write);
+    drop(stdin_read);
     let runtime = Runtime::new(&args.runtime_root);
     let created = runtime.create(
         &args.id,
         &CreateOptions {
             bundle: args.dir.clone(),
+            console_socket: console.as_ref().map(|_| console_path.clone()),
             ..CreateOptions::default()
         },
     );
-    // From here on our own 1 and 2 must not hold the pipes open: point them at /dev/null.
-    for to in [1, 2] {
+    // From here on our own 0, 1 and 2 must not hold the pipes open: point them at /dev/null.
+    for to in [0, 1, 2] {
         // SAFETY: as above.
         unsafe { libc::dup2(null.as_raw_fd(), to) };
     }
     let mut created = created.map_err(|e| e.to_string())?;
+    let pty = match &console {
+        Some(listener) => {
+            let master = crate::runtime::console::receive_master(
+                listener,
+                std::time::Duration::from_secs(10),
+            );
+            let _ = std::fs::remove_file(&console_path);
+            match master {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    let _ = runtime.delete(&args.id, true);
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
+    drop(console);
     if let Err(e) = runtime.start(&args.id) {
         let _ = runtime.delete(&args.id, true);
         return Err(e.to_string());
@@ -132,21 +186,74 @@ fn supervise(args: &ShimArgs, report: &mut impl Write) -> Result<(), String> {
     // The rest (copying output, waiting) needs little of this binary: become a fresh image of
     // it that touches only that, so each container's supervisor holds little memory. The pid,
     // the child and the subreaper mark stay; the pipes are handed over by number.
-    let message = exec_watcher(args, created.pid, &out_read, &err_read);
+    let io = Io {
+        out: out_read,
+        err: err_read,
+        pty,
+        stdin: stdin_write,
+        attach: OwnedFd::from(attach_listener),
+    };
+    let message = exec_watcher(args, created.pid, &io);
     tracing::debug!("could not re-exec the shim as a watcher ({message}); watching in place");
     let log = Log::open(&args.dir, args.log_max_size, args.log_max_files)
         .map_err(|e| format!("open the log: {e}"))?;
-    copy_output(out_read, err_read, log);
+    attach::pump(io, log, args.hold);
     let code = wait_for(created.pid);
     write_exit(&args.dir, code);
     let _ = runtime.delete(&args.id, true);
     Ok(())
 }
 
+/// `name` in the directory open as `dir`, by a path short enough for a socket.
+pub fn short_path(dir: &File, name: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}/{name}", dir.as_raw_fd()))
+}
+
+/// A fresh listening socket at `path` (a stale one goes first), for root only.
+fn listen(path: &Path) -> Result<std::os::unix::net::UnixListener, String> {
+    let _ = std::fs::remove_file(path);
+    let listener = std::os::unix::net::UnixListener::bind(path)
+        .map_err(|e| format!("listen on {}: {e}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("restrict {}: {e}", path.display()))?;
+    Ok(listener)
+}
+
+/// The descriptors the watcher serves: the container's output (pipes, and its terminal), the
+/// write end of its stdin, and the attach socket.
+pub struct Io {
+    pub out: OwnedFd,
+    pub err: OwnedFd,
+    pub pty: Option<OwnedFd>,
+    pub stdin: Option<OwnedFd>,
+    pub attach: OwnedFd,
+}
+
 /// `execv`s `/proc/self/exe __shim-watch …`; returns only why it could not.
-fn exec_watcher(args: &ShimArgs, pid: i32, out: &OwnedFd, err: &OwnedFd) -> String {
+fn exec_watcher(args: &ShimArgs, pid: i32, io: &Io) -> String {
     use std::ffi::CString;
     let text = |s: &str| CString::new(s).unwrap_or_default();
+    // Handed over by number: they must survive the exec.
+    for fd in [Some(&io.attach), io.pty.as_ref(), io.stdin.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        let _ = nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        );
+    }
+    let mut extra = vec!["--attach-fd".to_owned(), io.attach.as_raw_fd().to_string()];
+    if let Some(pty) = &io.pty {
+        extra.extend(["--pty-fd".to_owned(), pty.as_raw_fd().to_string()]);
+    }
+    if let Some(stdin) = &io.stdin {
+        extra.extend(["--stdin-fd".to_owned(), stdin.as_raw_fd().to_string()]);
+    }
+    if args.hold {
+        extra.push("--hold".to_owned());
+    }
     let argv: Vec<CString> = [
         "wharf".to_owned(),
         "__shim-watch".to_owned(),
@@ -163,11 +270,12 @@ fn exec_watcher(args: &ShimArgs, pid: i32, out: &OwnedFd, err: &OwnedFd) -> Stri
         "--pid".to_owned(),
         pid.to_string(),
         "--out-fd".to_owned(),
-        out.as_raw_fd().to_string(),
+        io.out.as_raw_fd().to_string(),
         "--err-fd".to_owned(),
-        err.as_raw_fd().to_string(),
+        io.err.as_raw_fd().to_string(),
     ]
     .iter()
+    .chain(extra.iter())
     .map(|a| text(a))
     .collect();
     match nix::unistd::execv(&text("/proc/self/exe"), &argv) {
@@ -189,24 +297,34 @@ pub fn watch(raw: &[String]) -> i32 {
             .and_then(|i| raw.get(i + 1))
             .and_then(|v| v.parse().ok())
     };
-    let (Some(pid), Some(out), Some(err)) =
-        (number("--pid"), number("--out-fd"), number("--err-fd"))
-    else {
+    let (Some(pid), Some(out), Some(err), Some(attach)) = (
+        number("--pid"),
+        number("--out-fd"),
+        number("--err-fd"),
+        number("--attach-fd"),
+    ) else {
         return 2;
     };
     // SAFETY: the shim handed these descriptors over by number; nothing else owns them here.
-    let (out, err) = unsafe {
-        (
-            <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(out),
-            <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(err),
-        )
+    let owned = |fd: i32| unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let io = Io {
+        out: owned(out),
+        err: owned(err),
+        pty: number("--pty-fd").map(owned),
+        stdin: number("--stdin-fd").map(owned),
+        attach: owned(attach),
     };
-    match Log::open(&args.dir, args.log_max_size, args.log_max_files) {
-        Ok(log) => copy_output(out, err, log),
-        Err(_) => {
-            drop(out);
-            drop(err);
-        }
+    for fd in [Some(&io.attach), io.pty.as_ref(), io.stdin.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        let _ = nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+    }
+    if let Ok(log) = Log::open(&args.dir, args.log_max_size, args.log_max_files) {
+        attach::pump(io, log, args.hold);
     }
     let code = wait_for(pid);
     write_exit(&args.dir, code);
@@ -239,7 +357,7 @@ fn write_exit(dir: &Path, code: i32) {
 
 /// `container.log` with size-based rotation: when a line would take it past the limit it
 /// becomes `container.log.1` (older ones shift up, the oldest beyond the count goes).
-struct Log {
+pub(super) struct Log {
     dir: PathBuf,
     file: std::io::BufWriter<File>,
     size: u64,
@@ -289,7 +407,7 @@ impl Log {
         Ok(())
     }
 
-    fn write_line(&mut self, line: &[u8]) {
+    pub(super) fn write_line(&mut self, line: &[u8]) {
         if self.max_size > 0 && self.size > 0 && self.size + line.len() as u64 > self.max_size {
             let _ = self.rotate();
         }
@@ -298,73 +416,12 @@ impl Log {
         }
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
+    pub(super) fn flush(&mut self) -> std::io::Result<()> {
         self.file.flush()
     }
 }
 
-/// Copies both pipes into the log as json-file lines until both reach end of file.
-fn copy_output(out: OwnedFd, err: OwnedFd, log: Log) {
-    let mut log = log;
-    let mut streams = [
-        (File::from(out), "stdout", Vec::new(), true),
-        (File::from(err), "stderr", Vec::new(), true),
-    ];
-    let mut buf = vec![0u8; 64 << 10];
-    while streams.iter().any(|s| s.3) {
-        let mut fds: Vec<nix::poll::PollFd> = streams
-            .iter()
-            .filter(|s| s.3)
-            .map(|s| {
-                nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&s.0), nix::poll::PollFlags::POLLIN)
-            })
-            .collect();
-        if nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE).is_err() {
-            continue;
-        }
-        let ready: Vec<bool> = fds
-            .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-            .collect();
-        drop(fds);
-        let mut open_index = 0;
-        for stream in streams.iter_mut() {
-            if !stream.3 {
-                continue;
-            }
-            let is_ready = ready[open_index];
-            open_index += 1;
-            if !is_ready {
-                continue;
-            }
-            match stream.0.read(&mut buf) {
-                Ok(0) | Err(_) => {
-                    stream.3 = false;
-                    if !stream.2.is_empty() {
-                        let rest = std::mem::take(&mut stream.2);
-                        write_line(&mut log, stream.1, &rest);
-                    }
-                }
-                Ok(n) => {
-                    stream.2.extend_from_slice(&buf[..n]);
-                    while let Some(end) = stream.2.iter().position(|b| *b == b'\n') {
-                        let line: Vec<u8> = stream.2.drain(..=end).collect();
-                        write_line(&mut log, stream.1, &line);
-                    }
-                    // docker splits lines longer than 16 KiB.
-                    while stream.2.len() >= 16 << 10 {
-                        let part: Vec<u8> = stream.2.drain(..16 << 10).collect();
-                        write_line(&mut log, stream.1, &part);
-                    }
-                }
-            }
-        }
-        let _ = log.flush();
-    }
-    let _ = log.flush();
-}
-
-fn write_line(log: &mut Log, stream: &str, bytes: &[u8]) {
+pub(super) fn write_line(log: &mut Log, stream: &str, bytes: &[u8]) {
     let time = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
     let line = serde_json::json!({
         "log": String::from_utf8_lossy(bytes),

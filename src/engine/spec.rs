@@ -285,6 +285,13 @@ pub fn build(
     spec["process"]["args"] = json!(args);
     spec["process"]["env"] = json!(env);
     spec["process"]["cwd"] = cwd.into();
+    spec["process"]["terminal"] = request.tty.into();
+    if request.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        spec["process"]["env"]
+            .as_array_mut()
+            .expect("set above")
+            .push("TERM=xterm".into());
+    }
     spec["process"]["user"] = json!({"uid": uid, "gid": gid});
     let (soft, hard) = nofile_limits();
     spec["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "hard": hard, "soft": soft}]);

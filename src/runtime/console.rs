@@ -25,14 +25,7 @@ pub fn setup(socket: &UnixStream, size: Option<(u16, u16)>) -> Result<(), String
     )
     .map_err(|e| format!("open {name}: {}", e.desc()))?;
     if let Some((rows, cols)) = size {
-        let ws = libc::winsize {
-            ws_row: rows,
-            ws_col: cols,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: TIOCSWINSZ reads a valid winsize from the pointer we pass.
-        unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        set_size(&slave, rows, cols);
     }
     let fds = [master.as_raw_fd()];
     sendmsg::<()>(
@@ -62,4 +55,59 @@ pub fn setup(socket: &UnixStream, size: Option<(u16, u16)>) -> Result<(), String
         }
     }
     Ok(())
+}
+
+/// Accepts one connection on `listener` and receives the pty master a runtime sends over it
+/// (the other end of `--console-socket`). Waits at most `timeout` for the descriptor.
+pub fn receive_master(
+    listener: &std::os::unix::net::UnixListener,
+    timeout: std::time::Duration,
+) -> Result<OwnedFd, String> {
+    let (stream, _) = listener
+        .accept()
+        .map_err(|e| format!("accept on the console socket: {e}"))?;
+    receive_fd(&stream, timeout)
+}
+
+/// Receives the one descriptor sent (SCM_RIGHTS) on a connected console socket.
+pub fn receive_fd(stream: &UnixStream, timeout: std::time::Duration) -> Result<OwnedFd, String> {
+    use std::os::fd::FromRawFd;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| format!("console socket timeout: {e}"))?;
+    let mut name = [0u8; 256];
+    let mut iov = [std::io::IoSliceMut::new(&mut name)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = nix::sys::socket::recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| format!("receive the pty master: {}", e.desc()))?;
+    for cmsg in msg
+        .cmsgs()
+        .map_err(|e| format!("read the console message: {}", e.desc()))?
+    {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = cmsg
+            && let Some(fd) = fds.first()
+        {
+            // SAFETY: the kernel installed this descriptor for us with SCM_RIGHTS; we own it.
+            return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
+        }
+    }
+    Err("the console socket carried no descriptor".into())
+}
+
+/// Sets a terminal's size (either end of the pty); the program gets SIGWINCH.
+pub fn set_size(terminal: &impl AsRawFd, rows: u16, cols: u16) {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a valid winsize from the pointer we pass; a descriptor that is
+    // not a terminal only makes the ioctl fail.
+    unsafe { libc::ioctl(terminal.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
 }

@@ -1662,3 +1662,201 @@ fn healthchecks_run_while_the_container_runs_and_tell_their_changes() {
     );
     wharf(&daemon, &["rm", "-f", "checked", "slow", "unchecked"]);
 }
+
+/// `wharf ARGS` with a new pseudo-terminal (rows × cols) as its stdin, stdout and stderr; the
+/// master end, and everything the terminal shows, gathered by a thread.
+struct OnPty {
+    child: std::process::Child,
+    master: std::fs::File,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl OnPty {
+    fn start(daemon: &DaemonProcess, args: &[&str]) -> OnPty {
+        use std::os::fd::{AsRawFd, OwnedFd};
+        let pty = nix::pty::openpty(
+            Some(&nix::pty::Winsize {
+                ws_row: 30,
+                ws_col: 100,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            }),
+            None,
+        )
+        .unwrap();
+        let slave: OwnedFd = pty.slave;
+        let mut command = wharf_command();
+        command.args(["-H", &host(daemon)]).args(args);
+        command
+            .stdin(std::fs::File::from(slave.try_clone().unwrap()))
+            .stdout(std::fs::File::from(slave.try_clone().unwrap()))
+            .stderr(std::fs::File::from(slave.try_clone().unwrap()));
+        // The terminal becomes the client's controlling terminal, as in a real shell.
+        let slave_fd = slave.as_raw_fd();
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                libc::setsid();
+                libc::ioctl(slave_fd, libc::TIOCSCTTY, 0);
+                Ok(())
+            });
+        }
+        let child = command.spawn().unwrap();
+        drop(slave);
+        let master = std::fs::File::from(pty.master);
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut reader = master.try_clone().unwrap();
+        let gathered = std::sync::Arc::clone(&seen);
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            // EIO once the client and the container are gone.
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                gathered.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        OnPty {
+            child,
+            master,
+            seen,
+        }
+    }
+
+    fn seen(&self) -> String {
+        String::from_utf8_lossy(&self.seen.lock().unwrap()).into_owned()
+    }
+
+    fn wait_for(&self, text: &str) {
+        wait_until(&format!("{text:?} on the terminal"), || {
+            self.seen().contains(text)
+        });
+    }
+
+    fn type_in(&mut self, keys: &[u8]) {
+        use std::io::Write;
+        self.master.write_all(keys).unwrap();
+    }
+
+    fn exit_code(mut self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the client did not end: {}",
+                self.seen()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn run_exec_and_attach_give_real_terminals() {
+    let test = "containers::run_exec_and_attach_give_real_terminals";
+    let Some(daemon) = daemon_with_busybox(test) else {
+        return;
+    };
+    let (status, _, err) = wharf(
+        &daemon,
+        &["run", "-d", "--name", "box", IMAGE, "sleep", "60"],
+    );
+    assert!(status.success(), "{err}");
+
+    // exec -it: a terminal of the client's size; the exit code comes back.
+    let mut exec = OnPty::start(&daemon, &["exec", "-it", "box", "sh"]);
+    exec.type_in(b"tty; stty size; echo $((6*7)); exit 3\r");
+    exec.wait_for("42");
+    let seen = exec.seen();
+    assert!(
+        seen.contains("/dev/pts/") && seen.contains("30 100"),
+        "{seen}"
+    );
+    assert_eq!(exec.exit_code(), Some(3));
+
+    // run -it: the prompt is there from the start; ctrl-p ctrl-q detaches and it runs on.
+    let mut run = OnPty::start(&daemon, &["run", "-it", "--name", "term", IMAGE, "sh"]);
+    run.type_in(b"echo hi-$((1+1))\r");
+    run.wait_for("hi-2");
+    run.type_in(&[0x10, 0x11]);
+    run.wait_for("read escape sequence");
+    assert_eq!(run.exit_code(), Some(0));
+    let (_, out, _) = wharf(&daemon, &["ps"]);
+    assert!(out.contains("term"), "detached, still running: {out}");
+    // attach: the same shell; its exit code is attach's.
+    let mut attach = OnPty::start(&daemon, &["attach", "term"]);
+    attach.type_in(b"echo back-$((2+2)); exit 7\r");
+    attach.wait_for("back-4");
+    assert_eq!(attach.exit_code(), Some(7));
+    let (_, out, _) = wharf(&daemon, &["logs", "term"]);
+    assert!(
+        out.contains("hi-2") && out.contains("back-4"),
+        "the terminal is logged: {out}"
+    );
+
+    // -i without a terminal: stdin is piped through and closes at its end.
+    let mut cat = wharf_command()
+        .args([
+            "-H",
+            &host(&daemon),
+            "run",
+            "-i",
+            "--rm",
+            IMAGE,
+            "sh",
+            "-c",
+            "cat; echo done",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = cat.stdin.take().unwrap();
+        stdin.write_all(b"piped in\n").unwrap();
+    }
+    let out = cat.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "piped in\ndone\n");
+    let mut exec_i = wharf_command()
+        .args([
+            "-H",
+            &host(&daemon),
+            "exec",
+            "-i",
+            "box",
+            "sh",
+            "-c",
+            "wc -c; exit 4",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        exec_i.stdin.take().unwrap().write_all(b"12345").unwrap();
+    }
+    let out = exec_i.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5");
+    // A stopped container cannot be attached to, and says so.
+    let (status, _, err) = wharf(&daemon, &["attach", "term"]);
+    assert!(
+        !status.success() && err.contains("attach needs a running container"),
+        "{err}"
+    );
+    wharf(&daemon, &["rm", "-f", "box", "term"]);
+}
