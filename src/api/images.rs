@@ -79,9 +79,22 @@ pub struct Pruned {
     pub freed_layers: usize,
 }
 
-/// Removes dangling images (no name points at them) and the files only they used.
-#[utoipa::path(post, path = "/images/prune", tag = "images", responses((status = 200, body = Pruned), (status = 403, body = ErrorBody)))]
-async fn prune(State(state): State<AppState>, caller: Caller) -> Result<Json<Pruned>, ApiError> {
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct PruneQuery {
+    /// Every image no container uses, not only the dangling ones.
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// Removes dangling images (no name points at them), or with `all` every image no container
+/// uses (the registry's repositories included: they are the same images), and the files only
+/// they used.
+#[utoipa::path(post, path = "/images/prune", tag = "images", params(PruneQuery), responses((status = 200, body = Pruned), (status = 403, body = ErrorBody)))]
+async fn prune(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<PruneQuery>,
+) -> Result<Json<Pruned>, ApiError> {
     caller
         .require(Action::ImageRemove, &Target::Image("*".into()))
         .await?;
@@ -90,7 +103,22 @@ async fn prune(State(state): State<AppState>, caller: Caller) -> Result<Json<Pru
         freed_blobs: 0,
         freed_layers: 0,
     };
-    for digest in state.db.dangling_images().await? {
+    let mut doomed = state.db.dangling_images().await?;
+    if q.all {
+        for image in state.db.list_images().await? {
+            // Local images are what the built-in registry serves: those go too, as asked.
+            if state
+                .db
+                .containers_of_image(&image.digest)
+                .await?
+                .is_empty()
+                && !doomed.contains(&image.digest)
+            {
+                doomed.push(image.digest);
+            }
+        }
+    }
+    for digest in doomed {
         let Some(summary) = state.db.find_image("", None, Some(&digest)).await? else {
             continue;
         };
@@ -135,28 +163,6 @@ pub struct DiskUsage {
     pub images: u64,
 }
 
-fn tree_size(path: &std::path::Path) -> (u64, u64) {
-    // Counts regular files' sizes without following symlinks; hardlinks are counted once each.
-    let mut bytes = 0;
-    let mut files = 0;
-    let mut stack = vec![path.to_owned()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_dir() {
-                stack.push(entry.path());
-            } else if meta.is_file() {
-                bytes += meta.len();
-                files += 1;
-            }
-        }
-    }
-    (bytes, files)
-}
-
 /// Disk use of images: the content store and the unpacked layers.
 #[utoipa::path(get, path = "/images/df", tag = "images", responses((status = 200, body = DiskUsage)))]
 async fn disk_usage(
@@ -166,10 +172,15 @@ async fn disk_usage(
     caller
         .require(Action::ImageRead, &Target::Image("*".into()))
         .await?;
+    Ok(Json(image_usage(&state).await?))
+}
+
+/// [`DiskUsage`] of this daemon's images.
+pub(super) async fn image_usage(state: &AppState) -> Result<DiskUsage, ApiError> {
     let layout = state.config.layout();
     let images = state.db.list_images().await?.len() as u64;
     let (blobs, layers) = tokio::task::spawn_blocking(move || {
-        let blobs = tree_size(&layout.blobs());
+        let blobs = crate::host::tree_size(&layout.blobs());
         let layers_dir = layout.layers();
         let count = std::fs::read_dir(&layers_dir)
             .map(|d| {
@@ -178,17 +189,17 @@ async fn disk_usage(
                     .count() as u64
             })
             .unwrap_or(0);
-        (blobs, (tree_size(&layers_dir).0, count))
+        (blobs, (crate::host::tree_size(&layers_dir).0, count))
     })
     .await
-    .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    Ok(Json(DiskUsage {
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(DiskUsage {
         blobs_bytes: blobs.0,
         blobs: blobs.1,
         layers_bytes: layers.0,
         layers: layers.1,
         images,
-    }))
+    })
 }
 
 async fn find(state: &AppState, name: &str) -> Result<(ImageRef, ImageSummary), ApiError> {

@@ -19,6 +19,34 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(info))
         .routes(routes!(version))
+        .routes(routes!(disk_usage))
+}
+
+/// Disk use of everything the daemon keeps: images, containers, volumes.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SystemDiskUsage {
+    pub images: super::images::DiskUsage,
+    #[serde(flatten)]
+    pub containers_and_volumes: crate::engine::DiskUsage,
+}
+
+/// `docker system df`: what images, containers and volumes take, and what a prune would free.
+#[utoipa::path(get, path = "/system/df", tag = "system",
+    responses((status = 200, body = SystemDiskUsage), (status = 401, body = ErrorBody)))]
+async fn disk_usage(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<SystemDiskUsage>, ApiError> {
+    caller
+        .require(Action::ImageRead, &Target::Image("*".into()))
+        .await?;
+    caller
+        .require(Action::ContainerRead, &Target::Container("*".into()))
+        .await?;
+    Ok(Json(SystemDiskUsage {
+        images: super::images::image_usage(&state).await?,
+        containers_and_volumes: state.engine.disk_usage().await?,
+    }))
 }
 
 /// The daemon, its settings, its host and its records.

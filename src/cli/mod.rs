@@ -287,6 +287,9 @@ pub enum Command {
     /// Named volumes: create, ls, inspect, rm, prune
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// The whole daemon: disk use, prune
+    #[command(subcommand)]
+    System(SystemCommand),
     /// Show CPU, memory and process use of running containers
     Stats {
         /// Accepted for docker compatibility: one reading is always shown
@@ -398,6 +401,25 @@ pub enum VolumeCommand {
     },
     /// Remove every volume no container mounts
     Prune,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// What images, containers and volumes take on disk, and what a prune would free
+    Df,
+    /// Remove stopped containers and dangling images (with -a every unused image, with
+    /// --volumes unused volumes)
+    Prune {
+        /// Every image no container uses, not only dangling ones
+        #[arg(short = 'a', long)]
+        all: bool,
+        /// Unused volumes too
+        #[arg(long)]
+        volumes: bool,
+        /// Do not ask
+        #[arg(short = 'f', long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -591,6 +613,9 @@ pub fn run(cli: Cli) -> ExitCode {
                 vec![container],
                 format!("?name={}", crate::domain::percent_encode(&new_name)),
             )
+        }),
+        Command::System(command) => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            system::system_command(c, command)
         }),
         Command::Volume(command) => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
             containers::volume(c, command)

@@ -94,3 +94,95 @@ pub(super) async fn info(client: ApiClient, format: Format) -> Result<(), Client
     );
     Ok(())
 }
+
+pub(super) async fn system_command(
+    client: ApiClient,
+    command: super::SystemCommand,
+) -> Result<(), ClientError> {
+    match command {
+        super::SystemCommand::Df => {
+            let df: serde_json::Value = client.get_json("/api/v1/system/df").await?;
+            let n = |k: &str| df[k].as_u64().unwrap_or(0);
+            let images = &df["images"];
+            let rows = vec![
+                vec![
+                    "Images".to_owned(),
+                    images["images"].as_u64().unwrap_or(0).to_string(),
+                    human_bytes(
+                        images["blobs_bytes"].as_u64().unwrap_or(0)
+                            + images["layers_bytes"].as_u64().unwrap_or(0),
+                    ),
+                    "-".to_owned(),
+                ],
+                vec![
+                    "Containers".to_owned(),
+                    format!("{} ({} running)", n("containers"), n("containers_running")),
+                    human_bytes(n("containers_bytes")),
+                    human_bytes(n("containers_reclaimable_bytes")),
+                ],
+                vec![
+                    "Volumes".to_owned(),
+                    format!("{} ({} unused)", n("volumes"), n("volumes_unused")),
+                    human_bytes(n("volumes_bytes")),
+                    human_bytes(n("volumes_reclaimable_bytes")),
+                ],
+            ];
+            super::print_table(&["TYPE", "COUNT", "SIZE", "RECLAIMABLE"], &rows);
+            Ok(())
+        }
+        super::SystemCommand::Prune {
+            all,
+            volumes,
+            force,
+        } => {
+            use std::io::{BufRead, IsTerminal, Write};
+            let mut what = vec!["stopped containers", "dangling images"];
+            if all {
+                what[1] = "images no container uses (the registry's repositories too)";
+            }
+            if volumes {
+                what.push("volumes no container names");
+            }
+            if !force {
+                if !std::io::stdin().is_terminal() {
+                    return Err(ClientError::Input {
+                        reason: "system prune removes data: confirm with -f".into(),
+                    });
+                }
+                eprint!("This removes {}. Go on? [y/N] ", what.join(", "));
+                let _ = std::io::stderr().flush();
+                let mut answer = String::new();
+                let _ = std::io::stdin().lock().read_line(&mut answer);
+                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                    return Ok(());
+                }
+            }
+            let empty = serde_json::json!({});
+            let containers: serde_json::Value = client
+                .send_json(hyper::Method::POST, "/api/v1/containers/prune", &empty)
+                .await?;
+            for name in containers["removed"].as_array().into_iter().flatten() {
+                println!("Deleted container: {}", name.as_str().unwrap_or_default());
+            }
+            let images: serde_json::Value = client
+                .send_json(
+                    hyper::Method::POST,
+                    &format!("/api/v1/images/prune?all={all}"),
+                    &empty,
+                )
+                .await?;
+            for digest in images["deleted"].as_array().into_iter().flatten() {
+                println!("Deleted image: {}", digest.as_str().unwrap_or_default());
+            }
+            if volumes {
+                let pruned: serde_json::Value = client
+                    .send_json(hyper::Method::POST, "/api/v1/volumes/prune", &empty)
+                    .await?;
+                for name in pruned["removed"].as_array().into_iter().flatten() {
+                    println!("Deleted volume: {}", name.as_str().unwrap_or_default());
+                }
+            }
+            Ok(())
+        }
+    }
+}

@@ -148,6 +148,22 @@ pub struct ContainerConfig {
     pub log_max_files: Option<u32>,
 }
 
+/// What containers and volumes take on disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DiskUsage {
+    pub containers: u64,
+    pub containers_running: u64,
+    /// Bytes of their writable layers.
+    pub containers_bytes: u64,
+    /// Of which stopped containers hold.
+    pub containers_reclaimable_bytes: u64,
+    pub volumes: u64,
+    pub volumes_unused: u64,
+    pub volumes_bytes: u64,
+    /// Of which volumes no container names hold.
+    pub volumes_reclaimable_bytes: u64,
+}
+
 /// A running interactive exec (see [`Engine::exec_interactive`]); its files go with it.
 pub struct ExecSession {
     /// The `wharf runtime exec` helper: its exit status is the program's.
@@ -1100,6 +1116,48 @@ impl Engine {
             }
         }
         Ok(removed)
+    }
+
+    /// Disk use of containers (their writable layers) and volumes.
+    pub async fn disk_usage(&self) -> Result<DiskUsage, EngineError> {
+        let rows = self.db.list_containers(true).await?;
+        let volumes = self.volumes().await?;
+        let dirs: Vec<(PathBuf, bool)> = rows
+            .iter()
+            .map(|r| (self.dir(&r.id).join("upper"), is_up(&r.state)))
+            .collect();
+        let volume_dirs: Vec<(PathBuf, bool)> = volumes
+            .iter()
+            .map(|v| (PathBuf::from(&v.mountpoint), !v.used_by.is_empty()))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            let mut usage = DiskUsage::default();
+            for (upper, running) in dirs {
+                let bytes = crate::host::tree_size(&upper).0;
+                usage.containers += 1;
+                usage.containers_bytes += bytes;
+                if running {
+                    usage.containers_running += 1;
+                } else {
+                    usage.containers_reclaimable_bytes += bytes;
+                }
+            }
+            for (data, used) in volume_dirs {
+                let bytes = crate::host::tree_size(&data).0;
+                usage.volumes += 1;
+                usage.volumes_bytes += bytes;
+                if !used {
+                    usage.volumes_unused += 1;
+                    usage.volumes_reclaimable_bytes += bytes;
+                }
+            }
+            usage
+        })
+        .await
+        .map_err(|e| EngineError::Io {
+            what: "measure disk use".into(),
+            reason: e.to_string(),
+        })
     }
 
     fn volumes_root(&self) -> PathBuf {

@@ -1860,3 +1860,75 @@ fn run_exec_and_attach_give_real_terminals() {
     );
     wharf(&daemon, &["rm", "-f", "box", "term"]);
 }
+
+#[test]
+fn system_df_counts_and_system_prune_frees() {
+    let test = "containers::system_df_counts_and_system_prune_frees";
+    let Some(daemon) = daemon_with_busybox(test) else {
+        return;
+    };
+    let busybox = fixtures::busybox(test).unwrap();
+    let archive = daemon.dir.path().join("spare.tar");
+    ImageBuilder::busybox(&busybox)
+        .label("spare", "yes")
+        .build()
+        .write_docker_archive(&archive, "wharf-test/spare:latest");
+    let (status, _, err) = run_wharf(
+        wharf_command()
+            .args(["-H", &host(&daemon), "load", "-q", "-i"])
+            .arg(&archive),
+    );
+    assert!(status.success(), "{err}");
+    let (status, _, err) = wharf(
+        &daemon,
+        &["run", "-d", "--name", "up", IMAGE, "sleep", "60"],
+    );
+    assert!(status.success(), "{err}");
+    let (status, _, err) = wharf(
+        &daemon,
+        &[
+            "run",
+            "--name",
+            "done",
+            "-v",
+            "leftover:/data",
+            IMAGE,
+            "sh",
+            "-c",
+            "head -c 50000 /dev/zero > /data/z; echo x > /f",
+        ],
+    );
+    assert!(status.success(), "{err}");
+    let (status, out, err) = wharf(&daemon, &["system", "df"]);
+    assert!(status.success(), "{err}");
+    assert!(
+        out.contains("2 (1 running)") && out.contains("1 (0 unused)"),
+        "{out}"
+    );
+    // Without -f and without a terminal, nothing happens.
+    let (status, _, err) = wharf(&daemon, &["system", "prune"]);
+    assert!(
+        !status.success() && err.contains("confirm with -f"),
+        "{err}"
+    );
+    let (status, out, err) = wharf(&daemon, &["system", "prune", "-f", "-a", "--volumes"]);
+    assert!(status.success(), "{err}");
+    assert!(out.contains("Deleted container: done"), "{out}");
+    assert!(out.contains("Deleted volume: leftover"), "{out}");
+    assert_eq!(
+        out.matches("Deleted image:").count(),
+        1,
+        "only the spare image: {out}"
+    );
+    let (_, out, _) = wharf(&daemon, &["images"]);
+    assert!(
+        out.contains("wharf-test/busybox") && !out.contains("wharf-test/spare"),
+        "{out}"
+    );
+    let (_, out, _) = wharf(&daemon, &["system", "df"]);
+    assert!(
+        out.contains("1 (1 running)") && out.contains("0 (0 unused)"),
+        "{out}"
+    );
+    wharf(&daemon, &["rm", "-f", "up"]);
+}
