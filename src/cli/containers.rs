@@ -923,11 +923,27 @@ pub(super) async fn stats(client: ApiClient, containers: Vec<String>) -> Result<
                 "{} / {limit}",
                 crate::host::human_bytes(b["memory_usage_bytes"].as_u64().unwrap_or(0))
             ),
+            {
+                let n = |k: &str| crate::host::human_bytes(b[k].as_u64().unwrap_or(0));
+                format!("{} / {}", n("net_rx_bytes"), n("net_tx_bytes"))
+            },
+            {
+                let n = |k: &str| crate::host::human_bytes(b[k].as_u64().unwrap_or(0));
+                format!("{} / {}", n("block_read_bytes"), n("block_write_bytes"))
+            },
             b["pids_current"].to_string(),
         ]);
     }
     print_table(
-        &["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "PIDS"],
+        &[
+            "CONTAINER ID",
+            "NAME",
+            "CPU %",
+            "MEM USAGE / LIMIT",
+            "NET I/O",
+            "BLOCK I/O",
+            "PIDS",
+        ],
         &rows,
     );
     Ok(())

@@ -218,6 +218,34 @@ pub struct ContainerStats {
     pub pids_current: u64,
     pub pids_limit: Option<u64>,
     pub oom_kills: u64,
+    /// Bytes the container's processes read from and wrote to block devices.
+    pub block_read_bytes: u64,
+    pub block_write_bytes: u64,
+    /// Bytes received and sent on its network interfaces (loopback not counted).
+    pub net_rx_bytes: u64,
+    pub net_tx_bytes: u64,
+}
+
+/// Bytes received and sent, from a `/proc/PID/net/dev`, loopback left out.
+fn net_bytes(text: &str) -> (u64, u64) {
+    let (mut rx, mut tx) = (0, 0);
+    for line in text.lines().skip(2) {
+        let Some((name, counters)) = line.split_once(':') else {
+            continue;
+        };
+        if name.trim() == "lo" {
+            continue;
+        }
+        let c: Vec<u64> = counters
+            .split_whitespace()
+            .map(|n| n.parse().unwrap_or(0))
+            .collect();
+        if c.len() >= 9 {
+            rx += c[0];
+            tx += c[8];
+        }
+    }
+    (rx, tx)
 }
 
 /// A process of a container.
@@ -1782,6 +1810,13 @@ impl Engine {
         }
         let runtime = crate::runtime::container::Runtime::new(self.runtime_root());
         let id = row.id.clone();
+        // The init's view of the network is the container's namespace.
+        let (net_rx_bytes, net_tx_bytes) = match row.pid {
+            Some(pid) => tokio::fs::read_to_string(format!("/proc/{pid}/net/dev"))
+                .await
+                .map_or((0, 0), |t| net_bytes(&t)),
+            None => (0, 0),
+        };
         let stats = tokio::task::spawn_blocking(move || runtime.stats(&id))
             .await
             .map_err(|e| EngineError::Invalid(e.to_string()))?
@@ -1801,6 +1836,10 @@ impl Engine {
             pids_current: stats.pids_current,
             pids_limit: stats.pids_limit,
             oom_kills: stats.oom_kills,
+            block_read_bytes: stats.block_read_bytes,
+            block_write_bytes: stats.block_write_bytes,
+            net_rx_bytes,
+            net_tx_bytes,
         })
     }
 
@@ -1988,5 +2027,14 @@ fn check_name(name: &str) -> Result<(), EngineError> {
         Err(EngineError::Invalid(format!(
             "container name {name:?} is not valid: [a-zA-Z0-9][a-zA-Z0-9_.-]+"
         )))
+    }
+}
+
+#[cfg(test)]
+mod net_tests {
+    #[test]
+    fn net_dev_counts_all_but_loopback() {
+        let text = "Inter-|   Receive                                                |  Transmit\n face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    lo:     100       1    0    0    0     0          0         0      100       1    0    0    0     0       0          0\n  eth0:    5000      10    0    0    0     0          0         0     7000      12    0    0    0     0       0          0\n";
+        assert_eq!(super::net_bytes(text), (5000, 7000));
     }
 }

@@ -650,6 +650,12 @@ fn exec_top_and_stats_on_a_running_container() {
     assert!(status.success(), "{err}");
     let row = out.lines().nth(1).unwrap_or_default();
     assert!(row.contains("busy") && row.contains("/ 32.00MiB"), "{out}");
+    assert!(
+        out.contains("NET I/O") && out.contains("BLOCK I/O"),
+        "{out}"
+    );
+    // Network counters come from the container's own namespace: only lo there, so none.
+    assert!(row.contains("0B / 0B"), "{out}");
     let percent: f64 = row
         .split_whitespace()
         .find(|c| c.ends_with('%'))

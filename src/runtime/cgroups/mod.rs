@@ -88,6 +88,9 @@ pub struct Stats {
     pub pids_limit: Option<u64>,
     /// How many times the OOM killer killed a process of this cgroup.
     pub oom_kills: u64,
+    /// Bytes read from and written to block devices.
+    pub block_read_bytes: u64,
+    pub block_write_bytes: u64,
 }
 
 /// The operations every cgroup backend offers.
@@ -231,6 +234,34 @@ pub(crate) fn keyed(path: &Path, key: &str) -> Result<Option<u64>, CgroupError> 
     }))
 }
 
+/// Bytes read and written, summed over devices: v2's `io.stat` (`MAJ:MIN rbytes=N wbytes=N
+/// …`) or v1's `blkio.throttle.io_service_bytes` (`MAJ:MIN Read N`, `MAJ:MIN Write N`).
+pub(crate) fn block_io(text: &str) -> (u64, u64) {
+    let (mut read, mut written) = (0u64, 0u64);
+    for line in text.lines() {
+        let mut fields = line.split_whitespace().skip(1);
+        while let Some(field) = fields.next() {
+            match field.split_once('=') {
+                Some(("rbytes", n)) => read += n.parse::<u64>().unwrap_or(0),
+                Some(("wbytes", n)) => written += n.parse::<u64>().unwrap_or(0),
+                Some(_) => {}
+                None => {
+                    let n = fields
+                        .next()
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .unwrap_or(0);
+                    match field {
+                        "Read" => read += n,
+                        "Write" => written += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    (read, written)
+}
+
 pub(crate) fn read_pids(path: &Path) -> Result<Vec<i32>, CgroupError> {
     Ok(read_file(path)?
         .lines()
@@ -306,6 +337,15 @@ pub enum CgroupError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn block_io_sums_both_formats() {
+        let v2 =
+            "8:0 rbytes=1000 wbytes=200 rios=3 wios=1 dbytes=0 dios=0\n8:16 rbytes=24 wbytes=0\n";
+        assert_eq!(block_io(v2), (1024, 200));
+        let v1 = "8:0 Read 4096\n8:0 Write 512\n8:0 Sync 0\n8:0 Total 4608\nTotal 4608\n";
+        assert_eq!(block_io(v1), (4096, 512));
+    }
 
     #[test]
     fn a_plain_directory_is_not_a_cgroup_root() {

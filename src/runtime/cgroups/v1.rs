@@ -245,6 +245,11 @@ impl Backend for V1 {
             stats.pids_current = read_u64(&dir.join("pids.current"))?;
             stats.pids_limit = read_limit(&dir.join("pids.max"))?;
         }
+        if let Some(f) = self.file("blkio", "blkio.throttle.io_service_bytes")
+            && let Ok(text) = std::fs::read_to_string(f)
+        {
+            (stats.block_read_bytes, stats.block_write_bytes) = super::block_io(&text);
+        }
         Ok(stats)
     }
 

@@ -194,6 +194,9 @@ impl Backend for V2 {
             stats.pids_current = read_u64(&self.dir.join("pids.current"))?;
             stats.pids_limit = read_limit(&self.dir.join("pids.max"))?;
         }
+        if let Ok(text) = std::fs::read_to_string(self.dir.join("io.stat")) {
+            (stats.block_read_bytes, stats.block_write_bytes) = super::block_io(&text);
+        }
         Ok(stats)
     }
 
