@@ -23,6 +23,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7878";
 /// Default TCP address of the built-in registry (loopback: docker pushes there over plain HTTP
 /// without an insecure-registries entry).
 pub const DEFAULT_REGISTRY_LISTEN: &str = "127.0.0.1:5000";
+/// How long events are kept unless configured: a week.
+pub const DEFAULT_EVENT_RETENTION: std::time::Duration =
+    std::time::Duration::from_secs(7 * 24 * 60 * 60);
 
 /// The settings of one daemon, fully resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +38,8 @@ pub struct Config {
     pub registry_listen: Option<SocketAddr>,
     /// Registry uploads untouched for longer than this are reaped.
     pub registry_upload_max_age: std::time::Duration,
+    /// Events older than this are dropped from the database.
+    pub event_retention: std::time::Duration,
     /// Path of the unix socket the local CLI talks to.
     pub socket: PathBuf,
     /// Group given access to the socket (mode 0660); `None` leaves it root's group.
@@ -73,6 +78,7 @@ impl Config {
                     .expect("default registry address parses"),
             ),
             registry_upload_max_age: std::time::Duration::from_secs(24 * 60 * 60),
+            event_retention: DEFAULT_EVENT_RETENTION,
             socket: PathBuf::from(DEFAULT_SOCKET),
             socket_group: None,
             log_level: "info".to_owned(),
@@ -230,6 +236,23 @@ impl Config {
             }
             self.registry_upload_max_age = parsed;
         }
+        if let Some(keep) = layer.event_retention {
+            let parsed = humantime::parse_duration(keep.trim()).map_err(|e| {
+                invalid(
+                    "event_retention",
+                    &keep,
+                    format!("{e}: give a duration such as 7d or 12h"),
+                )
+            })?;
+            if parsed < std::time::Duration::from_secs(60) {
+                return Err(invalid(
+                    "event_retention",
+                    &keep,
+                    "must be at least 1m".into(),
+                ));
+            }
+            self.event_retention = parsed;
+        }
         if let Some(socket) = layer.socket {
             if !socket.is_absolute() {
                 return Err(invalid(
@@ -304,6 +327,7 @@ pub struct Overrides {
     pub listen: Option<String>,
     pub registry_listen: Option<String>,
     pub registry_upload_max_age: Option<String>,
+    pub event_retention: Option<String>,
     pub socket: Option<PathBuf>,
     pub socket_group: Option<String>,
     pub log_level: Option<String>,
@@ -324,6 +348,7 @@ impl Overrides {
             listen: env("WHARF_LISTEN"),
             registry_listen: env("WHARF_REGISTRY_LISTEN"),
             registry_upload_max_age: env("WHARF_REGISTRY_UPLOAD_MAX_AGE").filter(|v| !v.is_empty()),
+            event_retention: env("WHARF_EVENT_RETENTION").filter(|v| !v.is_empty()),
             socket: path("WHARF_SOCKET"),
             socket_group: env("WHARF_SOCKET_GROUP"),
             log_level: env("WHARF_LOG").filter(|v| !v.is_empty()),
@@ -351,6 +376,7 @@ struct ConfigFile {
     listen: Option<String>,
     registry_listen: Option<String>,
     registry_upload_max_age: Option<String>,
+    event_retention: Option<String>,
     socket: Option<PathBuf>,
     socket_group: Option<String>,
     log_level: Option<String>,
@@ -373,6 +399,7 @@ impl ConfigFile {
             listen: self.listen,
             registry_listen: self.registry_listen,
             registry_upload_max_age: self.registry_upload_max_age,
+            event_retention: self.event_retention,
             socket: self.socket,
             socket_group: self.socket_group,
             log_level: self.log_level,
@@ -785,13 +812,17 @@ mod tests {
     #[test]
     fn the_upload_age_is_a_duration_of_at_least_a_minute() {
         let dir = temp_dir();
-        let file = write_file(dir.path(), "registry_upload_max_age = \"90m\"\n");
+        let file = write_file(
+            dir.path(),
+            "registry_upload_max_age = \"90m\"\nevent_retention = \"2d\"\n",
+        );
         let flags = Overrides {
             config: Some(file),
             ..Overrides::default()
         };
         let config = Config::load(&flags, &env_of(&[])).unwrap();
         assert_eq!(config.registry_upload_max_age.as_secs(), 90 * 60);
+        assert_eq!(config.event_retention.as_secs(), 2 * 24 * 3600);
         for bad in ["soon", "10s"] {
             let env = env_of(&[("WHARF_REGISTRY_UPLOAD_MAX_AGE", bad)]);
             let err = Config::load(&Overrides::default(), &env)

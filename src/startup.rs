@@ -329,6 +329,24 @@ impl Application {
         if let Err(e) = state.engine.reconcile().await {
             tracing::error!(error = %e, "could not pick up the containers of the last run");
         }
+        // Events past their retention go hourly (and once at start).
+        let events_db = state.db.clone();
+        let retention = state.config.event_retention;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(3600).min(retention));
+            loop {
+                tick.tick().await;
+                let horizon = std::time::SystemTime::now()
+                    .checked_sub(retention)
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos() as i64);
+                match events_db.prune_events(horizon).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(dropped = n, "dropped events past their retention"),
+                    Err(e) => tracing::warn!(error = %e, "could not drop old events"),
+                }
+            }
+        });
         let router = router(state.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {

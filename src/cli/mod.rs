@@ -332,6 +332,9 @@ pub struct ServeArgs {
     /// WHARF_REGISTRY_UPLOAD_MAX_AGE)
     #[arg(long)]
     pub registry_upload_max_age: Option<String>,
+    /// Keep events this long, e.g. 7d (the default; env WHARF_EVENT_RETENTION)
+    #[arg(long)]
+    pub event_retention: Option<String>,
     /// Unix socket of the API (default /run/wharf/wharf.sock; env WHARF_SOCKET)
     #[arg(long)]
     pub socket: Option<PathBuf>,
@@ -367,6 +370,7 @@ impl ServeArgs {
             listen: self.listen.clone(),
             registry_listen: self.registry_listen.clone(),
             registry_upload_max_age: self.registry_upload_max_age.clone(),
+            event_retention: self.event_retention.clone(),
             socket: self.socket.clone(),
             socket_group: self.socket_group.clone(),
             log_level: self.log_level.clone(),

@@ -212,6 +212,16 @@ impl Db {
         })
     }
 
+    /// Drops the events recorded before `before_nano` (unix nanoseconds); how many.
+    pub async fn prune_events(&self, before_nano: i64) -> Result<u64, DbError> {
+        sqlx::query("DELETE FROM events WHERE time_nano < ?")
+            .bind(before_nano)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(sql("dropping old events"))
+    }
+
     /// The most recent events, newest first.
     pub async fn recent_events(&self, limit: u32) -> Result<Vec<Event>, DbError> {
         let rows: Vec<(i64, i64, String, String, String, String)> = sqlx::query_as(
@@ -297,4 +307,34 @@ pub struct Counts {
     pub events: u64,
     /// Users and robots.
     pub users: u64,
+}
+
+#[cfg(test)]
+mod event_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn events_before_the_horizon_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("wharf.db")).await.unwrap();
+        let event = NewEvent {
+            kind: "container",
+            action: "start",
+            actor_id: "c1",
+            attributes: BTreeMap::new(),
+        };
+        let old = db.record_event(&event).await.unwrap();
+        let horizon = now_nanos();
+        let new = db.record_event(&event).await.unwrap();
+        assert_eq!(db.prune_events(horizon).await.unwrap(), 1);
+        let left: Vec<i64> = db
+            .recent_events(10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(left, [new.id]);
+        assert_ne!(old.id, new.id);
+    }
 }

@@ -75,6 +75,7 @@ pub fn test_config(dir: &Path) -> Config {
         listen: Some("127.0.0.1:0".parse().unwrap()),
         registry_listen: Some("127.0.0.1:0".parse().unwrap()),
         registry_upload_max_age: std::time::Duration::from_secs(24 * 60 * 60),
+        event_retention: wharf::config::DEFAULT_EVENT_RETENTION,
         socket: dir.join("run/wharf.sock"),
         socket_group: None,
         log_level: "warn".to_owned(),
