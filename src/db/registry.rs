@@ -136,14 +136,34 @@ impl Db {
         Ok(self.resolve_manifest(repository, digest).await?.is_some())
     }
 
-    /// Lets `repository` serve the blob (after an upload or a mount into it).
+    /// Lets `repository` serve the blob (after an upload or a mount into it); an existing link
+    /// is made new again.
     pub async fn link_blob(&self, repository: &str, digest: &str) -> Result<(), DbError> {
-        sqlx::query("INSERT OR IGNORE INTO repository_blobs (repository, digest) VALUES (?, ?)")
-            .bind(repository)
-            .bind(digest)
-            .execute(&self.pool)
-            .await
-            .map_err(sql("linking a blob"))?;
+        sqlx::query(
+            "INSERT INTO repository_blobs (repository, digest, linked_at) VALUES (?, ?, ?) \
+             ON CONFLICT (repository, digest) DO UPDATE SET linked_at = excluded.linked_at",
+        )
+        .bind(repository)
+        .bind(digest)
+        .bind(now_secs())
+        .execute(&self.pool)
+        .await
+        .map_err(sql("linking a blob"))?;
+        Ok(())
+    }
+
+    /// Marks an existing link as just used: a client that asked whether the repository has the
+    /// blob (and so will not upload it) is about to push a manifest that needs it.
+    pub async fn touch_blob_link(&self, repository: &str, digest: &str) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE repository_blobs SET linked_at = ? WHERE repository = ? AND digest = ?",
+        )
+        .bind(now_secs())
+        .bind(repository)
+        .bind(digest)
+        .execute(&self.pool)
+        .await
+        .map_err(sql("touching a blob link"))?;
         Ok(())
     }
 
@@ -240,30 +260,37 @@ impl Db {
             .begin()
             .await
             .map_err(sql("starting a transaction"))?;
-        let done =
-            sqlx::query("DELETE FROM repository_manifests WHERE repository = ? AND digest = ?")
-                .bind(repository)
+        let holders: Vec<String> =
+            sqlx::query_scalar("SELECT repository FROM repository_manifests WHERE digest = ?")
                 .bind(digest)
-                .execute(&mut *tx)
+                .fetch_all(&mut *tx)
                 .await
-                .map_err(sql("removing a manifest"))?;
-        if done.rows_affected() == 0 {
+                .map_err(sql("listing a manifest's repositories"))?;
+        if !holders.iter().any(|r| r == repository) {
             return Ok(false);
         }
-        sqlx::query("DELETE FROM image_tags WHERE repository = ? AND manifest_digest = ?")
-            .bind(repository)
-            .bind(digest)
-            .execute(&mut *tx)
-            .await
-            .map_err(sql("removing a manifest's tags"))?;
-        let held: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM repository_manifests WHERE digest = ?")
-                .bind(digest)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(sql("counting a manifest's repositories"))?;
-        if held == 0 {
+        if holders.len() == 1 {
+            // The last holder: the manifest goes whole, while its repository still names it
+            // (so the blobs only it gave the repository are released there).
             forget_manifest(&mut tx, digest).await?;
+        } else {
+            for (query, what) in [
+                (
+                    "DELETE FROM repository_manifests WHERE repository = ? AND digest = ?",
+                    "removing a manifest",
+                ),
+                (
+                    "DELETE FROM image_tags WHERE repository = ? AND manifest_digest = ?",
+                    "removing a manifest's tags",
+                ),
+            ] {
+                sqlx::query(query)
+                    .bind(repository)
+                    .bind(digest)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(sql(what))?;
+            }
         }
         tx.commit().await.map_err(sql("committing"))?;
         Ok(true)
@@ -315,19 +342,27 @@ impl Db {
 }
 
 /// Drops every row about a manifest no repository or name holds any more.
+/// A blob link younger than this is never dropped with a manifest: a push may be about to
+/// use it (collection drops it later, by the same measure).
+pub const LINK_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 pub(super) async fn forget_manifest(
     tx: &mut sqlx::SqliteConnection,
     digest: &str,
 ) -> Result<(), DbError> {
-    // Repositories stop holding the blobs only this manifest gave them.
+    // The repositories that held this manifest stop holding the blobs only it gave them,
+    // unless a link is recent: a push in progress may have uploaded, mounted or asked for it.
     sqlx::query(
         "DELETE FROM repository_blobs WHERE digest IN \
          (SELECT target FROM manifest_references WHERE manifest_digest = ?1 AND kind = 'blob') \
+         AND repository IN (SELECT repository FROM repository_manifests WHERE digest = ?1) \
+         AND linked_at < ?2 \
          AND NOT EXISTS (SELECT 1 FROM repository_manifests rm JOIN manifest_references r \
          ON r.manifest_digest = rm.digest WHERE rm.repository = repository_blobs.repository \
          AND r.target = repository_blobs.digest AND rm.digest != ?1)",
     )
     .bind(digest)
+    .bind(now_secs() - LINK_GRACE.as_secs() as i64)
     .execute(&mut *tx)
     .await
     .map_err(sql("releasing a manifest's blobs"))?;
@@ -373,10 +408,11 @@ impl Db {
         Ok(rows.into_iter().collect())
     }
 
-    /// Links of blobs no manifest of their repository references (pushed, never used).
-    pub async fn unreferenced_links(&self) -> Result<Vec<(String, String)>, DbError> {
+    /// Links of blobs no manifest of their repository references (pushed, never used), with
+    /// when each was last made or asked for (unix seconds).
+    pub async fn unreferenced_links(&self) -> Result<Vec<(String, String, i64)>, DbError> {
         sqlx::query_as(
-            "SELECT b.repository, b.digest FROM repository_blobs b WHERE NOT EXISTS \
+            "SELECT b.repository, b.digest, b.linked_at FROM repository_blobs b WHERE NOT EXISTS \
              (SELECT 1 FROM repository_manifests rm JOIN manifest_references r ON r.manifest_digest = rm.digest \
              WHERE rm.repository = b.repository AND r.target = b.digest)",
         )

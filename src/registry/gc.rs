@@ -5,7 +5,8 @@
 //! (`Db::live_digests`), the layers of local images (`Db::live_chains`), and every blob or
 //! layer younger than the grace window — which is what keeps a push in progress safe: its
 //! layers arrive before its manifest. A blob linked to a repository but used by none of its
-//! manifests is kept for the grace window too, then unlinked. A manifest push holds the
+//! manifests is kept while its link is younger than the grace window (a link is renewed when
+//! the blob is uploaded, mounted or asked for with HEAD), then unlinked. A manifest push holds the
 //! collection lock (`AppState::registry_gc`) for reading from its blob checks to its record,
 //! and a collection holds it for writing, so neither sees the other half-done. Upload sessions
 //! are reaped by age (`registry_upload_max_age`). A dry run reports without removing.
@@ -62,7 +63,6 @@ pub async fn collect(
 ) -> Result<GcReport, GcError> {
     let _exclusive = state.registry_gc.write().await;
     let layout = state.config.layout();
-    let blobs = crate::images::store::BlobStore::new(layout.blobs());
     let mut report = GcReport {
         dry_run,
         ..GcReport::default()
@@ -71,10 +71,11 @@ pub async fn collect(
     // Links of blobs pushed but never used by a manifest of their repository, once old.
     let mut stale_links = Vec::new();
     let mut fresh_linked = HashSet::new();
-    for (repository, digest) in state.db.unreferenced_links().await? {
-        let old = crate::domain::Digest::parse(&digest)
-            .map(|d| older_than(&blobs.path(&d), grace) || !blobs.exists(&d))
-            .unwrap_or(true);
+    // A link's age is its own (made, mounted or asked for): an old blob newly linked by a
+    // push in progress is as fresh as the push.
+    let now = crate::db::now_secs();
+    for (repository, digest, linked_at) in state.db.unreferenced_links().await? {
+        let old = now.saturating_sub(linked_at) >= grace.as_secs() as i64;
         if old {
             stale_links.push((repository, digest));
         } else {

@@ -681,6 +681,10 @@ async fn get_blob(ctx: &Ctx<'_>, name: &str, digest: &Digest, head: bool) -> Res
     if !db.blob_linked(name, digest.as_str()).await? || !blobs.exists(digest) {
         return Err(blob_unknown(name, digest));
     }
+    if head {
+        // A pusher asking whether the blob is here will not upload it: keep its link fresh.
+        db.touch_blob_link(name, digest.as_str()).await?;
+    }
     let path = blobs.path(digest);
     let mut file = tokio::fs::File::open(&path)
         .await

@@ -1190,16 +1190,18 @@ async fn the_cli_lists_removes_and_opens_repositories_and_gc_frees_only_the_unus
     let (status, out, err) = wharf(&["registry", "gc", "--dry-run"]);
     assert!(status.success(), "{err}");
     assert!(out.contains("Would free 0B in 0 blobs"), "{out}");
-    // Once old, the orphan (pushed, never used by a manifest) goes; the image's blobs stay.
+    // Once old (files and links: a one-second grace here), the orphan (pushed, never used by
+    // a manifest) goes; the image's blobs stay.
     for blob in [&config[..], &layer[..], &orphan[..], &image[..]] {
         age(&blob_path(&daemon, &digest_of(blob)), 2);
     }
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let admin = daemon.admin_client().await;
     let dry: Value = admin
         .send_json(
             hyper::Method::POST,
             "/api/v1/registry/gc",
-            &json!({"dry_run": true}),
+            &json!({"dry_run": true, "grace_seconds": 1}),
         )
         .await
         .unwrap();
@@ -1210,7 +1212,11 @@ async fn the_cli_lists_removes_and_opens_repositories_and_gc_frees_only_the_unus
         "a dry run removes nothing"
     );
     let done: Value = admin
-        .send_json(hyper::Method::POST, "/api/v1/registry/gc", &json!({}))
+        .send_json(
+            hyper::Method::POST,
+            "/api/v1/registry/gc",
+            &json!({"grace_seconds": 1}),
+        )
         .await
         .unwrap();
     assert_eq!(done["removed"], json!([digest_of(&orphan)]), "{done}");
@@ -1237,11 +1243,23 @@ async fn the_cli_lists_removes_and_opens_repositories_and_gc_frees_only_the_unus
         )
         .await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let done: Value = admin
+    // The manifest's own blob goes; the links to its config and layer were made a moment ago,
+    // so a default collection keeps those (a push may be about to use them); past the grace
+    // they go, and the blobs with them.
+    let kept: Value = admin
         .send_json(hyper::Method::POST, "/api/v1/registry/gc", &json!({}))
         .await
         .unwrap();
-    assert_eq!(done["blobs"], 3, "config, layer and manifest: {done}");
+    assert_eq!(kept["removed"], json!([digest_of(&image)]), "{kept}");
+    let done: Value = admin
+        .send_json(
+            hyper::Method::POST,
+            "/api/v1/registry/gc",
+            &json!({"grace_seconds": 1}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done["blobs"], 2, "config and layer: {done}");
     for blob in [&config[..], &layer[..], &image[..]] {
         assert!(!blob_path(&daemon, &digest_of(blob)).exists());
     }
@@ -1669,4 +1687,83 @@ async fn over_https_with_the_generated_certificate_trusted() {
         "run",
     );
     assert_eq!(said, "over tls\n");
+}
+
+#[tokio::test]
+async fn a_pushs_blob_links_survive_image_removal_and_gc_even_for_old_blobs() {
+    let test = "registry::a_pushs_blob_links_survive_image_removal_and_gc_even_for_old_blobs";
+    if harness::skip_unless_root(test) {
+        return;
+    }
+    let daemon = TestDaemon::start();
+    daemon.user_with_token("pusher", "admin").await;
+    let reg = Reg::new(&daemon, Some(("pusher", "pusher-password")));
+    let admin = daemon.admin_client().await;
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let layer = vec![7u8; 20_000];
+    let image = manifest(config, &[&layer], json!({}));
+    for blob in [&config[..], &layer[..]] {
+        assert_eq!(
+            upload(&reg, "keep/a", blob).await.status(),
+            StatusCode::CREATED
+        );
+    }
+    assert_eq!(
+        put_manifest(&reg, "keep/a", "v1", &image).await.status(),
+        StatusCode::CREATED
+    );
+
+    // Another push has its blobs in keep/b, manifest not yet sent, when keep/a's image goes.
+    for blob in [&config[..], &layer[..]] {
+        assert_eq!(
+            upload(&reg, "keep/b", blob).await.status(),
+            StatusCode::CREATED
+        );
+    }
+    let r = reg
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/v2/keep/a/manifests/{}", digest_of(&image)),
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        put_manifest(&reg, "keep/b", "v1", &image).await.status(),
+        StatusCode::CREATED
+    );
+
+    // A blob stored long ago, mounted into keep/c by a push now: its link is as young as the
+    // push, whatever the file's age, so a collection keeps it.
+    let path = blob_path(&daemon, &digest_of(&layer));
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    for blob in [&config[..], &layer[..]] {
+        let r = reg
+            .send(
+                reqwest::Method::POST,
+                &format!(
+                    "/v2/keep/c/blobs/uploads/?mount={}&from=keep/b",
+                    digest_of(blob)
+                ),
+                vec![],
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let report: Value = admin
+        .send_json(hyper::Method::POST, "/api/v1/registry/gc", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(report["links"], 0, "{report}");
+    assert_eq!(
+        put_manifest(&reg, "keep/c", "v1", &image).await.status(),
+        StatusCode::CREATED
+    );
 }
