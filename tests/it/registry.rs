@@ -1767,3 +1767,60 @@ async fn a_pushs_blob_links_survive_image_removal_and_gc_even_for_old_blobs() {
         StatusCode::CREATED
     );
 }
+
+#[test]
+fn wharf_login_and_pull_go_through_a_registrys_bearer_token_flow() {
+    let test = "registry::wharf_login_and_pull_go_through_a_registrys_bearer_token_flow";
+    if harness::skip_unless_root(test) {
+        return;
+    }
+    let Some(busybox) = fixtures::busybox(test) else {
+        return;
+    };
+    // The source: another wharf, whose registry answers 401 with a Bearer challenge.
+    let source = Served::start();
+    let source_host = format!("unix://{}", source.daemon.socket.display());
+    let archive = source.daemon.dir.path().join("private.tar");
+    ImageBuilder::busybox(&busybox)
+        .cmd(&["echo", "from behind a token"])
+        .build()
+        .write_docker_archive(&archive, "wharf-test/private:v1");
+    let (status, _, err) = harness::run_wharf(
+        harness::wharf_command()
+            .args(["-H", &source_host, "load", "-q", "-i"])
+            .arg(&archive),
+    );
+    assert!(status.success(), "{err}");
+
+    let puller = harness::DaemonProcess::start();
+    let host = format!("unix://{}", puller.socket.display());
+    let reference = format!("{}/wharf-test/private:v1", source.registry);
+    let pull = || {
+        harness::run_wharf(harness::wharf_command().args(["-H", &host, "pull", "-q", &reference]))
+    };
+    let (status, _, err) = pull();
+    assert!(!status.success());
+    assert!(
+        err.contains(&format!("wharf login {}", source.registry)),
+        "{err}"
+    );
+    let login = |password: &str| {
+        harness::run_wharf_input(
+            harness::wharf_command()
+                .args(["-H", &host, "login", &source.registry, "-u", "pusher"])
+                .arg("--password-stdin"),
+            &format!("{password}\n"),
+        )
+    };
+    let (status, _, err) = login("not-the-password");
+    assert!(!status.success());
+    assert!(err.contains("wrong user name or password"), "{err}");
+    let (status, _, err) = login("pusher-password");
+    assert!(status.success(), "the token flow accepts the login: {err}");
+    let (status, _, err) = pull();
+    assert!(status.success(), "{err}");
+    let (status, out, err) =
+        harness::run_wharf(harness::wharf_command().args(["-H", &host, "run", "--rm", &reference]));
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "from behind a token\n");
+}
