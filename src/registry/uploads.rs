@@ -36,8 +36,6 @@ pub struct Session {
     pub id: String,
     pub repository: String,
     dir: PathBuf,
-    /// Opened for appending; written only by a [`SessionWriter`]'s blocking thread.
-    file: std::fs::File,
     hasher: Option<Hasher>,
     pub size: u64,
     /// Committed or cancelled: a request that waited for the lock meanwhile must not touch
@@ -101,15 +99,16 @@ impl Session {
         if self.closed {
             return Err(UploadError::Unknown(self.id.clone()));
         }
-        let mut file = self.file.try_clone().map_err(|source| UploadError::Io {
-            id: self.id.clone(),
-            what: "write",
-            source,
-        })?;
         let mut hasher = self.hasher.take();
         let start = self.size;
+        let data = self.data();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<hyper::body::Bytes>(32);
         let task = tokio::task::spawn_blocking(move || {
+            // Opened per request: an idle (or abandoned) session holds no descriptor.
+            let mut file = match std::fs::OpenOptions::new().append(true).open(&data) {
+                Ok(f) => f,
+                Err(e) => return (hasher, 0, Err(e)),
+            };
             let (mut written, mut started) = (0u64, 0u64);
             while let Some(chunk) = rx.blocking_recv() {
                 if let Err(e) = file.write_all(&chunk) {
@@ -178,19 +177,16 @@ impl Uploads {
         tokio::fs::write(dir.join("repository"), repository)
             .await
             .map_err(io(&id, "record its repository"))?;
-        let file = tokio::fs::OpenOptions::new()
+        tokio::fs::OpenOptions::new()
             .create_new(true)
             .append(true)
             .open(dir.join("data"))
             .await
-            .map_err(io(&id, "make its data file"))?
-            .into_std()
-            .await;
+            .map_err(io(&id, "make its data file"))?;
         let session = Arc::new(Mutex::new(Session {
             id: id.clone(),
             repository: repository.to_owned(),
             dir,
-            file,
             hasher: Some(Hasher::new(DigestAlgorithm::Sha256)),
             size: 0,
             closed: false,
@@ -212,13 +208,16 @@ impl Uploads {
         if uuid::Uuid::parse_str(id).is_err() {
             return Err(unknown());
         }
-        let mut open = self.open.lock().await;
-        if let Some((owner, session)) = open.get(id) {
-            if owner != repository {
-                return Err(unknown());
-            }
-            return Ok(Arc::clone(session));
+        let known = |open: &HashMap<String, OpenSession>| match open.get(id) {
+            Some((owner, _)) if owner != repository => Some(Err(unknown())),
+            Some((_, session)) => Some(Ok(Arc::clone(session))),
+            None => None,
+        };
+        if let Some(found) = known(&*self.open.lock().await) {
+            return found;
         }
+        // Picked up from disk after a restart: hashed without the sessions' lock, which every
+        // other upload needs meanwhile.
         let dir = self.root.join(id);
         let owner = tokio::fs::read_to_string(dir.join("repository"))
             .await
@@ -234,22 +233,19 @@ impl Uploads {
                 .map_err(|e| io(id, "hash its data")(std::io::Error::other(e)))?
                 .map_err(io(id, "hash its data"))?
         };
-        let file = tokio::fs::OpenOptions::new()
-            .append(true)
-            .open(&data)
-            .await
-            .map_err(io(id, "open its data file"))?
-            .into_std()
-            .await;
         let session = Arc::new(Mutex::new(Session {
             id: id.to_owned(),
             repository: repository.to_owned(),
             dir,
-            file,
             hasher: Some(hasher),
             size,
             closed: false,
         }));
+        let mut open = self.open.lock().await;
+        // Another request may have picked it up meanwhile: that one is the session.
+        if let Some(found) = known(&open) {
+            return found;
+        }
         open.insert(id.to_owned(), (repository.to_owned(), Arc::clone(&session)));
         Ok(session)
     }

@@ -1824,3 +1824,46 @@ fn wharf_login_and_pull_go_through_a_registrys_bearer_token_flow() {
     assert!(status.success(), "{err}");
     assert_eq!(out, "from behind a token\n");
 }
+
+#[tokio::test]
+async fn idle_upload_sessions_hold_no_descriptors() {
+    let test = "registry::idle_upload_sessions_hold_no_descriptors";
+    if harness::skip_unless_root(test) {
+        return;
+    }
+    let served = Served::start();
+    let reg = served.client();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", served.daemon.pid()))
+            .unwrap()
+            .count()
+    };
+    // One session first, so whatever a first upload opens for good is open already.
+    let r = reg
+        .send(reqwest::Method::POST, "/v2/idle/one/blobs/uploads/", vec![])
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let before = fds();
+    let mut locations = Vec::new();
+    for _ in 0..40 {
+        let r = reg
+            .send(reqwest::Method::POST, "/v2/idle/one/blobs/uploads/", vec![])
+            .await;
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let location = header(&r, "location");
+        let r = reg
+            .send(reqwest::Method::PATCH, &location, b"some bytes".to_vec())
+            .await;
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        locations.push(header(&r, "location"));
+    }
+    let after = fds();
+    assert!(
+        after < before + 10,
+        "40 idle sessions must not keep 40 files open: {before} -> {after}"
+    );
+    // They still go on where they stopped.
+    let r = reg.send(reqwest::Method::GET, &locations[0], vec![]).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&r, "range"), "0-9");
+}
