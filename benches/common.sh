@@ -16,11 +16,12 @@ prepare() {
 W() { "$wharf" -H "unix://$work/wharf.sock" "$@"; }
 D() { /usr/bin/docker -H "unix://$work/docker.sock" "$@"; }
 
-# Starts `wharf serve` and a dockerd (no bridge, no iptables) in $work; their pids go to
-# $wharf_pid, $docker_pid and the array $pids; returns when both answer.
+# Starts `wharf serve` and a dockerd (both without a default bridge: containers get only
+# loopback, and the host's network is left alone) in $work; their pids go to $wharf_pid,
+# $docker_pid and the array $pids; returns when both answer.
 start_wharf_and_dockerd() {
     "$wharf" serve --data-root "$work/wharf" --socket "$work/wharf.sock" --listen none \
-        --registry-listen none >"$work/wharf.log" 2>&1 &
+        --registry-listen none --default-network none >"$work/wharf.log" 2>&1 &
     wharf_pid=$!
     pids+=("$wharf_pid")
     dockerd --data-root "$work/docker" --exec-root "$work/docker-exec" --pidfile "$work/docker.pid" \

@@ -40,6 +40,10 @@ pub struct Config {
     pub registry_upload_max_age: std::time::Duration,
     /// Events older than this are dropped from the database.
     pub event_retention: std::time::Duration,
+    /// The network of containers that name none: `bridge` (the default network) or `none`.
+    pub default_network: String,
+    /// The subnet of the default `bridge` network.
+    pub bridge_subnet: String,
     /// Path of the unix socket the local CLI talks to.
     pub socket: PathBuf,
     /// Group given access to the socket (mode 0660); `None` leaves it root's group.
@@ -79,6 +83,8 @@ impl Config {
             ),
             registry_upload_max_age: std::time::Duration::from_secs(24 * 60 * 60),
             event_retention: DEFAULT_EVENT_RETENTION,
+            default_network: crate::network::DEFAULT_NETWORK.to_owned(),
+            bridge_subnet: crate::network::DEFAULT_SUBNET.to_owned(),
             socket: PathBuf::from(DEFAULT_SOCKET),
             socket_group: None,
             log_level: "info".to_owned(),
@@ -253,6 +259,21 @@ impl Config {
             }
             self.event_retention = parsed;
         }
+        if let Some(mode) = layer.default_network {
+            if !matches!(mode.as_str(), "bridge" | "none") {
+                return Err(invalid(
+                    "default_network",
+                    &mode,
+                    "give bridge or none".into(),
+                ));
+            }
+            self.default_network = mode;
+        }
+        if let Some(subnet) = layer.bridge_subnet {
+            crate::network::ipam::Subnet::parse(&subnet)
+                .map_err(|reason| invalid("bridge_subnet", &subnet, reason))?;
+            self.bridge_subnet = subnet;
+        }
         if let Some(socket) = layer.socket {
             if !socket.is_absolute() {
                 return Err(invalid(
@@ -328,6 +349,8 @@ pub struct Overrides {
     pub registry_listen: Option<String>,
     pub registry_upload_max_age: Option<String>,
     pub event_retention: Option<String>,
+    pub default_network: Option<String>,
+    pub bridge_subnet: Option<String>,
     pub socket: Option<PathBuf>,
     pub socket_group: Option<String>,
     pub log_level: Option<String>,
@@ -349,6 +372,8 @@ impl Overrides {
             registry_listen: env("WHARF_REGISTRY_LISTEN"),
             registry_upload_max_age: env("WHARF_REGISTRY_UPLOAD_MAX_AGE").filter(|v| !v.is_empty()),
             event_retention: env("WHARF_EVENT_RETENTION").filter(|v| !v.is_empty()),
+            default_network: env("WHARF_DEFAULT_NETWORK").filter(|v| !v.is_empty()),
+            bridge_subnet: env("WHARF_BRIDGE_SUBNET").filter(|v| !v.is_empty()),
             socket: path("WHARF_SOCKET"),
             socket_group: env("WHARF_SOCKET_GROUP"),
             log_level: env("WHARF_LOG").filter(|v| !v.is_empty()),
@@ -377,6 +402,8 @@ struct ConfigFile {
     registry_listen: Option<String>,
     registry_upload_max_age: Option<String>,
     event_retention: Option<String>,
+    default_network: Option<String>,
+    bridge_subnet: Option<String>,
     socket: Option<PathBuf>,
     socket_group: Option<String>,
     log_level: Option<String>,
@@ -400,6 +427,8 @@ impl ConfigFile {
             registry_listen: self.registry_listen,
             registry_upload_max_age: self.registry_upload_max_age,
             event_retention: self.event_retention,
+            default_network: self.default_network,
+            bridge_subnet: self.bridge_subnet,
             socket: self.socket,
             socket_group: self.socket_group,
             log_level: self.log_level,

@@ -13,6 +13,7 @@ pub mod domain;
 pub mod engine;
 pub mod host;
 pub mod images;
+pub mod network;
 pub mod registry;
 pub mod runtime;
 pub mod startup;

@@ -97,6 +97,8 @@ pub enum StartupError {
     },
     #[error(transparent)]
     Database(#[from] DbError),
+    #[error("network settings: {0}")]
+    Network(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -257,6 +259,9 @@ impl Application {
             cgroup = %host.cgroup.mode,
             "wharf daemon ready"
         );
+        let bridge_subnet = crate::network::ipam::Subnet::parse(&config.bridge_subnet)
+            .map_err(StartupError::Network)?;
+        let default_network = config.default_network.clone();
         Ok(Application {
             state: AppState {
                 db,
@@ -269,7 +274,17 @@ impl Application {
                 host,
                 auth,
                 registry_gc: Arc::new(tokio::sync::RwLock::new(())),
-                engine: crate::engine::Engine::new(engine_db, layout.clone(), shim_exe),
+                engine: crate::engine::Engine::new(
+                    engine_db.clone(),
+                    layout.clone(),
+                    shim_exe,
+                    Arc::new(crate::network::Networks::new(
+                        engine_db,
+                        layout.root().join("netns"),
+                        bridge_subnet,
+                    )),
+                    default_network,
+                ),
             },
             tcp,
             tls,

@@ -264,9 +264,10 @@ async fn top(
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::NoContainer(_) | EngineError::NoImage(_) | EngineError::NoVolume(_) => {
-                ApiError::Missing(e.to_string())
-            }
+            EngineError::NoContainer(_)
+            | EngineError::NoImage(_)
+            | EngineError::NoVolume(_)
+            | EngineError::NoNetwork(_) => ApiError::Missing(e.to_string()),
             EngineError::Invalid(_) | EngineError::Start { .. } => {
                 ApiError::BadRequest(e.to_string())
             }

@@ -12,6 +12,7 @@ mod error;
 mod events;
 mod files;
 mod images;
+mod networks;
 mod registries;
 mod registry;
 mod stream;
@@ -60,6 +61,7 @@ pub fn router() -> Router<AppState> {
                 .merge(attach::routes())
                 .merge(events::routes())
                 .merge(volumes::routes())
+                .merge(networks::routes())
                 .merge(images::routes())
                 .merge(registries::routes())
                 .merge(registry::routes()),

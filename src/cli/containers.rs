@@ -113,6 +113,21 @@ pub struct CreateArgs {
     /// Log option: max-size=SIZE (rotate at, default 10m) or max-file=N (files kept, default 3)
     #[arg(long = "log-opt", value_name = "KEY=VALUE")]
     pub log_opts: Vec<String>,
+    /// Network: bridge (the default), none, host, container:NAME, or a user network
+    #[arg(long, alias = "net", value_name = "NETWORK")]
+    pub network: Option<String>,
+    /// A fixed IPv4 address on a user network
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// A name server for the container's /etc/resolv.conf; repeatable
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// An /etc/hosts line NAME:IP; repeatable
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    pub add_hosts: Vec<String>,
+    /// Another name the container answers to on its user network; repeatable
+    #[arg(long = "network-alias", value_name = "ALIAS")]
+    pub network_aliases: Vec<String>,
     /// Keep stdin open and send it to the container
     #[arg(short = 'i', long)]
     pub interactive: bool,
@@ -222,6 +237,11 @@ impl CreateArgs {
             "start_period": self.health_start_period,
         });
         Ok(serde_json::json!({
+            "network": self.network,
+            "ip": self.ip,
+            "dns": self.dns,
+            "add_hosts": self.add_hosts,
+            "network_aliases": self.network_aliases,
             "tty": self.tty,
             "open_stdin": self.interactive,
             "healthcheck": healthcheck,
@@ -1076,6 +1096,84 @@ pub(super) async fn volume(
                 .await?;
             for name in pruned["removed"].as_array().into_iter().flatten() {
                 println!("Deleted: {}", name.as_str().unwrap_or_default());
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn network_command(
+    client: ApiClient,
+    command: super::NetworkCommand,
+) -> Result<(), ClientError> {
+    use super::NetworkCommand;
+    let at = |name: &str| format!("/api/v1/networks/{}", percent_encode(name));
+    match command {
+        NetworkCommand::Create { subnet, name } => {
+            let n: serde_json::Value = client
+                .send_json(
+                    Method::POST,
+                    "/api/v1/networks",
+                    &serde_json::json!({"name": name, "subnet": subnet}),
+                )
+                .await?;
+            println!("{}", n["id"].as_str().unwrap_or_default());
+        }
+        NetworkCommand::Ls { format } => {
+            let list: serde_json::Value = client.get_json("/api/v1/networks").await?;
+            if format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&list).expect("JSON"));
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = list
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|n| {
+                    let members: Vec<&str> = n["containers"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|c| c["name"].as_str())
+                        .collect();
+                    vec![
+                        n["id"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .chars()
+                            .take(12)
+                            .collect(),
+                        n["name"].as_str().unwrap_or_default().to_owned(),
+                        n["subnet"].as_str().unwrap_or_default().to_owned(),
+                        n["bridge"].as_str().unwrap_or_default().to_owned(),
+                        members.join(","),
+                    ]
+                })
+                .collect();
+            print_table(
+                &["NETWORK ID", "NAME", "SUBNET", "BRIDGE", "CONTAINERS"],
+                &rows,
+            );
+        }
+        NetworkCommand::Inspect { name } => {
+            let n: serde_json::Value = client.get_json(&at(&name)).await?;
+            println!("{}", serde_json::to_string_pretty(&n).expect("JSON"));
+        }
+        NetworkCommand::Rm { names } => {
+            let mut failed = false;
+            for name in names {
+                match client.send(Method::DELETE, &at(&name), None).await {
+                    Ok(()) => println!("{name}"),
+                    Err(e) => {
+                        eprintln!("wharf: {e}");
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                return Err(ClientError::Input {
+                    reason: "network rm failed for some networks".into(),
+                });
             }
         }
     }

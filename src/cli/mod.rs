@@ -290,6 +290,9 @@ pub enum Command {
     /// The whole daemon: disk use, prune
     #[command(subcommand)]
     System(SystemCommand),
+    /// Bridge networks: create, ls, inspect, rm
+    #[command(subcommand)]
+    Network(NetworkCommand),
     /// Show CPU, memory and process use of running containers
     Stats {
         /// Accepted for docker compatibility: one reading is always shown
@@ -335,6 +338,14 @@ pub struct ServeArgs {
     /// Keep events this long, e.g. 7d (the default; env WHARF_EVENT_RETENTION)
     #[arg(long)]
     pub event_retention: Option<String>,
+    /// Network of containers that name none: bridge (the default) or none (env
+    /// WHARF_DEFAULT_NETWORK)
+    #[arg(long)]
+    pub default_network: Option<String>,
+    /// Subnet of the default bridge network, e.g. 172.30.0.0/16 (the default; env
+    /// WHARF_BRIDGE_SUBNET)
+    #[arg(long)]
+    pub bridge_subnet: Option<String>,
     /// Unix socket of the API (default /run/wharf/wharf.sock; env WHARF_SOCKET)
     #[arg(long)]
     pub socket: Option<PathBuf>,
@@ -371,6 +382,8 @@ impl ServeArgs {
             registry_listen: self.registry_listen.clone(),
             registry_upload_max_age: self.registry_upload_max_age.clone(),
             event_retention: self.event_retention.clone(),
+            default_network: self.default_network.clone(),
+            bridge_subnet: self.bridge_subnet.clone(),
             socket: self.socket.clone(),
             socket_group: self.socket_group.clone(),
             log_level: self.log_level.clone(),
@@ -405,6 +418,29 @@ pub enum VolumeCommand {
     },
     /// Remove every volume no container mounts
     Prune,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Make a bridge network whose containers reach each other by name
+    Create {
+        /// Its subnet, a.b.c.d/len (default: the first free /24 of 10.90.0.0/16)
+        #[arg(long)]
+        subnet: Option<String>,
+        name: String,
+    },
+    /// List networks and the containers on them
+    Ls {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Show a network as JSON
+    Inspect { name: String },
+    /// Remove networks (refused while a running container is on one)
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -617,6 +653,9 @@ pub fn run(cli: Cli) -> ExitCode {
                 vec![container],
                 format!("?name={}", crate::domain::percent_encode(&new_name)),
             )
+        }),
+        Command::Network(command) => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            containers::network_command(c, command)
         }),
         Command::System(command) => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
             system::system_command(c, command)

@@ -20,6 +20,7 @@ pub mod audit;
 pub mod auth;
 pub mod containers;
 pub mod images;
+pub mod networks;
 pub mod registry;
 
 pub use audit::{AuditEntry, AuditFilter, AuditRecord, Outcome};

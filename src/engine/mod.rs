@@ -39,6 +39,8 @@ pub enum EngineError {
     NoImage(String),
     #[error("no such volume: {0}")]
     NoVolume(String),
+    #[error("no such network: {0}")]
+    NoNetwork(String),
     #[error("{0}")]
     Invalid(String),
     #[error("container {name} is {state}: {hint}")]
@@ -122,6 +124,20 @@ pub struct ContainerConfig {
     pub cap_add: Vec<String>,
     #[serde(default)]
     pub cap_drop: Vec<String>,
+    /// `bridge` (the default network), `none`, `host`, `container:NAME`, or a user network;
+    /// unset at create: the daemon's default, which create records here.
+    pub network: Option<String>,
+    /// A fixed address on a user network.
+    pub ip: Option<String>,
+    /// Name servers for `/etc/resolv.conf` (default: the host's, loopback ones left out).
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// `NAME:IP` lines for `/etc/hosts`.
+    #[serde(default)]
+    pub add_hosts: Vec<String>,
+    /// More names the container answers to on its user network.
+    #[serde(default)]
+    pub network_aliases: Vec<String>,
     /// Give the container a terminal (`-t`).
     #[serde(default)]
     pub tty: bool,
@@ -146,6 +162,27 @@ pub struct ContainerConfig {
     pub log_max_size: Option<u64>,
     /// Log files kept, the current one included (default 3).
     pub log_max_files: Option<u32>,
+}
+
+/// A network and the containers on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NetworkView {
+    pub id: String,
+    pub name: String,
+    pub driver: String,
+    pub subnet: String,
+    pub gateway: String,
+    /// The bridge device on the host.
+    pub bridge: String,
+    pub containers: Vec<NetworkMember>,
+}
+
+/// A container on a network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NetworkMember {
+    pub id: String,
+    pub name: String,
+    pub ip: String,
 }
 
 /// What containers and volumes take on disk.
@@ -375,6 +412,9 @@ pub const RESTART_RESET_AFTER: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct Engine {
     db: Db,
+    networks: Arc<crate::network::Networks>,
+    /// The network of containers that name none.
+    default_network: String,
     layout: DataRoot,
     /// The wharf binary that runs shims.
     exe: PathBuf,
@@ -390,9 +430,17 @@ pub struct Engine {
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Engine {
-    pub fn new(db: Db, layout: DataRoot, exe: PathBuf) -> Engine {
+    pub fn new(
+        db: Db,
+        layout: DataRoot,
+        exe: PathBuf,
+        networks: Arc<crate::network::Networks>,
+        default_network: String,
+    ) -> Engine {
         Engine {
             db,
+            networks,
+            default_network,
             layout,
             exe,
             exits: Arc::new(Mutex::new(HashMap::new())),
@@ -476,6 +524,7 @@ impl Engine {
                 .filter(|u| !u.is_empty())
                 .map(str::to_owned);
         }
+        self.check_network(&mut config).await?;
         config.healthcheck = health::effective(
             config.healthcheck.as_ref(),
             &image_config["config"]["Healthcheck"],
@@ -590,7 +639,12 @@ impl Engine {
             Ok(()) => self.fill_new_volumes(&row, &config).await,
             Err(e) => Err(e),
         };
+        let prepared = match prepared {
+            Ok(()) => self.connect_network(&row, &config).await,
+            Err(e) => Err(e),
+        };
         if let Err(e) = prepared {
+            self.disconnect_network(&row.id).await;
             self.unmount_rootfs(&row.id).await;
             return Err(e);
         }
@@ -627,6 +681,7 @@ impl Engine {
         let mut child = match child {
             Ok(child) => child,
             Err(e) => {
+                self.disconnect_network(&row.id).await;
                 self.unmount_rootfs(&row.id).await;
                 return Err(EngineError::Start {
                     name: row.name.clone(),
@@ -642,6 +697,7 @@ impl Engine {
         let report: serde_json::Value = serde_json::from_str(first.trim()).unwrap_or_default();
         let Some(pid) = report["pid"].as_i64() else {
             let _ = child.wait().await;
+            self.disconnect_network(&row.id).await;
             self.unmount_rootfs(&row.id).await;
             let reason = report["error"]
                 .as_str()
@@ -854,8 +910,10 @@ impl Engine {
         }
     }
 
-    /// Records an exit, releases the rootfs, and removes an auto-remove container.
+    /// Records an exit, releases the rootfs and the addresses, and removes an auto-remove
+    /// container.
     async fn finished(&self, id: &str, code: i64) {
+        self.disconnect_network(id).await;
         self.unmount_rootfs(id).await;
         if let Err(e) = self.db.container_exited(id, code, None).await {
             tracing::error!(container = id, error = %e, "could not record an exit");
@@ -977,6 +1035,354 @@ impl Engine {
             name: row.name.clone(),
             reason: format!("cannot mount its root filesystem: {reason}"),
         })
+    }
+
+    /// Every network with the containers on it.
+    pub async fn network_views(&self) -> Result<Vec<NetworkView>, EngineError> {
+        let mut out = Vec::new();
+        for (n, endpoints) in self.networks.list().await.map_err(net_error)? {
+            out.push(self.network_view(n, endpoints).await?);
+        }
+        Ok(out)
+    }
+
+    async fn network_view(
+        &self,
+        n: crate::db::networks::NetworkRow,
+        endpoints: Vec<crate::db::networks::EndpointRow>,
+    ) -> Result<NetworkView, EngineError> {
+        let mut containers = Vec::new();
+        for e in endpoints {
+            let name = self
+                .db
+                .find_container(&e.container_id)
+                .await?
+                .map_or_else(|| e.container_id.clone(), |r| r.name);
+            containers.push(NetworkMember {
+                id: e.container_id,
+                name,
+                ip: e.ip,
+            });
+        }
+        Ok(NetworkView {
+            id: n.id,
+            name: n.name,
+            driver: n.driver,
+            subnet: n.subnet,
+            gateway: n.gateway,
+            bridge: n.bridge,
+            containers,
+        })
+    }
+
+    pub async fn network(&self, key: &str) -> Result<NetworkView, EngineError> {
+        let n = self.networks.find(key).await.map_err(net_error)?;
+        let endpoints = self.db.endpoints_of_network(&n.id).await?;
+        self.network_view(n, endpoints).await
+    }
+
+    /// Makes a user-defined bridge network.
+    pub async fn network_create(
+        &self,
+        name: &str,
+        subnet: Option<&str>,
+    ) -> Result<NetworkView, EngineError> {
+        let n = self
+            .networks
+            .create(name, subnet)
+            .await
+            .map_err(net_error)?;
+        self.network_view(n, Vec::new()).await
+    }
+
+    /// Removes a network no running container is on.
+    pub async fn network_remove(&self, key: &str) -> Result<(), EngineError> {
+        let view = self.network(key).await?;
+        let users: Vec<String> = view.containers.iter().map(|c| c.name.clone()).collect();
+        self.networks
+            .remove(&view.id, &users)
+            .await
+            .map_err(net_error)
+    }
+
+    /// Checks the network settings of a new container and records its network mode.
+    async fn check_network(&self, config: &mut ContainerConfig) -> Result<(), EngineError> {
+        let mode = config
+            .network
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| self.default_network.clone());
+        match mode.as_str() {
+            "none" | "host" | "bridge" => {}
+            other => match other.strip_prefix("container:") {
+                Some(target) => {
+                    self.get(target).await?;
+                }
+                None => {
+                    self.networks.find(other).await.map_err(net_error)?;
+                }
+            },
+        }
+        if let Some(ip) = &config.ip {
+            ip.parse::<std::net::Ipv4Addr>()
+                .map_err(|_| EngineError::Invalid(format!("--ip {ip:?} is not an IPv4 address")))?;
+            if matches!(mode.as_str(), "none" | "host" | "bridge") || mode.starts_with("container:")
+            {
+                return Err(EngineError::Invalid(
+                    "a static --ip is for user-defined networks only".into(),
+                ));
+            }
+        }
+        for server in &config.dns {
+            server.parse::<std::net::IpAddr>().map_err(|_| {
+                EngineError::Invalid(format!("--dns {server:?} is not an IP address"))
+            })?;
+        }
+        for entry in &config.add_hosts {
+            let ok = entry.split_once(':').is_some_and(|(name, ip)| {
+                !name.is_empty() && ip.parse::<std::net::IpAddr>().is_ok()
+            });
+            if !ok {
+                return Err(EngineError::Invalid(format!(
+                    "--add-host {entry:?}: give NAME:IP"
+                )));
+            }
+        }
+        config.network = Some(mode);
+        Ok(())
+    }
+
+    /// Gives a starting container its network: a namespace plugged into its network (or the
+    /// one it shares), and its `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`, all
+    /// written into its spec.
+    async fn connect_network(
+        &self,
+        row: &ContainerRow,
+        config: &ContainerConfig,
+    ) -> Result<(), EngineError> {
+        let mode = config.network.as_deref().unwrap_or("none");
+        let dir = self.dir(&row.id);
+        let hostname = config
+            .hostname
+            .clone()
+            .unwrap_or_else(|| row.id[..12].to_owned());
+        let host_resolv = tokio::fs::read_to_string("/etc/resolv.conf")
+            .await
+            .unwrap_or_default();
+        let mut netns: Option<PathBuf> = None;
+        let mut files_from: Option<PathBuf> = None;
+        match mode {
+            "none" => {}
+            "host" => {}
+            other if other.starts_with("container:") => {
+                let target = self.get(&other["container:".len()..]).await?;
+                let pid = target.pid.filter(|_| is_up(&target.state)).ok_or_else(|| {
+                    EngineError::Start {
+                        name: row.name.clone(),
+                        reason: format!(
+                            "it shares the network of {}, which is not running",
+                            target.name
+                        ),
+                    }
+                })?;
+                netns = Some(PathBuf::from(format!("/proc/{pid}/ns/net")));
+                files_from = Some(self.dir(&target.id));
+            }
+            network => {
+                let mut names = vec![row.name.clone(), row.id[..12].to_owned()];
+                names.extend(config.network_aliases.iter().cloned());
+                let ip = config.ip.as_deref().and_then(|ip| ip.parse().ok());
+                let attached = self
+                    .networks
+                    .attach(&row.id, network, ip, &names)
+                    .await
+                    .map_err(|e| EngineError::Start {
+                        name: row.name.clone(),
+                        reason: e.to_string(),
+                    })?;
+                netns = Some(attached.netns);
+            }
+        }
+        // The files: shared ones for container:X, the host's for host, made ones otherwise.
+        let (hosts, resolv) = match (&files_from, mode) {
+            (Some(from), _) => (from.join("hosts"), from.join("resolv.conf")),
+            (None, "host") => {
+                let hosts = tokio::fs::read_to_string("/etc/hosts")
+                    .await
+                    .unwrap_or_default();
+                tokio::fs::write(dir.join("hosts"), hosts)
+                    .await
+                    .map_err(io(format!("write {}/hosts", dir.display())))?;
+                tokio::fs::write(dir.join("resolv.conf"), &host_resolv)
+                    .await
+                    .map_err(io(format!("write {}/resolv.conf", dir.display())))?;
+                (dir.join("hosts"), dir.join("resolv.conf"))
+            }
+            (None, _) => {
+                tokio::fs::write(
+                    dir.join("resolv.conf"),
+                    crate::network::files::resolv_conf(&host_resolv, &config.dns),
+                )
+                .await
+                .map_err(io(format!("write {}/resolv.conf", dir.display())))?;
+                self.write_hosts(&row.id).await?;
+                (dir.join("hosts"), dir.join("resolv.conf"))
+            }
+        };
+        tokio::fs::write(dir.join("hostname"), format!("{hostname}\n"))
+            .await
+            .map_err(io(format!("write {}/hostname", dir.display())))?;
+        let hostname_file = dir.join("hostname");
+        self.patch_spec(&row.id, move |spec| {
+            if let Some(namespaces) = spec["linux"]["namespaces"].as_array_mut() {
+                for ns in namespaces.iter_mut() {
+                    if ns["type"] == "network" {
+                        match &netns {
+                            Some(path) => ns["path"] = path.to_string_lossy().into_owned().into(),
+                            None => {
+                                if let Some(o) = ns.as_object_mut() {
+                                    o.remove("path");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(mounts) = spec["mounts"].as_array_mut() {
+                mounts.retain(|m| {
+                    !matches!(
+                        m["destination"].as_str(),
+                        Some("/etc/hosts" | "/etc/hostname" | "/etc/resolv.conf")
+                    )
+                });
+                for (source, target) in [
+                    (&hosts, "/etc/hosts"),
+                    (&hostname_file, "/etc/hostname"),
+                    (&resolv, "/etc/resolv.conf"),
+                ] {
+                    mounts.push(serde_json::json!({
+                        "destination": target, "type": "bind",
+                        "source": source.to_string_lossy(), "options": ["rbind", "rprivate"],
+                    }));
+                }
+            }
+        })
+        .await?;
+        // Those who share a user network with it learn its name.
+        let endpoints = self.db.endpoints_of_container(&row.id).await?;
+        for neighbour in self
+            .networks
+            .neighbours(&endpoints)
+            .await
+            .map_err(net_error)?
+        {
+            let _ = self.write_hosts(&neighbour).await;
+        }
+        Ok(())
+    }
+
+    /// Gives a container's addresses back (after it stopped, or a failed start), and tells
+    /// its neighbours it is gone.
+    async fn disconnect_network(&self, id: &str) {
+        match self.networks.detach(id).await {
+            Ok(endpoints) => {
+                if let Ok(neighbours) = self.networks.neighbours(&endpoints).await {
+                    for n in neighbours {
+                        let _ = self.write_hosts(&n).await;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(container = id, error = %e, "could not release its network"),
+        }
+    }
+
+    /// (Re)writes container `id`'s `/etc/hosts` in place (it is bind-mounted into it).
+    async fn write_hosts(&self, id: &str) -> Result<(), EngineError> {
+        let Some(row) = self.db.find_container(id).await? else {
+            return Ok(());
+        };
+        let config: ContainerConfig = serde_json::from_str(&row.config).unwrap_or_default();
+        let hostname = config
+            .hostname
+            .clone()
+            .unwrap_or_else(|| row.id[..12].to_owned());
+        let own = self
+            .db
+            .endpoints_of_container(id)
+            .await?
+            .first()
+            .and_then(|e| e.ip.parse().ok());
+        let extra: Vec<(String, String)> = config
+            .add_hosts
+            .iter()
+            .filter_map(|h| h.split_once(':'))
+            .map(|(n, ip)| (n.to_owned(), ip.to_owned()))
+            .collect();
+        let peers: Vec<(std::net::Ipv4Addr, Vec<String>)> = self
+            .networks
+            .peers(id)
+            .await
+            .map_err(net_error)?
+            .into_iter()
+            .filter_map(|e| {
+                Some((
+                    e.ip.parse().ok()?,
+                    serde_json::from_str(&e.aliases).unwrap_or_default(),
+                ))
+            })
+            .collect();
+        let text = crate::network::files::hosts(&hostname, own, &extra, &peers);
+        let path = self.dir(id).join("hosts");
+        // In place, not renamed over: the container's bind mount holds this inode.
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .await
+            .map_err(io(format!("write {}", path.display())))?;
+        use tokio::io::AsyncWriteExt;
+        file.write_all(text.as_bytes())
+            .await
+            .map_err(io(format!("write {}", path.display())))
+    }
+
+    /// Reads container `id`'s spec, lets `change` edit it, and writes it back (root only).
+    async fn patch_spec(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut serde_json::Value) + Send + 'static,
+    ) -> Result<(), EngineError> {
+        let dir = self.dir(id);
+        tokio::task::spawn_blocking(move || -> Result<(), EngineError> {
+            let path = dir.join("config.json");
+            let bytes = std::fs::read(&path).map_err(io(format!("read {}", path.display())))?;
+            let mut spec: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|e| EngineError::Io {
+                    what: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            change(&mut spec);
+            let tmp = dir.join("config.json.tmp");
+            let write = || -> std::io::Result<()> {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&tmp)?
+                    .write_all(&serde_json::to_vec_pretty(&spec).expect("JSON serializes"))?;
+                std::fs::rename(&tmp, &path)
+            };
+            write().map_err(io(format!("write {}", path.display())))
+        })
+        .await
+        .map_err(|e| EngineError::Io {
+            what: "update the container's spec".into(),
+            reason: e.to_string(),
+        })?
     }
 
     /// Resolves the container's user in its mounted root filesystem and writes the identity
@@ -1363,6 +1769,7 @@ impl Engine {
 
     async fn remove_files(&self, id: &str) -> Result<(), EngineError> {
         let row = self.db.find_container(id).await?;
+        self.disconnect_network(id).await;
         self.unmount_rootfs(id).await;
         let dir = self.dir(id);
         match tokio::fs::remove_dir_all(&dir).await {
@@ -2003,6 +2410,23 @@ async fn emit(db: &Db, action: &str, row: &ContainerRow, extra: &[(&str, String)
     };
     if let Err(e) = db.record_event(&event).await {
         tracing::warn!(container = %row.name, error = %e, "could not record an event");
+    }
+}
+
+/// A network failure as the engine tells it.
+fn net_error(e: crate::network::NetworkError) -> EngineError {
+    use crate::network::NetworkError as N;
+    match e {
+        N::NoNetwork(name) => EngineError::NoNetwork(name),
+        N::Invalid(reason) => EngineError::Invalid(reason),
+        e @ (N::InUse { .. } | N::Taken { .. } | N::Exhausted { .. }) => {
+            EngineError::Invalid(e.to_string())
+        }
+        N::Database(DbError::Conflict { what }) => EngineError::Invalid(what),
+        other => EngineError::Io {
+            what: "networking".into(),
+            reason: other.to_string(),
+        },
     }
 }
 

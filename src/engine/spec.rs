@@ -286,6 +286,12 @@ pub fn build(
     spec["process"]["env"] = json!(env);
     spec["process"]["cwd"] = cwd.into();
     spec["process"]["terminal"] = request.tty.into();
+    if request.network.as_deref() == Some("host") {
+        // The host's network: no namespace of its own.
+        if let Some(namespaces) = spec["linux"]["namespaces"].as_array_mut() {
+            namespaces.retain(|ns| ns["type"] != "network");
+        }
+    }
     if request.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
         spec["process"]["env"]
             .as_array_mut()

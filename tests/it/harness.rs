@@ -76,6 +76,10 @@ pub fn test_config(dir: &Path) -> Config {
         registry_listen: Some("127.0.0.1:0".parse().unwrap()),
         registry_upload_max_age: std::time::Duration::from_secs(24 * 60 * 60),
         event_retention: wharf::config::DEFAULT_EVENT_RETENTION,
+        // Containers of tests stay off the host's network; the network tests run their
+        // daemons in namespaces of their own with bridges.
+        default_network: "none".to_owned(),
+        bridge_subnet: wharf::network::DEFAULT_SUBNET.to_owned(),
         socket: dir.join("run/wharf.sock"),
         socket_group: None,
         log_level: "warn".to_owned(),
@@ -254,6 +258,11 @@ impl DaemonProcess {
     /// The `wharf serve` command for `dir`: data root, socket and an empty config file inside it,
     /// TCP on 127.0.0.1 port 0. Tests add or override flags and environment.
     pub fn command(dir: &Path) -> Command {
+        Self::command_with_network(dir, "none")
+    }
+
+    /// [`DaemonProcess::command`] whose containers join `default_network` unless told.
+    pub fn command_with_network(dir: &Path, default_network: &str) -> Command {
         let config = dir.join("wharf.toml");
         if !config.exists() {
             std::fs::write(&config, "").unwrap();
@@ -268,6 +277,10 @@ impl DaemonProcess {
             .arg("127.0.0.1:0")
             .arg("--registry-listen")
             .arg("127.0.0.1:0")
+            // Containers of tests stay off the host's network unless the daemon has a
+            // network namespace of its own (see `DaemonProcess::start_in_netns`).
+            .arg("--default-network")
+            .arg(default_network)
             .env("WHARF_CONFIG", config)
             .env("WHARF_LOG", "info");
         cmd
@@ -291,6 +304,40 @@ impl DaemonProcess {
             child,
             stderr,
         }
+    }
+
+    /// A daemon in a network namespace of its own (only `lo`, up), whose containers join the
+    /// default bridge network: its bridges, veths and nftables rules never touch the host's
+    /// network, and go with the namespace.
+    pub fn start_in_netns() -> DaemonProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Self::command_with_network(dir.path(), "bridge");
+        // SAFETY: between fork and exec only syscalls: unshare, and socket/ioctl/close to
+        // bring the new namespace's loopback up.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                if libc::unshare(libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let mut req: libc::ifreq = std::mem::zeroed();
+                req.ifr_name[0] = b'l' as libc::c_char;
+                req.ifr_name[1] = b'o' as libc::c_char;
+                req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_LOOPBACK) as libc::c_short;
+                let rc = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
+                libc::close(fd);
+                if rc != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut daemon = Self::spawn(dir, cmd);
+        daemon.wait_ready();
+        daemon
     }
 
     /// Spawns the daemon with the default test flags and waits until it answers on its socket.

@@ -5,6 +5,7 @@ mod fixtures;
 mod harness;
 mod images;
 mod layers;
+mod network;
 mod pull;
 mod registry;
 

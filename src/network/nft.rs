@@ -1,0 +1,100 @@
+//! The nftables rules of wharf's networks, all in a table of wharf's own (`ip wharf`): outbound
+//! NAT for each network's subnet, and no forwarding between two networks' bridges. The whole
+//! table is written in one `nft -f` transaction from the list of networks, and deleted with the
+//! last network; nothing outside it is touched.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use super::NetworkError;
+
+/// What the rules need of one network.
+pub struct Rules<'a> {
+    pub bridge: &'a str,
+    pub subnet: &'a str,
+}
+
+/// The ruleset for `networks` (the table made anew), or the table's removal when none is left.
+pub fn render(networks: &[Rules]) -> String {
+    // Adding the table first makes the delete valid even when it does not exist yet.
+    let mut out = String::from("table ip wharf {}\ndelete table ip wharf\n");
+    if networks.is_empty() {
+        return out;
+    }
+    out.push_str("table ip wharf {\n");
+    out.push_str(
+        "  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n",
+    );
+    for n in networks {
+        out.push_str(&format!(
+            "    ip saddr {} oifname != \"{}\" masquerade\n",
+            n.subnet, n.bridge
+        ));
+    }
+    out.push_str("  }\n");
+    out.push_str(
+        "  chain forward {\n    type filter hook forward priority filter; policy accept;\n",
+    );
+    for from in networks {
+        for to in networks.iter().filter(|t| t.bridge != from.bridge) {
+            out.push_str(&format!(
+                "    iifname \"{}\" oifname \"{}\" drop\n",
+                from.bridge, to.bridge
+            ));
+        }
+    }
+    out.push_str("  }\n}\n");
+    out
+}
+
+/// Applies [`render`]'s ruleset with `nft`.
+pub fn apply(networks: &[Rules]) -> Result<(), NetworkError> {
+    let script = render(networks);
+    let fail = |reason: String| NetworkError::Firewall { reason };
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            fail(format!(
+                "cannot run nft ({e}): install the nftables package"
+            ))
+        })?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(script.as_bytes())
+        .map_err(|e| fail(e.to_string()))?;
+    let out = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
+    if !out.status.success() {
+        return Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_isolates_bridges_and_goes_with_the_last_network() {
+        let rules = render(&[
+            Rules {
+                bridge: "wharf0",
+                subnet: "172.30.0.0/16",
+            },
+            Rules {
+                bridge: "wh-1",
+                subnet: "10.90.0.0/24",
+            },
+        ]);
+        assert!(rules.contains("ip saddr 172.30.0.0/16 oifname != \"wharf0\" masquerade"));
+        assert!(rules.contains("iifname \"wharf0\" oifname \"wh-1\" drop"));
+        assert!(rules.contains("iifname \"wh-1\" oifname \"wharf0\" drop"));
+        let none = render(&[]);
+        assert_eq!(none, "table ip wharf {}\ndelete table ip wharf\n");
+    }
+}

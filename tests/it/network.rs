@@ -1,0 +1,261 @@
+//! Networking with a daemon inside a network namespace the test makes: its bridges, veth
+//! pairs and nftables table live and die there, and no address outside it is contacted.
+
+use std::time::{Duration, Instant};
+
+use crate::fixtures::{self, ImageBuilder};
+use crate::harness::{self, DaemonProcess, run_wharf, wharf_command};
+
+const IMAGE: &str = "wharf-test/busybox:latest";
+
+fn daemon(test: &str) -> Option<DaemonProcess> {
+    if harness::skip_unless_root(test) {
+        return None;
+    }
+    let busybox = fixtures::busybox(test)?;
+    if !std::path::Path::new("/usr/sbin/nft").exists() {
+        harness::skip(test, "nft is missing: install the nftables package");
+        return None;
+    }
+    let daemon = DaemonProcess::start_in_netns();
+    let archive = daemon.dir.path().join("busybox.tar");
+    ImageBuilder::busybox(&busybox)
+        .cmd(&["sh"])
+        .build()
+        .write_docker_archive(&archive, IMAGE);
+    let (status, _, err) = run_wharf(
+        wharf_command()
+            .args(["-H", &host(&daemon), "load", "-q", "-i"])
+            .arg(&archive),
+    );
+    assert!(status.success(), "{err}");
+    Some(daemon)
+}
+
+fn host(daemon: &DaemonProcess) -> String {
+    format!("unix://{}", daemon.socket.display())
+}
+
+fn wharf(daemon: &DaemonProcess, args: &[&str]) -> (std::process::ExitStatus, String, String) {
+    run_wharf(wharf_command().args(["-H", &host(daemon)]).args(args))
+}
+
+/// The interfaces of the daemon's namespace (its view of /proc/net/dev).
+fn links(daemon: &DaemonProcess) -> Vec<String> {
+    std::fs::read_to_string(format!("/proc/{}/net/dev", daemon.pid()))
+        .unwrap()
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next().map(|n| n.trim().to_owned()))
+        .collect()
+}
+
+/// `nft list tables` inside the daemon's namespace.
+fn nft_tables(daemon: &DaemonProcess) -> String {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{}/ns/net", daemon.pid()))
+        .args(["nft", "list", "tables"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Removes the named containers however the test ends (their namespaces hold mounts).
+struct RemoveAll<'a>(&'a DaemonProcess, Vec<&'a str>);
+
+impl Drop for RemoveAll<'_> {
+    fn drop(&mut self) {
+        for name in &self.1 {
+            let _ = wharf(self.0, &["rm", "-f", name]);
+        }
+    }
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn user_networks_resolve_names_isolate_each_other_and_leave_nothing_behind() {
+    let test = "network::user_networks_resolve_names_isolate_each_other_and_leave_nothing_behind";
+    let Some(d) = daemon(test) else {
+        return;
+    };
+    let _cleanup = RemoveAll(&d, vec!["web", "stranger"]);
+    for (name, subnet) in [("appnet", None), ("other", Some("10.77.0.0/24"))] {
+        let mut args = vec!["network", "create"];
+        if let Some(s) = subnet {
+            args.extend(["--subnet", s]);
+        }
+        args.push(name);
+        let (status, _, err) = wharf(&d, &args);
+        assert!(status.success(), "{err}");
+    }
+    let (status, _, err) = wharf(
+        &d,
+        &["network", "create", "--subnet", "10.77.0.0/16", "clash"],
+    );
+    assert!(!status.success() && err.contains("overlaps"), "{err}");
+
+    // A server on appnet, reached by name (and alias) from another container there.
+    let serve = "mkdir -p /www && echo hello-from-web > /www/index.html && httpd -f -p 80 -h /www";
+    let (status, _, err) = wharf(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "--network",
+            "appnet",
+            "--network-alias",
+            "www",
+            IMAGE,
+            "sh",
+            "-c",
+            serve,
+        ],
+    );
+    assert!(status.success(), "{err}");
+    // busybox-static's wget crashes wherever /proc is mounted (its NSS lookups), so HTTP is
+    // spoken with nc: the body ends the answer.
+    let fetch = |network: &str, host: &str| {
+        let request = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} 80");
+        wharf(
+            &d,
+            &[
+                "run",
+                "--rm",
+                "--network",
+                network,
+                IMAGE,
+                "sh",
+                "-c",
+                &request,
+            ],
+        )
+    };
+    wait_until("httpd answers by name", || {
+        fetch("appnet", "web").1.ends_with("hello-from-web\n")
+    });
+    let (status, out, err) = fetch("appnet", "www");
+    assert!(
+        status.success() && out.ends_with("hello-from-web\n"),
+        "{out}{err}"
+    );
+
+    let (status, out, err) = wharf(&d, &["network", "inspect", "appnet"]);
+    assert!(status.success(), "{err}");
+    let view: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ip = view["containers"][0]["ip"].as_str().unwrap().to_owned();
+    assert!(ip.starts_with("10.90."), "{view}");
+
+    // Another network cannot reach it, not even by address.
+    let (_, out, _) = fetch("other", &ip);
+    assert!(
+        !out.contains("hello-from-web"),
+        "networks are isolated: {out}"
+    );
+    // A static address on a user network; a taken one is refused by name.
+    let (status, out, err) = wharf(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "other",
+            "--ip",
+            "10.77.0.50",
+            IMAGE,
+            "ip",
+            "-4",
+            "-o",
+            "addr",
+            "show",
+            "eth0",
+        ],
+    );
+    assert!(
+        status.success() && out.contains("10.77.0.50/24"),
+        "{out}{err}"
+    );
+    let (status, _, err) = wharf(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "appnet",
+            "--ip",
+            &ip,
+            IMAGE,
+            "true",
+        ],
+    );
+    assert!(!status.success() && err.contains("already in use"), "{err}");
+    // none: only loopback; /etc/hosts names the container, --add-host adds lines.
+    let (status, out, err) = wharf(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--hostname",
+            "lonely",
+            "--add-host",
+            "db.test:10.1.2.3",
+            IMAGE,
+            "sh",
+            "-c",
+            "cat /proc/net/dev | tail -n +3 | cut -d: -f1; cat /etc/hosts /etc/hostname",
+        ],
+    );
+    assert!(status.success(), "{err}");
+    assert_eq!(out.lines().next().map(str::trim), Some("lo"), "{out}");
+    assert!(!out.contains("eth0"), "{out}");
+    assert!(
+        out.contains("10.1.2.3\tdb.test") && out.contains("lonely"),
+        "{out}"
+    );
+    // The default network: an address from its subnet and a way out through the bridge.
+    let (status, out, err) = wharf(
+        &d,
+        &[
+            "run", "--rm", IMAGE, "ip", "-4", "-o", "addr", "show", "eth0",
+        ],
+    );
+    assert!(status.success() && out.contains("172.30.0."), "{out}{err}");
+
+    // Addresses come back; an unused network goes with its bridge; the last takes the table.
+    let (status, _, err) = wharf(&d, &["network", "rm", "appnet"]);
+    assert!(
+        !status.success() && err.contains("in use by container(s) web"),
+        "{err}"
+    );
+    let (status, _, err) = wharf(&d, &["rm", "-f", "web"]);
+    assert!(status.success(), "{err}");
+    let (_, out, _) = wharf(&d, &["network", "inspect", "appnet"]);
+    assert!(out.contains("\"containers\": []"), "{out}");
+    assert!(nft_tables(&d).contains("table ip wharf"));
+    for name in ["appnet", "other", "bridge"] {
+        let (status, _, err) = wharf(&d, &["network", "rm", name]);
+        assert!(status.success(), "{name}: {err}");
+    }
+    assert_eq!(links(&d), ["lo"], "no bridge or veth is left");
+    assert!(!nft_tables(&d).contains("wharf"), "the table is gone");
+    let netns = d.data_root.join("netns");
+    let left: Vec<_> = std::fs::read_dir(&netns)
+        .map(|r| r.collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "no namespace file is left: {left:?}");
+}
