@@ -822,7 +822,7 @@ mod tests {
             .filter(|l| l.contains(" = ") && !l.starts_with(' ') && !l.starts_with("socket_group"))
             .map(|l| format!("{l}\n"))
             .collect();
-        assert_eq!(uncommented.lines().count(), 9, "{uncommented}");
+        assert_eq!(uncommented.lines().count(), 12, "{uncommented}");
         let dir = temp_dir();
         let flags = Overrides {
             config: Some(write_file(dir.path(), &uncommented)),

@@ -297,7 +297,11 @@ async fn list(
         .require(Action::ContainerRead, &Target::Container("*".into()))
         .await?;
     let rows = state.db.list_containers(q.all).await?;
-    Ok(Json(rows.into_iter().map(ContainerView::from).collect()))
+    let mut views = Vec::with_capacity(rows.len());
+    for row in rows {
+        views.push(state.engine.view(row).await?);
+    }
+    Ok(Json(views))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -334,7 +338,8 @@ async fn inspect(
     caller
         .require(Action::ContainerRead, &Target::Container(id.clone()))
         .await?;
-    Ok(Json(state.engine.get(&id).await?.into()))
+    let row = state.engine.get(&id).await?;
+    Ok(Json(state.engine.view(row).await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -125,6 +125,12 @@ pub struct CreateArgs {
     /// An /etc/hosts line NAME:IP; repeatable
     #[arg(long = "add-host", value_name = "NAME:IP")]
     pub add_hosts: Vec<String>,
+    /// Publish a port: [ip:][hostport:]port[/tcp|udp]; repeatable
+    #[arg(short = 'p', long = "publish", value_name = "PORT")]
+    pub ports: Vec<String>,
+    /// Publish every port the image exposes on a free host port
+    #[arg(short = 'P', long)]
+    pub publish_all: bool,
     /// Another name the container answers to on its user network; repeatable
     #[arg(long = "network-alias", value_name = "ALIAS")]
     pub network_aliases: Vec<String>,
@@ -242,6 +248,8 @@ impl CreateArgs {
             "dns": self.dns,
             "add_hosts": self.add_hosts,
             "network_aliases": self.network_aliases,
+            "ports": self.ports,
+            "publish_all": self.publish_all,
             "tty": self.tty,
             "open_stdin": self.interactive,
             "healthcheck": healthcheck,
@@ -446,6 +454,26 @@ pub(super) async fn attach(
         0 => Ok(()),
         code => Err(ClientError::ContainerExit(code.clamp(0, 255) as u8)),
     }
+}
+
+/// `0.0.0.0:8080->80/tcp`, as docker shows a published port.
+fn port_text(p: &crate::db::networks::PortRow) -> String {
+    format!(
+        "{}:{}->{}/{}",
+        p.host_ip, p.host_port, p.container_port, p.protocol
+    )
+}
+
+/// `wharf port`: a container's published ports.
+pub(super) async fn port(client: ApiClient, container: String) -> Result<(), ClientError> {
+    let view: ContainerView = client.get_json(&path(&container, "")).await?;
+    for p in view.network_settings.iter().flat_map(|n| n.ports.iter()) {
+        println!(
+            "{}/{} -> {}:{}",
+            p.container_port, p.protocol, p.host_ip, p.host_port
+        );
+    }
+    Ok(())
 }
 
 /// `512`, `64k`, `256m`, `1g` (bytes; powers of 1024, as docker reads them).
@@ -808,17 +836,31 @@ pub(super) async fn ps(
                 }
                 (state, _, _) => state.to_owned(),
             };
+            let ports: Vec<String> = c
+                .network_settings
+                .iter()
+                .flat_map(|n| n.ports.iter())
+                .map(port_text)
+                .collect();
             vec![
                 c.id[..12].to_owned(),
                 c.image.clone(),
                 command,
                 status,
+                ports.join(", "),
                 c.name.clone(),
             ]
         })
         .collect();
     print_table(
-        &["CONTAINER ID", "IMAGE", "COMMAND", "STATUS", "NAMES"],
+        &[
+            "CONTAINER ID",
+            "IMAGE",
+            "COMMAND",
+            "STATUS",
+            "PORTS",
+            "NAMES",
+        ],
         &rows,
     );
     Ok(())

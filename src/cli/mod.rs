@@ -269,6 +269,8 @@ pub enum Command {
     },
     /// List the files a container changed (A added, C changed, D deleted)
     Diff { container: String },
+    /// Show a container's published ports
+    Port { container: String },
     /// Freeze the processes of containers
     Pause {
         #[arg(required = true)]
@@ -702,6 +704,9 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Diff { container } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
             files::diff(c, container)
+        }),
+        Command::Port { container } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            containers::port(c, container)
         }),
         Command::Stats {
             no_stream: _,

@@ -153,3 +153,105 @@ impl Db {
         Ok(())
     }
 }
+
+/// A published port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct PortRow {
+    pub container_id: String,
+    /// `0.0.0.0` for every address of the host.
+    pub host_ip: String,
+    pub host_port: i64,
+    pub container_port: i64,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+}
+
+const PORT_COLUMNS: &str = "container_id, host_ip, host_port, container_port, protocol";
+
+impl Db {
+    /// Records a published port; `Ok(false)` when another container holds that host port.
+    pub async fn insert_port(&self, p: &PortRow) -> Result<bool, DbError> {
+        let taken: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM port_mappings WHERE host_port = ? AND protocol = ? \
+             AND (host_ip = ? OR host_ip = '0.0.0.0' OR ? = '0.0.0.0')",
+        )
+        .bind(p.host_port)
+        .bind(&p.protocol)
+        .bind(&p.host_ip)
+        .bind(&p.host_ip)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(sql("checking a host port"))?;
+        if taken > 0 {
+            return Ok(false);
+        }
+        let done = sqlx::query(
+            "INSERT INTO port_mappings (container_id, host_ip, host_port, container_port, protocol) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&p.container_id)
+        .bind(&p.host_ip)
+        .bind(p.host_port)
+        .bind(p.container_port)
+        .bind(&p.protocol)
+        .execute(&self.pool)
+        .await;
+        match done {
+            Ok(_) => Ok(true),
+            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => Ok(false),
+            Err(e) => Err(DbError::Sql {
+                action: "recording a published port",
+                source: e,
+            }),
+        }
+    }
+
+    pub async fn ports_of_container(&self, container_id: &str) -> Result<Vec<PortRow>, DbError> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {PORT_COLUMNS} FROM port_mappings WHERE container_id = ? ORDER BY host_port"
+        )))
+        .bind(container_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql("listing a container's ports"))
+    }
+
+    /// Every published port with the address of its container on the first of its networks.
+    pub async fn published_ports(&self) -> Result<Vec<(PortRow, String)>, DbError> {
+        let rows: Vec<(String, String, i64, i64, String, String)> = sqlx::query_as(
+            "SELECT p.container_id, p.host_ip, p.host_port, p.container_port, p.protocol, \
+             (SELECT e.ip FROM endpoints e WHERE e.container_id = p.container_id \
+              ORDER BY e.network_id LIMIT 1) AS ip \
+             FROM port_mappings p WHERE ip IS NOT NULL ORDER BY p.host_port",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql("listing published ports"))?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(container_id, host_ip, host_port, container_port, protocol, ip)| {
+                    (
+                        PortRow {
+                            container_id,
+                            host_ip,
+                            host_port,
+                            container_port,
+                            protocol,
+                        },
+                        ip,
+                    )
+                },
+            )
+            .collect())
+    }
+
+    pub async fn delete_ports_of_container(&self, container_id: &str) -> Result<(), DbError> {
+        sqlx::query("DELETE FROM port_mappings WHERE container_id = ?")
+            .bind(container_id)
+            .execute(&self.pool)
+            .await
+            .map_err(sql("releasing a container's ports"))?;
+        Ok(())
+    }
+}

@@ -138,6 +138,15 @@ pub struct ContainerConfig {
     /// More names the container answers to on its user network.
     #[serde(default)]
     pub network_aliases: Vec<String>,
+    /// Published ports: `[ip:][hostport:]port[/tcp|udp]`.
+    #[serde(default)]
+    pub ports: Vec<String>,
+    /// Publish every port the image exposes, on free host ports (`-P`).
+    #[serde(default)]
+    pub publish_all: bool,
+    /// The ports the image exposes (`80/tcp`); filled in by create.
+    #[serde(default)]
+    pub exposed_ports: Vec<String>,
     /// Give the container a terminal (`-t`).
     #[serde(default)]
     pub tty: bool,
@@ -334,6 +343,17 @@ pub struct ContainerView {
     pub config: ContainerConfig,
     /// Its health, when it has a healthcheck.
     pub health: Option<health::Health>,
+    /// Its addresses and published ports while it runs (inspect and list fill them in).
+    #[serde(default)]
+    pub network_settings: Option<NetworkSettings>,
+}
+
+/// A running container's place on its networks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NetworkSettings {
+    /// Network name to the container's address there.
+    pub networks: std::collections::BTreeMap<String, String>,
+    pub ports: Vec<crate::db::networks::PortRow>,
 }
 
 impl From<ContainerRow> for ContainerView {
@@ -344,6 +364,7 @@ impl From<ContainerRow> for ContainerView {
                 .health
                 .as_deref()
                 .and_then(|h| serde_json::from_str(h).ok()),
+            network_settings: None,
             id: row.id,
             name: row.name,
             image: row.image,
@@ -524,6 +545,10 @@ impl Engine {
                 .filter(|u| !u.is_empty())
                 .map(str::to_owned);
         }
+        config.exposed_ports = image_config["config"]["ExposedPorts"]
+            .as_object()
+            .map(|ports| ports.keys().cloned().collect())
+            .unwrap_or_default();
         self.check_network(&mut config).await?;
         config.healthcheck = health::effective(
             config.healthcheck.as_ref(),
@@ -749,6 +774,10 @@ impl Engine {
     /// Their shims kept them running (and kept writing their logs); one that ended meanwhile
     /// gets the exit code its shim recorded (255 when there is none).
     pub async fn reconcile(&self) -> Result<(), EngineError> {
+        // Published ports of the containers that kept running are taken again.
+        if let Err(e) = self.networks.restore().await {
+            tracing::error!(error = %e, "could not restore published ports");
+        }
         for row in self.db.list_containers(false).await? {
             let (tx, rx) = watch::channel(None);
             self.exits.lock().await.insert(row.id.clone(), rx);
@@ -1037,6 +1066,24 @@ impl Engine {
         })
     }
 
+    /// A container as the API shows it, with its network settings.
+    pub async fn view(&self, row: ContainerRow) -> Result<ContainerView, EngineError> {
+        let id = row.id.clone();
+        let mut view = ContainerView::from(row);
+        let mut settings = NetworkSettings::default();
+        for e in self.db.endpoints_of_container(&id).await? {
+            let name = self
+                .db
+                .find_network(&e.network_id)
+                .await?
+                .map_or(e.network_id, |n| n.name);
+            settings.networks.insert(name, e.ip);
+        }
+        settings.ports = self.db.ports_of_container(&id).await?;
+        view.network_settings = Some(settings);
+        Ok(view)
+    }
+
     /// Every network with the containers on it.
     pub async fn network_views(&self) -> Result<Vec<NetworkView>, EngineError> {
         let mut out = Vec::new();
@@ -1148,6 +1195,16 @@ impl Engine {
                 )));
             }
         }
+        for spec in &config.ports {
+            crate::network::ports::parse(spec).map_err(EngineError::Invalid)?;
+        }
+        let publishes = !config.ports.is_empty() || config.publish_all;
+        if publishes && (matches!(mode.as_str(), "none" | "host") || mode.starts_with("container:"))
+        {
+            return Err(EngineError::Invalid(format!(
+                "ports are published from bridge networks only, not with --network {mode}"
+            )));
+        }
         config.network = Some(mode);
         Ok(())
     }
@@ -1201,6 +1258,27 @@ impl Engine {
                         reason: e.to_string(),
                     })?;
                 netns = Some(attached.netns);
+                let mut specs = Vec::new();
+                for text in &config.ports {
+                    specs.push(crate::network::ports::parse(text).map_err(EngineError::Invalid)?);
+                }
+                if config.publish_all {
+                    for exposed in &config.exposed_ports {
+                        let mut spec =
+                            crate::network::ports::parse(exposed).map_err(EngineError::Invalid)?;
+                        spec.host_port = None;
+                        specs.push(spec);
+                    }
+                }
+                if !specs.is_empty() {
+                    self.networks
+                        .publish(&row.id, attached.ip, &specs)
+                        .await
+                        .map_err(|e| EngineError::Start {
+                            name: row.name.clone(),
+                            reason: e.to_string(),
+                        })?;
+                }
             }
         }
         // The files: shared ones for container:X, the host's for host, made ones otherwise.

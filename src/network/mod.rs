@@ -11,12 +11,13 @@ pub mod files;
 pub mod ipam;
 pub mod netlink;
 pub mod nft;
+pub mod ports;
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use crate::db::networks::{EndpointRow, NetworkRow};
+use crate::db::networks::{EndpointRow, NetworkRow, PortRow};
 use crate::db::{Db, DbError};
 use ipam::Subnet;
 
@@ -70,6 +71,8 @@ pub struct Networks {
     default_subnet: Subnet,
     /// Network changes one at a time: address choice, bridges and the ruleset stay consistent.
     lock: tokio::sync::Mutex<()>,
+    /// The proxies of published ports, by container.
+    proxies: std::sync::Mutex<std::collections::HashMap<String, Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 fn new_id() -> String {
@@ -115,6 +118,7 @@ impl Networks {
             netns_dir,
             default_subnet,
             lock: tokio::sync::Mutex::new(()),
+            proxies: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -125,6 +129,7 @@ impl Networks {
 
     async fn apply_rules(&self) -> Result<(), NetworkError> {
         let networks = self.db.list_networks().await?;
+        let published = self.db.published_ports().await?;
         tokio::task::spawn_blocking(move || {
             let rules: Vec<nft::Rules> = networks
                 .iter()
@@ -133,7 +138,17 @@ impl Networks {
                     subnet: &n.subnet,
                 })
                 .collect();
-            nft::apply(&rules)
+            let dnat: Vec<nft::Dnat> = published
+                .iter()
+                .map(|(p, ip)| nft::Dnat {
+                    host_ip: &p.host_ip,
+                    host_port: p.host_port as u16,
+                    protocol: &p.protocol,
+                    to_ip: ip,
+                    to_port: p.container_port as u16,
+                })
+                .collect();
+            nft::apply(&rules, &dnat)
         })
         .await
         .map_err(|e| NetworkError::Firewall {
@@ -366,9 +381,113 @@ impl Networks {
         })
     }
 
+    /// Publishes `specs` of container `container_id` (at `ip`): each host port taken, served
+    /// by a proxy for loopback, and DNAT'ed for the host's other addresses. All or none.
+    pub async fn publish(
+        &self,
+        container_id: &str,
+        ip: Ipv4Addr,
+        specs: &[ports::PortSpec],
+    ) -> Result<Vec<PortRow>, NetworkError> {
+        let _one = self.lock.lock().await;
+        let mut rows = Vec::new();
+        let mut tasks = Vec::new();
+        let result: Result<(), NetworkError> = async {
+            for spec in specs {
+                let held = ports::hold(spec)?;
+                let row = PortRow {
+                    container_id: container_id.to_owned(),
+                    host_ip: spec.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED).to_string(),
+                    host_port: i64::from(held.port()),
+                    container_port: i64::from(spec.container_port),
+                    protocol: spec.protocol().to_owned(),
+                };
+                if !self.db.insert_port(&row).await? {
+                    return Err(NetworkError::Invalid(format!(
+                        "port {}/{} is already published by another container",
+                        row.host_port, row.protocol
+                    )));
+                }
+                tasks.push(ports::serve(
+                    held,
+                    std::net::SocketAddr::from((ip, spec.container_port)),
+                ));
+                rows.push(row);
+            }
+            self.apply_rules().await
+        }
+        .await;
+        if let Err(e) = result {
+            for t in tasks {
+                t.abort();
+            }
+            let _ = self.db.delete_ports_of_container(container_id).await;
+            let _ = self.apply_rules().await;
+            return Err(e);
+        }
+        self.proxies
+            .lock()
+            .expect("the proxies' lock")
+            .insert(container_id.to_owned(), tasks);
+        Ok(rows)
+    }
+
+    /// After a daemon restart: takes the published ports of running containers again.
+    pub async fn restore(&self) -> Result<(), NetworkError> {
+        let _one = self.lock.lock().await;
+        let published = self.db.published_ports().await?;
+        for (row, ip) in published {
+            let spec = ports::PortSpec {
+                host_ip: row
+                    .host_ip
+                    .parse()
+                    .ok()
+                    .filter(|i: &Ipv4Addr| !i.is_unspecified()),
+                host_port: Some(row.host_port as u16),
+                container_port: row.container_port as u16,
+                udp: row.protocol == "udp",
+            };
+            let Ok(to) = ip.parse::<Ipv4Addr>() else {
+                continue;
+            };
+            match ports::hold(&spec) {
+                Ok(held) => {
+                    let task =
+                        ports::serve(held, std::net::SocketAddr::from((to, spec.container_port)));
+                    self.proxies
+                        .lock()
+                        .expect("the proxies' lock")
+                        .entry(row.container_id.clone())
+                        .or_default()
+                        .push(task);
+                }
+                Err(e) => {
+                    tracing::warn!(container = %row.container_id, error = %e, "could not take a published port again")
+                }
+            }
+        }
+        if !self.db.list_networks().await?.is_empty() {
+            self.apply_rules().await?;
+        }
+        Ok(())
+    }
+
     /// Unplugs container `container_id` from every network and gives its addresses back.
     pub async fn detach(&self, container_id: &str) -> Result<Vec<EndpointRow>, NetworkError> {
         let _one = self.lock.lock().await;
+        let proxies = self
+            .proxies
+            .lock()
+            .expect("the proxies' lock")
+            .remove(container_id);
+        for task in proxies.into_iter().flatten() {
+            task.abort();
+        }
+        let had_ports = !self.db.ports_of_container(container_id).await?.is_empty();
+        self.db.delete_ports_of_container(container_id).await?;
+        if had_ports {
+            self.apply_rules().await?;
+        }
         let endpoints = self.db.endpoints_of_container(container_id).await?;
         for e in &endpoints {
             netlink::delete_link(&e.host_veth).await?;

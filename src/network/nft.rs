@@ -1,5 +1,7 @@
 //! The nftables rules of wharf's networks, all in a table of wharf's own (`ip wharf`): outbound
-//! NAT for each network's subnet, and no forwarding between two networks' bridges. The whole
+//! NAT for each network's subnet, no forwarding between two networks' bridges, and the
+//! published ports (DNAT of what reaches the host's own addresses, so the container sees the
+//! client's address; loopback is served by the daemon's proxy). The whole
 //! table is written in one `nft -f` transaction from the list of networks, and deleted with the
 //! last network; nothing outside it is touched.
 
@@ -14,8 +16,20 @@ pub struct Rules<'a> {
     pub subnet: &'a str,
 }
 
-/// The ruleset for `networks` (the table made anew), or the table's removal when none is left.
-pub fn render(networks: &[Rules]) -> String {
+/// A published port.
+pub struct Dnat<'a> {
+    /// `0.0.0.0`: every address of the host.
+    pub host_ip: &'a str,
+    pub host_port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: &'a str,
+    pub to_ip: &'a str,
+    pub to_port: u16,
+}
+
+/// The ruleset for `networks` and `ports` (the table made anew), or the table's removal when
+/// no network is left.
+pub fn render(networks: &[Rules], ports: &[Dnat]) -> String {
     // Adding the table first makes the delete valid even when it does not exist yet.
     let mut out = String::from("table ip wharf {}\ndelete table ip wharf\n");
     if networks.is_empty() {
@@ -30,6 +44,38 @@ pub fn render(networks: &[Rules]) -> String {
             "    ip saddr {} oifname != \"{}\" masquerade\n",
             n.subnet, n.bridge
         ));
+        // A container reaching a published port of its own network through the host:
+        // the answer must come back the way it went.
+        out.push_str(&format!(
+            "    ct status dnat ip saddr {} oifname \"{}\" masquerade\n",
+            n.subnet, n.bridge
+        ));
+    }
+    out.push_str("  }\n");
+    let dnat = |p: &Dnat, outgoing: bool| {
+        let mut rule = String::from("    ");
+        if outgoing {
+            rule.push_str("ip daddr != 127.0.0.0/8 ");
+        }
+        if p.host_ip != "0.0.0.0" {
+            rule.push_str(&format!("ip daddr {} ", p.host_ip));
+        }
+        rule.push_str(&format!(
+            "fib daddr type local {} dport {} dnat to {}:{}\n",
+            p.protocol, p.host_port, p.to_ip, p.to_port
+        ));
+        rule
+    };
+    out.push_str(
+        "  chain prerouting {\n    type nat hook prerouting priority -100; policy accept;\n",
+    );
+    for p in ports {
+        out.push_str(&dnat(p, false));
+    }
+    out.push_str("  }\n");
+    out.push_str("  chain output {\n    type nat hook output priority -100; policy accept;\n");
+    for p in ports {
+        out.push_str(&dnat(p, true));
     }
     out.push_str("  }\n");
     out.push_str(
@@ -48,8 +94,8 @@ pub fn render(networks: &[Rules]) -> String {
 }
 
 /// Applies [`render`]'s ruleset with `nft`.
-pub fn apply(networks: &[Rules]) -> Result<(), NetworkError> {
-    let script = render(networks);
+pub fn apply(networks: &[Rules], ports: &[Dnat]) -> Result<(), NetworkError> {
+    let script = render(networks, ports);
     let fail = |reason: String| NetworkError::Firewall { reason };
     let mut child = Command::new("nft")
         .args(["-f", "-"])
@@ -81,20 +127,33 @@ mod tests {
 
     #[test]
     fn the_table_isolates_bridges_and_goes_with_the_last_network() {
-        let rules = render(&[
-            Rules {
-                bridge: "wharf0",
-                subnet: "172.30.0.0/16",
-            },
-            Rules {
-                bridge: "wh-1",
-                subnet: "10.90.0.0/24",
-            },
-        ]);
+        let rules = render(
+            &[
+                Rules {
+                    bridge: "wharf0",
+                    subnet: "172.30.0.0/16",
+                },
+                Rules {
+                    bridge: "wh-1",
+                    subnet: "10.90.0.0/24",
+                },
+            ],
+            &[Dnat {
+                host_ip: "0.0.0.0",
+                host_port: 8080,
+                protocol: "tcp",
+                to_ip: "172.30.0.2",
+                to_port: 80,
+            }],
+        );
         assert!(rules.contains("ip saddr 172.30.0.0/16 oifname != \"wharf0\" masquerade"));
         assert!(rules.contains("iifname \"wharf0\" oifname \"wh-1\" drop"));
         assert!(rules.contains("iifname \"wh-1\" oifname \"wharf0\" drop"));
-        let none = render(&[]);
+        assert!(rules.contains("    fib daddr type local tcp dport 8080 dnat to 172.30.0.2:80\n"));
+        assert!(rules.contains(
+            "ip daddr != 127.0.0.0/8 fib daddr type local tcp dport 8080 dnat to 172.30.0.2:80"
+        ));
+        let none = render(&[], &[]);
         assert_eq!(none, "table ip wharf {}\ndelete table ip wharf\n");
     }
 }

@@ -245,6 +245,7 @@ pub struct ImageBuilder {
     labels: HashMap<String, String>,
     stop_signal: Option<String>,
     volumes: Vec<String>,
+    exposed: Vec<String>,
 }
 
 impl ImageBuilder {
@@ -297,6 +298,12 @@ impl ImageBuilder {
         self
     }
 
+    /// Declares an EXPOSE (`80/tcp`).
+    pub fn expose(mut self, port: &str) -> Self {
+        self.exposed.push(port.to_owned());
+        self
+    }
+
     /// Declares a VOLUME.
     pub fn volume(mut self, path: &str) -> Self {
         self.volumes.push(path.to_owned());
@@ -337,6 +344,9 @@ impl ImageBuilder {
         }
         if !self.volumes.is_empty() {
             config = config.volumes(self.volumes.clone());
+        }
+        if !self.exposed.is_empty() {
+            config = config.exposed_ports(self.exposed.clone());
         }
         let history = self
             .layers

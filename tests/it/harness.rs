@@ -306,38 +306,42 @@ impl DaemonProcess {
         }
     }
 
-    /// A daemon in a network namespace of its own (only `lo`, up), whose containers join the
+    /// A daemon in the network namespace `netns` (see [`Netns`]), whose containers join the
     /// default bridge network: its bridges, veths and nftables rules never touch the host's
     /// network, and go with the namespace.
-    pub fn start_in_netns() -> DaemonProcess {
+    pub fn start_in(netns: &Netns) -> DaemonProcess {
         let dir = tempfile::tempdir().unwrap();
+        let mut daemon = Self::spawn_in(dir, netns);
+        daemon.wait_ready();
+        daemon
+    }
+
+    fn spawn_in(dir: TempDir, netns: &Netns) -> DaemonProcess {
         let mut cmd = Self::command_with_network(dir.path(), "bridge");
-        // SAFETY: between fork and exec only syscalls: unshare, and socket/ioctl/close to
-        // bring the new namespace's loopback up.
+        let file = std::fs::File::open(&netns.path).unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+        // SAFETY: between fork and exec only setns on a descriptor we hold open until spawn.
         unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-                if libc::unshare(libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-                if fd < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let mut req: libc::ifreq = std::mem::zeroed();
-                req.ifr_name[0] = b'l' as libc::c_char;
-                req.ifr_name[1] = b'o' as libc::c_char;
-                req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_LOOPBACK) as libc::c_short;
-                let rc = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
-                libc::close(fd);
-                if rc != 0 {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
             });
         }
-        let mut daemon = Self::spawn(dir, cmd);
-        daemon.wait_ready();
+        let daemon = Self::spawn(dir, cmd);
+        drop(file);
         daemon
+    }
+
+    /// SIGKILLs the daemon and starts another on the same data root in `netns`.
+    pub fn kill_and_restart_in(&mut self, netns: &Netns) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+        self.wait_exit(Duration::from_secs(10)).expect("killed");
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        let mut daemon = Self::spawn_in(dir, netns);
+        daemon.wait_ready();
+        *self = daemon;
     }
 
     /// Spawns the daemon with the default test flags and waits until it answers on its socket.
@@ -483,4 +487,62 @@ pub fn run_wharf_on_terminal(cmd: &mut Command) -> (ExitStatus, String, String) 
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&shown).into_owned(),
     )
+}
+
+/// A network namespace made for a test (only `lo`, up), kept in a file (as `ip netns` does)
+/// so that daemons can be started in it one after another; gone on drop.
+pub struct Netns {
+    _dir: TempDir,
+    pub path: PathBuf,
+}
+
+impl Netns {
+    pub fn new() -> Netns {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("net");
+        std::fs::File::create(&path).unwrap();
+        let target = path.clone();
+        std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            // SAFETY: socket, ioctl and close on a descriptor of this thread.
+            unsafe {
+                let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+                assert!(fd >= 0);
+                let mut req: libc::ifreq = std::mem::zeroed();
+                req.ifr_name[0] = b'l' as libc::c_char;
+                req.ifr_name[1] = b'o' as libc::c_char;
+                req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_LOOPBACK) as libc::c_short;
+                assert_eq!(libc::ioctl(fd, libc::SIOCSIFFLAGS, &req), 0);
+                libc::close(fd);
+            }
+            let own = format!("/proc/self/task/{}/ns/net", nix::unistd::gettid());
+            nix::mount::mount(
+                Some(own.as_str()),
+                &target,
+                None::<&str>,
+                nix::mount::MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .unwrap();
+        })
+        .join()
+        .unwrap();
+        Netns { _dir: dir, path }
+    }
+
+    /// Runs `sh -c script` with the host's busybox inside the namespace; its stdout.
+    pub fn sh(&self, script: &str) -> String {
+        let out = Command::new("nsenter")
+            .arg(format!("--net={}", self.path.display()))
+            .args(["/bin/busybox", "sh", "-c", script])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
+    }
 }

@@ -8,7 +8,7 @@ use crate::harness::{self, DaemonProcess, run_wharf, wharf_command};
 
 const IMAGE: &str = "wharf-test/busybox:latest";
 
-fn daemon(test: &str) -> Option<DaemonProcess> {
+fn daemon(test: &str) -> Option<(harness::Netns, DaemonProcess)> {
     if harness::skip_unless_root(test) {
         return None;
     }
@@ -17,7 +17,8 @@ fn daemon(test: &str) -> Option<DaemonProcess> {
         harness::skip(test, "nft is missing: install the nftables package");
         return None;
     }
-    let daemon = DaemonProcess::start_in_netns();
+    let netns = harness::Netns::new();
+    let daemon = DaemonProcess::start_in(&netns);
     let archive = daemon.dir.path().join("busybox.tar");
     ImageBuilder::busybox(&busybox)
         .cmd(&["sh"])
@@ -29,7 +30,7 @@ fn daemon(test: &str) -> Option<DaemonProcess> {
             .arg(&archive),
     );
     assert!(status.success(), "{err}");
-    Some(daemon)
+    Some((netns, daemon))
 }
 
 fn host(daemon: &DaemonProcess) -> String {
@@ -87,7 +88,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 #[test]
 fn user_networks_resolve_names_isolate_each_other_and_leave_nothing_behind() {
     let test = "network::user_networks_resolve_names_isolate_each_other_and_leave_nothing_behind";
-    let Some(d) = daemon(test) else {
+    let Some((_netns, d)) = daemon(test) else {
         return;
     };
     let _cleanup = RemoveAll(&d, vec!["web", "stranger"]);
@@ -258,4 +259,140 @@ fn user_networks_resolve_names_isolate_each_other_and_leave_nothing_behind() {
         .map(|r| r.collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "no namespace file is left: {left:?}");
+}
+
+#[test]
+fn published_ports_reach_containers_and_outlive_a_daemon_restart() {
+    let test = "network::published_ports_reach_containers_and_outlive_a_daemon_restart";
+    let Some((netns, mut d)) = daemon(test) else {
+        return;
+    };
+    let busybox = fixtures::busybox(test).unwrap();
+    let archive = d.dir.path().join("exposing.tar");
+    ImageBuilder::busybox(&busybox)
+        .expose("80/tcp")
+        .build()
+        .write_docker_archive(&archive, "wharf-test/exposing:latest");
+    let (status, _, err) = run_wharf(
+        wharf_command()
+            .args(["-H", &host(&d), "load", "-q", "-i"])
+            .arg(&archive),
+    );
+    assert!(status.success(), "{err}");
+    let serve = |text: &str| {
+        format!("mkdir -p /www && echo {text} > /www/index.html && httpd -f -p 80 -h /www")
+    };
+    // What a client in the namespace gets from address:port (nc: see the test above).
+    let get = |netns: &harness::Netns, addr: &str, port: &str| {
+        netns.sh(&format!(
+            "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 3 {addr} {port}"
+        ))
+    };
+    let (status, _, err) = wharf(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "pub",
+            "-p",
+            "8080:80",
+            IMAGE,
+            "sh",
+            "-c",
+            &serve("published"),
+        ],
+    );
+    assert!(status.success(), "{err}");
+    // Through the proxy on loopback, and by DNAT on the host's own (bridge) address.
+    wait_until("the published port answers", || {
+        get(&netns, "127.0.0.1", "8080").ends_with("published\n")
+    });
+    assert!(get(&netns, "172.30.0.1", "8080").ends_with("published\n"));
+    let (_, out, _) = wharf(&d, &["ps"]);
+    assert!(out.contains("0.0.0.0:8080->80/tcp"), "{out}");
+
+    // A taken host port is refused by name, and the container does not start.
+    let (status, _, err) = wharf(
+        &d,
+        &[
+            "run", "-d", "--name", "clash", "-p", "8080:80", IMAGE, "sleep", "60",
+        ],
+    );
+    assert!(!status.success(), "a second container on 8080");
+    assert!(err.contains("8080") && err.contains("already"), "{err}");
+    wharf(&d, &["rm", "-f", "clash"]);
+    // -P: the exposed port on a free host port.
+    let (status, _, err) = wharf(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "auto",
+            "-P",
+            "wharf-test/exposing:latest",
+            "sh",
+            "-c",
+            &serve("auto"),
+        ],
+    );
+    assert!(status.success(), "{err}");
+    let (_, out, _) = wharf(&d, &["port", "auto"]);
+    let auto_port = out.trim().rsplit(':').next().unwrap().to_owned();
+    assert!(
+        out.starts_with("80/tcp -> 0.0.0.0:") && auto_port != "8080",
+        "{out}"
+    );
+    wait_until("the -P port answers", || {
+        get(&netns, "127.0.0.1", &auto_port).ends_with("auto\n")
+    });
+
+    // The daemon killed and started again: the ports are served again.
+    d.kill_and_restart_in(&netns);
+    let _cleanup = RemoveAll(&d, vec!["pub", "auto", "again"]);
+    wait_until("the port answers after the restart", || {
+        get(&netns, "127.0.0.1", "8080").ends_with("published\n")
+    });
+    assert!(get(&netns, "172.30.0.1", &auto_port).ends_with("auto\n"));
+
+    // Removed: its port is free for another.
+    let (status, _, err) = wharf(&d, &["rm", "-f", "pub"]);
+    assert!(status.success(), "{err}");
+    let (status, _, err) = wharf(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "again",
+            "-p",
+            "8080:80",
+            IMAGE,
+            "sh",
+            "-c",
+            &serve("again"),
+        ],
+    );
+    assert!(status.success(), "{err}");
+    wait_until("the freed port answers", || {
+        get(&netns, "127.0.0.1", "8080").ends_with("again\n")
+    });
+    let (status, _, err) = wharf(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-p",
+            "81:80",
+            IMAGE,
+            "true",
+        ],
+    );
+    assert!(
+        !status.success() && err.contains("bridge networks only"),
+        "{err}"
+    );
 }

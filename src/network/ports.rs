@@ -1,0 +1,199 @@
+//! Published ports: docker's `-p [ip:][host:]container[/proto]` read, the host port held by a
+//! socket of the daemon (so no other service takes it, and a taken one is refused at once),
+//! and the daemon's proxy for what DNAT cannot carry: connections to the loopback addresses.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use super::NetworkError;
+
+/// One `-p`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortSpec {
+    /// `None`: every address (0.0.0.0).
+    pub host_ip: Option<Ipv4Addr>,
+    /// `None`: a free port the kernel picks.
+    pub host_port: Option<u16>,
+    pub container_port: u16,
+    pub udp: bool,
+}
+
+impl PortSpec {
+    pub fn protocol(&self) -> &'static str {
+        if self.udp { "udp" } else { "tcp" }
+    }
+}
+
+/// Reads `80`, `8080:80`, `127.0.0.1:8080:80`, `127.0.0.1::80`, any of them with `/tcp|/udp`.
+pub fn parse(text: &str) -> Result<PortSpec, String> {
+    let bad = |why: &str| format!("port {text:?}: {why} (give [ip:][hostport:]port[/tcp|udp])");
+    let (rest, udp) = match text.rsplit_once('/') {
+        Some((rest, "tcp")) => (rest, false),
+        Some((rest, "udp")) => (rest, true),
+        Some(_) => return Err(bad("the protocol is tcp or udp")),
+        None => (text, false),
+    };
+    let port = |p: &str| -> Result<u16, String> {
+        p.parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| bad(&format!("{p:?} is not a port")))
+    };
+    let parts: Vec<&str> = rest.split(':').collect();
+    let (host_ip, host_port, container) = match parts.as_slice() {
+        [c] => (None, None, *c),
+        [h, c] => (None, Some(*h), *c),
+        [ip, h, c] => (Some(*ip), Some(*h).filter(|h| !h.is_empty()), *c),
+        _ => return Err(bad("too many parts")),
+    };
+    let host_ip = host_ip
+        .map(|ip| {
+            ip.parse::<Ipv4Addr>()
+                .map_err(|_| bad("not an IPv4 address"))
+        })
+        .transpose()?
+        .filter(|ip| !ip.is_unspecified());
+    Ok(PortSpec {
+        host_ip,
+        host_port: host_port.map(port).transpose()?,
+        container_port: port(container)?,
+        udp,
+    })
+}
+
+/// What holds a published host port: a listening socket (TCP, which the proxy serves) or a
+/// bound one (UDP, held so nobody else takes the port).
+pub enum Held {
+    Tcp(std::net::TcpListener),
+    Udp(std::net::UdpSocket),
+}
+
+impl Held {
+    pub fn port(&self) -> u16 {
+        let addr = match self {
+            Held::Tcp(l) => l.local_addr(),
+            Held::Udp(s) => s.local_addr(),
+        };
+        addr.map_or(0, |a| a.port())
+    }
+}
+
+/// Takes the host port of `spec` (a free one when it names none).
+pub fn hold(spec: &PortSpec) -> Result<Held, NetworkError> {
+    let ip = spec.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let addr = SocketAddr::from((ip, spec.host_port.unwrap_or(0)));
+    let taken = |e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            NetworkError::Invalid(format!(
+                "port {}/{} is already in use on {ip}: choose another host port",
+                spec.host_port.unwrap_or(0),
+                spec.protocol()
+            ))
+        } else {
+            NetworkError::Invalid(format!("cannot take port {addr}/{}: {e}", spec.protocol()))
+        }
+    };
+    if spec.udp {
+        std::net::UdpSocket::bind(addr)
+            .map(Held::Udp)
+            .map_err(taken)
+    } else {
+        let listener = std::net::TcpListener::bind(addr).map_err(taken)?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| NetworkError::Invalid(e.to_string()))?;
+        Ok(Held::Tcp(listener))
+    }
+}
+
+/// Serves a held port until aborted: each TCP connection (those DNAT did not take: the
+/// loopback ones) is carried to `to`. A held UDP socket is only kept.
+pub fn serve(held: Held, to: SocketAddr) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let listener = match held {
+            Held::Tcp(l) => match tokio::net::TcpListener::from_std(l) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not serve a published port");
+                    return;
+                }
+            },
+            Held::Udp(socket) => {
+                // Held until the task is aborted.
+                let _socket = socket;
+                std::future::pending::<()>().await;
+                return;
+            }
+        };
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                if let Ok(mut upstream) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+            });
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_specs_read_as_docker_writes_them() {
+        let p = parse("8080:80").unwrap();
+        assert_eq!(
+            (p.host_port, p.container_port, p.udp, p.host_ip),
+            (Some(8080), 80, false, None)
+        );
+        let p = parse("127.0.0.1::53/udp").unwrap();
+        assert_eq!(
+            (p.host_ip, p.host_port, p.container_port, p.udp),
+            (Some(Ipv4Addr::LOCALHOST), None, 53, true)
+        );
+        assert_eq!(parse("80").unwrap().host_port, None);
+        assert_eq!(parse("0.0.0.0:1:2").unwrap().host_ip, None);
+        for bad in ["", "x:80", "80/sctp", "1:2:3:4", "70000", "0"] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_held_port_is_refused_to_another_and_its_proxy_carries_connections() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let to = upstream.local_addr().unwrap();
+        let spec = PortSpec {
+            host_ip: Some(Ipv4Addr::LOCALHOST),
+            host_port: None,
+            container_port: to.port(),
+            udp: false,
+        };
+        let held = hold(&spec).unwrap();
+        let port = held.port();
+        let again = PortSpec {
+            host_port: Some(port),
+            ..spec
+        };
+        let err = hold(&again).err().unwrap().to_string();
+        assert!(
+            err.contains(&format!("port {port}/tcp is already in use")),
+            "{err}"
+        );
+        let proxy = serve(held, to);
+        let server = tokio::spawn(async move {
+            let (mut c, _) = upstream.accept().await.unwrap();
+            c.write_all(b"through").await.unwrap();
+        });
+        let mut client = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let mut got = String::new();
+        client.read_to_string(&mut got).await.unwrap();
+        assert_eq!(got, "through");
+        server.await.unwrap();
+        proxy.abort();
+    }
+}
