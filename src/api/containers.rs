@@ -25,6 +25,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(inspect, remove))
         .routes(routes!(start))
         .routes(routes!(stop))
+        .routes(routes!(restart))
         .routes(routes!(kill))
         .routes(routes!(wait))
         .routes(routes!(container_logs))
@@ -422,6 +423,34 @@ async fn stop(
     let row = state.engine.stop(&id, timeout).await?;
     audited(&state, &caller, "container.stop", &row.name).await?;
     Ok(Json(row.into()))
+}
+
+/// Stops a container (as `stop` does) and starts it again.
+#[utoipa::path(post, path = "/containers/{id}/restart", tag = "containers", params(StopQuery),
+    responses((status = 200, body = ContainerView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn restart(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<StopQuery>,
+) -> Result<Json<ContainerView>, ApiError> {
+    caller
+        .require(Action::ContainerOperate, &Target::Container(id.clone()))
+        .await?;
+    let row = state.engine.get(&id).await?;
+    let configured = serde_json::from_str::<ContainerConfig>(&row.config)
+        .ok()
+        .and_then(|c| c.stop_timeout);
+    let timeout = q
+        .timeout
+        .or(configured)
+        .map_or(crate::engine::DEFAULT_STOP_TIMEOUT, Duration::from_secs);
+    if matches!(row.state.as_str(), "running" | "paused") {
+        state.engine.stop(&row.id, timeout).await?;
+    }
+    let row = state.engine.start(&row.id).await?;
+    audited(&state, &caller, "container.restart", &row.name).await?;
+    Ok(Json(state.engine.view(row).await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

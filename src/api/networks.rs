@@ -18,6 +18,82 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
         .routes(routes!(inspect, remove))
+        .routes(routes!(connect))
+        .routes(routes!(disconnect))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Connect {
+    /// The running container, by name or id.
+    pub container: String,
+    /// A fixed address on the network.
+    pub ip: Option<String>,
+    /// More names it answers to there.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+/// Plugs a running container into the network as well (it stays on it across restarts).
+#[utoipa::path(post, path = "/networks/{name}/connect", tag = "networks", request_body = Connect,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn connect(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Body(req): Body<Connect>,
+) -> Result<StatusCode, ApiError> {
+    caller
+        .require(
+            Action::ContainerOperate,
+            &Target::Container(req.container.clone()),
+        )
+        .await?;
+    state
+        .engine
+        .network_connect(&name, &req.container, req.ip.as_deref(), &req.aliases)
+        .await?;
+    audited(
+        &state,
+        &caller,
+        "network.connect",
+        &format!("{name} {}", req.container),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Disconnect {
+    pub container: String,
+}
+
+/// Unplugs a container from the network.
+#[utoipa::path(post, path = "/networks/{name}/disconnect", tag = "networks", request_body = Disconnect,
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn disconnect(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Body(req): Body<Disconnect>,
+) -> Result<StatusCode, ApiError> {
+    caller
+        .require(
+            Action::ContainerOperate,
+            &Target::Container(req.container.clone()),
+        )
+        .await?;
+    state
+        .engine
+        .network_disconnect(&name, &req.container)
+        .await?;
+    audited(
+        &state,
+        &caller,
+        "network.disconnect",
+        &format!("{name} {}", req.container),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Every network, with its containers and their addresses.

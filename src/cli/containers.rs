@@ -1201,6 +1201,31 @@ pub(super) async fn network_command(
             let n: serde_json::Value = client.get_json(&at(&name)).await?;
             println!("{}", serde_json::to_string_pretty(&n).expect("JSON"));
         }
+        NetworkCommand::Connect {
+            ip,
+            aliases,
+            network,
+            container,
+        } => {
+            client
+                .send(
+                    Method::POST,
+                    &format!("{}/connect", at(&network)),
+                    Some(
+                        &serde_json::json!({"container": container, "ip": ip, "aliases": aliases}),
+                    ),
+                )
+                .await?;
+        }
+        NetworkCommand::Disconnect { network, container } => {
+            client
+                .send(
+                    Method::POST,
+                    &format!("{}/disconnect", at(&network)),
+                    Some(&serde_json::json!({"container": container})),
+                )
+                .await?;
+        }
         NetworkCommand::Rm { names } => {
             let mut failed = false;
             for name in names {

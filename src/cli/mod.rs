@@ -155,6 +155,14 @@ pub enum Command {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// Stop containers (as stop does) and start them again
+    Restart {
+        /// Seconds to wait before SIGKILL
+        #[arg(short = 't', long = "time", default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
     /// Send a signal to containers (default SIGKILL)
     Kill {
         #[arg(short = 's', long, default_value = "SIGKILL")]
@@ -438,6 +446,19 @@ pub enum NetworkCommand {
     },
     /// Show a network as JSON
     Inspect { name: String },
+    /// Plug a running container into a network as well (kept across restarts)
+    Connect {
+        /// A fixed address on the network
+        #[arg(long)]
+        ip: Option<String>,
+        /// Another name it answers to there; repeatable
+        #[arg(long = "alias")]
+        aliases: Vec<String>,
+        network: String,
+        container: String,
+    },
+    /// Unplug a container from a network
+    Disconnect { network: String, container: String },
     /// Remove networks (refused while a running container is on one)
     Rm {
         #[arg(required = true)]
@@ -570,6 +591,12 @@ pub fn run(cli: Cli) -> ExitCode {
             containers: list,
         } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
             containers::act(c, "stop", list, format!("?timeout={time}"))
+        }),
+        Command::Restart {
+            time,
+            containers: list,
+        } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            containers::act(c, "restart", list, format!("?timeout={time}"))
         }),
         Command::Kill {
             signal,

@@ -107,6 +107,17 @@ impl Db {
         .map_err(sql("listing containers"))
     }
 
+    /// Replaces a container's recorded configuration (its JSON).
+    pub async fn set_container_config(&self, id: &str, config: &str) -> Result<(), DbError> {
+        sqlx::query("UPDATE containers SET config = ? WHERE id = ?")
+            .bind(config)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(sql("recording a container's configuration"))?;
+        Ok(())
+    }
+
     pub async fn container_started(&self, id: &str, pid: i64) -> Result<(), DbError> {
         sqlx::query(
             "UPDATE containers SET state = 'running', pid = ?, started_at = ?, exit_code = NULL, \

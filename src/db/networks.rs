@@ -136,12 +136,26 @@ impl Db {
     ) -> Result<Vec<EndpointRow>, DbError> {
         sqlx::query_as(
             "SELECT network_id, container_id, ip, host_veth, aliases FROM endpoints \
-             WHERE container_id = ? ORDER BY network_id",
+             WHERE container_id = ? ORDER BY host_veth",
         )
         .bind(container_id)
         .fetch_all(&self.pool)
         .await
         .map_err(sql("listing a container's endpoints"))
+    }
+
+    pub async fn delete_endpoint(
+        &self,
+        network_id: &str,
+        container_id: &str,
+    ) -> Result<(), DbError> {
+        sqlx::query("DELETE FROM endpoints WHERE network_id = ? AND container_id = ?")
+            .bind(network_id)
+            .bind(container_id)
+            .execute(&self.pool)
+            .await
+            .map_err(sql("releasing an address"))?;
+        Ok(())
     }
 
     pub async fn delete_endpoints_of_container(&self, container_id: &str) -> Result<(), DbError> {
@@ -216,12 +230,12 @@ impl Db {
         .map_err(sql("listing a container's ports"))
     }
 
-    /// Every published port with the address of its container on the first of its networks.
+    /// Every published port with the address of its container on its first network (eth0).
     pub async fn published_ports(&self) -> Result<Vec<(PortRow, String)>, DbError> {
         let rows: Vec<(String, String, i64, i64, String, String)> = sqlx::query_as(
             "SELECT p.container_id, p.host_ip, p.host_port, p.container_port, p.protocol, \
              (SELECT e.ip FROM endpoints e WHERE e.container_id = p.container_id \
-              ORDER BY e.network_id LIMIT 1) AS ip \
+              ORDER BY e.host_veth LIMIT 1) AS ip \
              FROM port_mappings p WHERE ip IS NOT NULL ORDER BY p.host_port",
         )
         .fetch_all(&self.pool)

@@ -138,6 +138,9 @@ pub struct ContainerConfig {
     /// More names the container answers to on its user network.
     #[serde(default)]
     pub network_aliases: Vec<String>,
+    /// User networks joined besides `network` (`network connect`), joined again at each start.
+    #[serde(default)]
+    pub extra_networks: Vec<String>,
     /// Published ports: `[ip:][hostport:]port[/tcp|udp]`.
     #[serde(default)]
     pub ports: Vec<String>,
@@ -1142,6 +1145,103 @@ impl Engine {
         self.network_view(n, Vec::new()).await
     }
 
+    /// Plugs running container `key` into another user network (`network connect`); it stays
+    /// on it across restarts.
+    pub async fn network_connect(
+        &self,
+        network: &str,
+        key: &str,
+        ip: Option<&str>,
+        aliases: &[String],
+    ) -> Result<(), EngineError> {
+        let row = self.get(key).await?;
+        if !is_up(&row.state) {
+            return Err(EngineError::WrongState {
+                name: row.name,
+                state: row.state,
+                hint: "connect needs a running container",
+            });
+        }
+        let mut config: ContainerConfig = serde_json::from_str(&row.config).unwrap_or_default();
+        if !config
+            .network
+            .as_deref()
+            .is_some_and(|m| !matches!(m, "none" | "host") && !m.starts_with("container:"))
+        {
+            return Err(EngineError::Invalid(format!(
+                "{} has no network of its own to add to (--network {})",
+                row.name,
+                config.network.as_deref().unwrap_or("none")
+            )));
+        }
+        let net = self.networks.find(network).await.map_err(net_error)?;
+        let ip = ip
+            .map(|ip| {
+                ip.parse().map_err(|_| {
+                    EngineError::Invalid(format!("--ip {ip:?} is not an IPv4 address"))
+                })
+            })
+            .transpose()?;
+        let mut names = vec![row.name.clone(), row.id[..12].to_owned()];
+        names.extend(config.network_aliases.iter().cloned());
+        names.extend(aliases.iter().cloned());
+        self.networks
+            .attach(&row.id, &net.name, ip, &names)
+            .await
+            .map_err(net_error)?;
+        if !config.extra_networks.contains(&net.name) {
+            config.extra_networks.push(net.name.clone());
+            let json = serde_json::to_string(&config).expect("a config serializes");
+            self.db.set_container_config(&row.id, &json).await?;
+        }
+        self.refresh_hosts_around(&row.id).await;
+        Ok(())
+    }
+
+    /// Unplugs running container `key` from a network (`network disconnect`).
+    pub async fn network_disconnect(&self, network: &str, key: &str) -> Result<(), EngineError> {
+        let row = self.get(key).await?;
+        let net = self.networks.find(network).await.map_err(net_error)?;
+        let mut config: ContainerConfig = serde_json::from_str(&row.config).unwrap_or_default();
+        let was_extra = config.extra_networks.contains(&net.name);
+        if is_up(&row.state) {
+            let endpoint = self
+                .networks
+                .detach_one(&row.id, &net.name)
+                .await
+                .map_err(net_error)?;
+            let _ = self.write_hosts(&row.id).await;
+            if let Ok(neighbours) = self.networks.neighbours(&[endpoint]).await {
+                for n in neighbours {
+                    let _ = self.write_hosts(&n).await;
+                }
+            }
+        } else if !was_extra {
+            return Err(EngineError::Invalid(format!(
+                "{} is not connected to network {}",
+                row.name, net.name
+            )));
+        }
+        if was_extra {
+            config.extra_networks.retain(|n| *n != net.name);
+            let json = serde_json::to_string(&config).expect("a config serializes");
+            self.db.set_container_config(&row.id, &json).await?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the hosts files of a container and of those sharing a user network with it.
+    async fn refresh_hosts_around(&self, id: &str) {
+        let _ = self.write_hosts(id).await;
+        if let Ok(endpoints) = self.db.endpoints_of_container(id).await
+            && let Ok(neighbours) = self.networks.neighbours(&endpoints).await
+        {
+            for n in neighbours {
+                let _ = self.write_hosts(&n).await;
+            }
+        }
+    }
+
     /// Removes a network no running container is on.
     pub async fn network_remove(&self, key: &str) -> Result<(), EngineError> {
         let view = self.network(key).await?;
@@ -1273,6 +1373,15 @@ impl Engine {
                 if !specs.is_empty() {
                     self.networks
                         .publish(&row.id, attached.ip, &specs)
+                        .await
+                        .map_err(|e| EngineError::Start {
+                            name: row.name.clone(),
+                            reason: e.to_string(),
+                        })?;
+                }
+                for extra in &config.extra_networks {
+                    self.networks
+                        .attach(&row.id, extra, None, &names)
                         .await
                         .map_err(|e| EngineError::Start {
                             name: row.name.clone(),

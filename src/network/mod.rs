@@ -277,7 +277,9 @@ impl Networks {
     }
 
     /// Plugs container `container_id` into `network` (the default one for `bridge`), at `ip`
-    /// or the lowest free address, known there by `names`.
+    /// or the lowest free address, known there by `names`. The first network makes the
+    /// container's namespace and its `eth0` (with the default route); a later one, while it
+    /// runs (`network connect`), adds `eth1`, `eth2`…
     pub async fn attach(
         &self,
         container_id: &str,
@@ -286,11 +288,26 @@ impl Networks {
         names: &[String],
     ) -> Result<Attached, NetworkError> {
         let _one = self.lock.lock().await;
+        let existing = self.db.endpoints_of_container(container_id).await?;
+        let first = existing.is_empty();
         let net = if network == DEFAULT_NETWORK {
             self.default_network().await?
         } else {
             self.find(network).await?
         };
+        if existing.iter().any(|e| e.network_id == net.id) {
+            return Err(NetworkError::Invalid(format!(
+                "the container is already on network {}",
+                net.name
+            )));
+        }
+        let slot = (0..10)
+            .find(|n| {
+                !existing
+                    .iter()
+                    .any(|e| e.host_veth.ends_with(&n.to_string()) && e.host_veth.len() == 15)
+            })
+            .ok_or_else(|| NetworkError::Invalid("a container is on at most 10 networks".into()))?;
         if !netlink::link_exists(&net.bridge).await? {
             // Gone with a reboot or by hand: made again.
             let subnet = Subnet::parse(&net.subnet).map_err(NetworkError::Invalid)?;
@@ -329,7 +346,7 @@ impl Networks {
                 network: net.name.clone(),
             })?,
         };
-        let host_veth = format!("wv{}", &container_id[..12.min(container_id.len())]);
+        let host_veth = format!("wv{}{slot}", &container_id[..12.min(container_id.len())]);
         let recorded = self
             .db
             .insert_endpoint(&EndpointRow {
@@ -348,30 +365,35 @@ impl Networks {
         }
         let netns = self.netns_path(container_id);
         let plugged = async {
-            // A stale namespace (a crash between start and stop) goes first.
-            netlink::remove_netns(&netns);
             let _ = netlink::delete_link(&host_veth).await;
-            let path = netns.clone();
-            tokio::task::spawn_blocking(move || netlink::new_netns(&path))
-                .await
-                .map_err(|e| NetworkError::Namespace {
-                    path: netns.clone(),
-                    reason: e.to_string(),
-                })??;
+            if first {
+                // A stale namespace (a crash between start and stop) goes first.
+                netlink::remove_netns(&netns);
+                let path = netns.clone();
+                tokio::task::spawn_blocking(move || netlink::new_netns(&path))
+                    .await
+                    .map_err(|e| NetworkError::Namespace {
+                        path: netns.clone(),
+                        reason: e.to_string(),
+                    })??;
+            }
             netlink::plug(
                 &netns,
                 &net.bridge,
                 &host_veth,
+                &format!("eth{slot}"),
                 ip,
                 subnet.prefix,
-                subnet.gateway(),
+                first.then(|| subnet.gateway()),
             )
             .await
         }
         .await;
         if let Err(e) = plugged {
-            netlink::remove_netns(&netns);
-            let _ = self.db.delete_endpoints_of_container(container_id).await;
+            if first {
+                netlink::remove_netns(&netns);
+            }
+            let _ = self.db.delete_endpoint(&net.id, container_id).await;
             return Err(e);
         }
         Ok(Attached {
@@ -495,6 +517,28 @@ impl Networks {
         netlink::remove_netns(&self.netns_path(container_id));
         self.db.delete_endpoints_of_container(container_id).await?;
         Ok(endpoints)
+    }
+
+    /// Unplugs a running container from one network (`network disconnect`).
+    pub async fn detach_one(
+        &self,
+        container_id: &str,
+        network: &str,
+    ) -> Result<EndpointRow, NetworkError> {
+        let _one = self.lock.lock().await;
+        let net = self.find(network).await?;
+        let endpoint = self
+            .db
+            .endpoints_of_container(container_id)
+            .await?
+            .into_iter()
+            .find(|e| e.network_id == net.id)
+            .ok_or_else(|| {
+                NetworkError::Invalid(format!("the container is not on network {}", net.name))
+            })?;
+        netlink::delete_link(&endpoint.host_veth).await?;
+        self.db.delete_endpoint(&net.id, container_id).await?;
+        Ok(endpoint)
     }
 
     /// The endpoints of the other containers on the user networks `container_id` is on: who

@@ -183,19 +183,22 @@ pub fn remove_netns(path: &Path) {
     let _ = std::fs::remove_file(path);
 }
 
-/// Plugs the namespace at `netns` into `bridge`: a veth pair whose host end (`host_veth`)
-/// joins the bridge and whose other end becomes the namespace's `eth0` with `ip/prefix` and
-/// a default route through `gateway`.
+/// Plugs the namespace at `netns` into `bridge`: a veth pair whose host end (`host_veth`,
+/// `wv…`) joins the bridge and whose other end becomes the namespace's `ifname` with
+/// `ip/prefix`, and a default route through `gateway` when given (the first network's).
 pub async fn plug(
     netns: &Path,
     bridge: &str,
     host_veth: &str,
+    ifname: &str,
     ip: Ipv4Addr,
     prefix: u8,
-    gateway: Ipv4Addr,
+    gateway: Option<Ipv4Addr>,
 ) -> Result<(), NetworkError> {
     let handle = connect()?;
-    let peer = format!("{}p", &host_veth[..host_veth.len().min(14)]);
+    // Made in this namespace first, then moved: a name of its own here.
+    let peer = format!("wp{}", host_veth.get(2..).unwrap_or(host_veth));
+    let ifname = ifname.to_owned();
     let bridge_index = index_of(&handle, bridge)
         .await?
         .ok_or_else(|| NetworkError::Netlink {
@@ -258,22 +261,25 @@ pub async fn plug(
                         })?;
                 handle
                     .link()
-                    .set(LinkUnspec::new_with_index(index).name("eth0").build())
+                    .set(LinkUnspec::new_with_index(index).name(&ifname).build())
                     .execute()
                     .await
-                    .map_err(failed("name the container's interface eth0"))?;
+                    .map_err(failed(format!("name the container's interface {ifname}")))?;
                 handle
                     .address()
                     .add(index, ip.into(), prefix)
                     .execute()
                     .await
-                    .map_err(failed(format!("give eth0 {ip}/{prefix}")))?;
+                    .map_err(failed(format!("give {ifname} {ip}/{prefix}")))?;
                 handle
                     .link()
                     .set(LinkUnspec::new_with_index(index).up().build())
                     .execute()
                     .await
-                    .map_err(failed("bring eth0 up"))?;
+                    .map_err(failed(format!("bring {ifname} up")))?;
+                let Some(gateway) = gateway else {
+                    return Ok(());
+                };
                 let route = RouteMessageBuilder::<Ipv4Addr>::new()
                     .gateway(gateway)
                     .build();

@@ -396,3 +396,82 @@ fn published_ports_reach_containers_and_outlive_a_daemon_restart() {
         "{err}"
     );
 }
+
+#[test]
+fn network_connect_adds_an_interface_that_stays_until_disconnect() {
+    let test = "network::network_connect_adds_an_interface_that_stays_until_disconnect";
+    let Some((_netns, d)) = daemon(test) else {
+        return;
+    };
+    let _cleanup = RemoveAll(&d, vec!["srv", "cli"]);
+    for net in ["front", "back"] {
+        let (status, _, err) = wharf(&d, &["network", "create", net]);
+        assert!(status.success(), "{err}");
+    }
+    let serve = "mkdir -p /www && echo from-back > /www/index.html && httpd -f -p 80 -h /www";
+    let (status, _, err) = wharf(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "srv",
+            "--network",
+            "back",
+            IMAGE,
+            "sh",
+            "-c",
+            serve,
+        ],
+    );
+    assert!(status.success(), "{err}");
+    let (status, _, err) = wharf(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "cli",
+            "--network",
+            "front",
+            IMAGE,
+            "sleep",
+            "300",
+        ],
+    );
+    assert!(status.success(), "{err}");
+    let reach = || {
+        wharf(
+            &d,
+            &["exec", "cli", "sh", "-c",
+              "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 srv 80; ip -o -4 addr show | cut -d' ' -f2"],
+        )
+        .1
+    };
+    assert!(!reach().contains("from-back"), "not connected yet");
+    let (status, _, err) = wharf(
+        &d,
+        &["network", "connect", "--alias", "client", "back", "cli"],
+    );
+    assert!(status.success(), "{err}");
+    let out = reach();
+    assert!(out.contains("from-back") && out.contains("eth1"), "{out}");
+    let (_, hosts, _) = wharf(&d, &["exec", "srv", "cat", "/etc/hosts"]);
+    assert!(hosts.contains("cli") && hosts.contains("client"), "{hosts}");
+    let (status, _, err) = wharf(&d, &["network", "connect", "back", "cli"]);
+    assert!(
+        !status.success() && err.contains("already on network back"),
+        "{err}"
+    );
+
+    // It stays across a restart of the container.
+    let (status, _, err) = wharf(&d, &["restart", "-t", "1", "cli"]);
+    assert!(status.success(), "{err}");
+    assert!(reach().contains("from-back"));
+    let (status, _, err) = wharf(&d, &["network", "disconnect", "back", "cli"]);
+    assert!(status.success(), "{err}");
+    let out = reach();
+    assert!(!out.contains("from-back") && !out.contains("eth1"), "{out}");
+    let (_, hosts, _) = wharf(&d, &["exec", "srv", "cat", "/etc/hosts"]);
+    assert!(!hosts.contains("client"), "{hosts}");
+}
