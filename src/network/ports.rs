@@ -124,18 +124,35 @@ pub fn serve(held: Held, to: SocketAddr) -> tokio::task::JoinHandle<()> {
                 return;
             }
         };
+        // The connections live in this task: aborting it (the container stopped) ends them.
+        let mut connections = tokio::task::JoinSet::new();
         loop {
-            let Ok((mut client, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                if let Ok(mut upstream) = tokio::net::TcpStream::connect(to).await {
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                }
-            });
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((mut client, _)) => {
+                        connections.spawn(async move {
+                            if let Ok(mut upstream) = tokio::net::TcpStream::connect(to).await {
+                                let _ = tokio::io::copy_bidirectional_with_sizes(
+                                    &mut client,
+                                    &mut upstream,
+                                    COPY_BUFFER,
+                                    COPY_BUFFER,
+                                )
+                                .await;
+                            }
+                        });
+                    }
+                    // Out of descriptors, say: wait instead of spinning.
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
         }
     })
 }
+
+/// Bytes copied at a time each way: large transfers are the proxy's usual load.
+const COPY_BUFFER: usize = 256 << 10;
 
 #[cfg(test)]
 mod tests {
