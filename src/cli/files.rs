@@ -129,7 +129,9 @@ async fn copy_out(
     let (reader, mut writer) = std::io::pipe().map_err(|e| input(format!("a pipe: {e}")))?;
     let unpacker = std::thread::spawn(move || -> Result<(), String> {
         let mut archive = tar::Archive::new(reader);
-        archive.set_preserve_permissions(true);
+        // Modes, but no set-id or sticky bits: the files come from the container, and this
+        // client often runs as root.
+        archive.set_preserve_permissions(false);
         archive.set_overwrite(true);
         for entry in archive.entries().map_err(|e| e.to_string())? {
             let mut entry = entry.map_err(|e| e.to_string())?;

@@ -82,7 +82,7 @@ impl Db {
             return Ok(by_name);
         }
         let mut by_prefix: Vec<ContainerRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM containers WHERE id LIKE ?1 || '%' LIMIT 2"
+            "SELECT {COLUMNS} FROM containers WHERE substr(id, 1, length(?1)) = ?1 LIMIT 2"
         )))
         .bind(key.to_ascii_lowercase())
         .fetch_all(&self.pool)

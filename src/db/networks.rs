@@ -63,16 +63,32 @@ impl Db {
         Ok(())
     }
 
-    /// A network by name, id or id prefix.
+    /// A network by name, id, or an id prefix of at least 6 characters that names one only.
     pub async fn find_network(&self, key: &str) -> Result<Option<NetworkRow>, DbError> {
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let exact: Option<NetworkRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {NETWORK_COLUMNS} FROM networks WHERE name = ?1 OR id = ?1 \
-             OR (length(?1) >= 6 AND id LIKE ?1 || '%') ORDER BY name = ?1 DESC LIMIT 1"
+             ORDER BY name = ?1 DESC LIMIT 1"
         )))
         .bind(key)
         .fetch_optional(&self.pool)
         .await
-        .map_err(sql("looking a network up"))
+        .map_err(sql("looking a network up"))?;
+        if exact.is_some() || key.len() < 6 {
+            return Ok(exact);
+        }
+        // A prefix compared as text (LIKE would read % and _ in it as patterns).
+        let mut by_prefix: Vec<NetworkRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {NETWORK_COLUMNS} FROM networks WHERE substr(id, 1, length(?1)) = ?1 LIMIT 2"
+        )))
+        .bind(key)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql("looking a network up"))?;
+        Ok(if by_prefix.len() == 1 {
+            by_prefix.pop()
+        } else {
+            None
+        })
     }
 
     pub async fn list_networks(&self) -> Result<Vec<NetworkRow>, DbError> {

@@ -29,7 +29,7 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 const RETRIES: u32 = 3;
 /// Results kept, newest last, and output kept per result.
 const LOG_ENTRIES: usize = 5;
-const OUTPUT_BYTES: usize = 4096;
+pub const OUTPUT_BYTES: usize = 4096;
 
 /// The healthcheck a container runs: the request's fields over the image's `Healthcheck`.
 pub fn effective(

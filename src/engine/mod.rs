@@ -572,14 +572,58 @@ impl Engine {
                 return Err(e);
             }
         };
-        let oci = spec::build(&id, &config, &image_config, &mounts)?;
-        let dir = self.dir(&id);
+        let made = self
+            .create_files(&id, &name, &config, &image, &image_config, &mounts)
+            .await;
+        if let Err(e) = made {
+            self.remove_anonymous_volumes(&config).await;
+            return Err(e);
+        }
+        let row = self.get(&id).await?;
+        emit(&self.db, "create", &row, &[]).await;
+        Ok(row)
+    }
+
+    /// The directory, spec and record of a new container (what fails here leaves nothing).
+    async fn create_files(
+        &self,
+        id: &str,
+        name: &str,
+        config: &ContainerConfig,
+        image: &crate::db::ImageSummary,
+        image_config: &serde_json::Value,
+        mounts: &[spec::Bind],
+    ) -> Result<(), EngineError> {
+        let oci = spec::build(id, config, image_config, mounts)?;
+        let dir = self.dir(id);
+        let made = self.write_bundle(&dir, &oci).await;
+        if let Err(e) = made {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            return Err(e);
+        }
+        let stored = serde_json::to_string(&config).expect("a config serializes");
+        if let Err(e) = self
+            .db
+            .insert_container(id, name, &config.image, &image.digest, &stored)
+            .await
+        {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// The container's directory with its spec (root only: the spec holds its environment).
+    async fn write_bundle(
+        &self,
+        dir: &Path,
+        oci: &oci_spec::runtime::Spec,
+    ) -> Result<(), EngineError> {
         for sub in ["rootfs", "upper", "work"] {
             tokio::fs::create_dir_all(dir.join(sub))
                 .await
                 .map_err(io(format!("make {}", dir.join(sub).display())))?;
         }
-        // The spec holds the container's environment (secrets, often): root only.
         use std::os::unix::fs::PermissionsExt;
         tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
             .await
@@ -593,19 +637,7 @@ impl Engine {
             std::fs::Permissions::from_mode(0o600),
         )
         .await
-        .map_err(io(format!("restrict {}/config.json", dir.display())))?;
-        let stored = serde_json::to_string(&config).expect("a config serializes");
-        if let Err(e) = self
-            .db
-            .insert_container(&id, &name, &config.image, &image.digest, &stored)
-            .await
-        {
-            let _ = tokio::fs::remove_dir_all(&dir).await;
-            return Err(e.into());
-        }
-        let row = self.get(&id).await?;
-        emit(&self.db, "create", &row, &[]).await;
-        Ok(row)
+        .map_err(io(format!("restrict {}/config.json", dir.display())))
     }
 
     /// Starts a container (a user's start: the restart count starts over).
@@ -739,23 +771,27 @@ impl Engine {
                 reason,
             });
         };
-        self.db.container_started(&row.id, pid).await?;
-        emit(&self.db, "start", &row, &[]).await;
+        // The end of the container is watched before anything else can fail: whatever
+        // happens next, its exit is recorded and its addresses and mounts released.
         let (tx, rx) = watch::channel(None);
         self.exits.lock().await.insert(row.id.clone(), rx);
+        {
+            let engine = self.clone();
+            let id = row.id.clone();
+            tokio::spawn(async move {
+                let _ = child.wait().await;
+                let code = engine.exit_code_of(&id).await;
+                engine.finished(&id, code).await;
+                let _ = tx.send(Some(code));
+            });
+        }
+        self.db.container_started(&row.id, pid).await?;
+        emit(&self.db, "start", &row, &[]).await;
         if let Some(check) = config.healthcheck.clone() {
             let fresh = serde_json::to_string(&health::Health::starting()).expect("JSON");
             self.db.set_container_health(&row.id, Some(&fresh)).await?;
             self.watch_health(row.id.clone(), check);
         }
-        let engine = self.clone();
-        let id = row.id.clone();
-        tokio::spawn(async move {
-            let _ = child.wait().await;
-            let code = engine.exit_code_of(&id).await;
-            engine.finished(&id, code).await;
-            let _ = tx.send(Some(code));
-        });
         self.get(&row.id).await
     }
 
@@ -879,18 +915,27 @@ impl Engine {
             Err(e) => return done(-1, e.to_string()),
         };
         let (mut stdout, mut stderr) = (child.stdout.take(), child.stderr.take());
+        // What is kept of the output is bounded; the rest is read and dropped, so a probe
+        // that prints without end costs no memory.
+        async fn bounded(stream: Option<&mut (impl tokio::io::AsyncRead + Unpin)>) -> Vec<u8> {
+            let mut kept = Vec::new();
+            if let Some(s) = stream {
+                let _ = s
+                    .take(health::OUTPUT_BYTES as u64)
+                    .read_to_end(&mut kept)
+                    .await;
+                let _ = tokio::io::copy(s, &mut tokio::io::sink()).await;
+            }
+            kept
+        }
         let run = async {
             let mut out = Vec::new();
             let mut err = Vec::new();
             let read_out = async {
-                if let Some(s) = stdout.as_mut() {
-                    let _ = s.read_to_end(&mut out).await;
-                }
+                out = bounded(stdout.as_mut()).await;
             };
             let read_err = async {
-                if let Some(s) = stderr.as_mut() {
-                    let _ = s.read_to_end(&mut err).await;
-                }
+                err = bounded(stderr.as_mut()).await;
             };
             tokio::join!(read_out, read_err);
             out.extend_from_slice(&err);
@@ -2460,7 +2505,25 @@ impl Engine {
         };
         if is_up(&row.state) {
             let root = match (live, row.pid) {
-                (true, Some(pid)) => open(Path::new(&format!("/proc/{pid}/root")))?,
+                (true, Some(pid)) => {
+                    let root = open(Path::new(&format!("/proc/{pid}/root")))?;
+                    // Opened first, checked after: if the pid is still in the container's
+                    // cgroup now, what was opened was a process of the container (a reused pid
+                    // would be some host process's, whose root is the host's).
+                    let cgroup =
+                        std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+                    if !cgroup
+                        .lines()
+                        .any(|l| l.ends_with(&format!("/wharf/{}", row.id)))
+                    {
+                        return Err(EngineError::WrongState {
+                            name: row.name,
+                            state: "exited".into(),
+                            hint: "it ended just now",
+                        });
+                    }
+                    root
+                }
                 _ => open(&self.dir(&row.id).join("rootfs"))?,
             };
             return Ok(ContainerFiles {

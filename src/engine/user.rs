@@ -138,8 +138,16 @@ pub fn read_etc(rootfs: &Path, name: &str) -> Result<String, EngineError> {
         reason: e.to_string(),
     })?;
     let path = Path::new("etc").join(name);
-    match root.open_at(&path, libc::O_RDONLY | libc::O_CLOEXEC) {
+    // Non-blocking, and only a regular file is read: a container may have made it a FIFO
+    // (which would hang the start) or a device node (which root must not open for it).
+    match root.open_at(&path, libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK) {
         Ok(file) => {
+            let regular = file.metadata().is_ok_and(|m| m.file_type().is_file());
+            if !regular {
+                return Err(EngineError::Invalid(format!(
+                    "the container's /etc/{name} is not a regular file"
+                )));
+            }
             let mut text = String::new();
             file.take(4 << 20)
                 .read_to_string(&mut text)
@@ -234,5 +242,14 @@ mod tests {
         assert!(resolve_in(root.path(), "evil").is_err());
         std::fs::write(root.path().join("etc/group"), "g:x:5:\n").unwrap();
         assert_eq!(read_etc(root.path(), "group").unwrap(), "g:x:5:\n");
+        // A FIFO is refused at once rather than waited on.
+        std::fs::remove_file(root.path().join("etc/passwd")).unwrap();
+        nix::unistd::mkfifo(
+            &root.path().join("etc/passwd"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        let err = read_etc(root.path(), "passwd").unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
     }
 }

@@ -262,17 +262,29 @@ impl Networks {
     }
 
     /// Removes an unused network: its bridge and its rules (the table with the last one).
+    /// `users` names who is on it, for the refusal; the check itself is made here, under the
+    /// lock that attaching takes too.
     pub async fn remove(&self, key: &str, users: &[String]) -> Result<(), NetworkError> {
         let _one = self.lock.lock().await;
         let n = self.find(key).await?;
-        if !users.is_empty() {
+        let endpoints = self.db.endpoints_of_network(&n.id).await?;
+        if !endpoints.is_empty() || !users.is_empty() {
+            let users = if users.is_empty() {
+                endpoints
+                    .iter()
+                    .map(|e| e.container_id[..12.min(e.container_id.len())].to_owned())
+                    .collect::<Vec<_>>()
+            } else {
+                users.to_vec()
+            };
             return Err(NetworkError::InUse {
                 name: n.name,
                 users: users.join(", "),
             });
         }
-        netlink::delete_link(&n.bridge).await?;
+        // The record first: a failure after it leaves no network that points at nothing.
         self.db.delete_network(&n.id).await?;
+        netlink::delete_link(&n.bridge).await?;
         self.apply_rules().await
     }
 
@@ -505,18 +517,41 @@ impl Networks {
         for task in proxies.into_iter().flatten() {
             task.abort();
         }
+        // Every step is taken even when one fails (a stop must give everything back, or the
+        // next start finds the container still holding its address); the first error is told.
+        let mut first_error = None;
+        let mut note = |r: Result<(), NetworkError>| {
+            if let Err(e) = r
+                && first_error.is_none()
+            {
+                first_error = Some(e);
+            }
+        };
         let had_ports = !self.db.ports_of_container(container_id).await?.is_empty();
-        self.db.delete_ports_of_container(container_id).await?;
+        note(
+            self.db
+                .delete_ports_of_container(container_id)
+                .await
+                .map_err(Into::into),
+        );
         if had_ports {
-            self.apply_rules().await?;
+            note(self.apply_rules().await);
         }
         let endpoints = self.db.endpoints_of_container(container_id).await?;
         for e in &endpoints {
-            netlink::delete_link(&e.host_veth).await?;
+            note(netlink::delete_link(&e.host_veth).await);
         }
         netlink::remove_netns(&self.netns_path(container_id));
-        self.db.delete_endpoints_of_container(container_id).await?;
-        Ok(endpoints)
+        note(
+            self.db
+                .delete_endpoints_of_container(container_id)
+                .await
+                .map_err(Into::into),
+        );
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(endpoints),
+        }
     }
 
     /// Unplugs a running container from one network (`network disconnect`).

@@ -52,11 +52,10 @@ pub fn render(networks: &[Rules], ports: &[Dnat]) -> String {
         ));
     }
     out.push_str("  }\n");
-    let dnat = |p: &Dnat, outgoing: bool| {
-        let mut rule = String::from("    ");
-        if outgoing {
-            rule.push_str("ip daddr != 127.0.0.0/8 ");
-        }
+    // Loopback is the proxy's: DNAT takes only the host's other addresses (a packet from the
+    // outside addressed to 127.0.0.1 must not reach a port published on loopback).
+    let dnat = |p: &Dnat| {
+        let mut rule = String::from("    ip daddr != 127.0.0.0/8 ");
         if p.host_ip != "0.0.0.0" {
             rule.push_str(&format!("ip daddr {} ", p.host_ip));
         }
@@ -69,18 +68,35 @@ pub fn render(networks: &[Rules], ports: &[Dnat]) -> String {
     out.push_str(
         "  chain prerouting {\n    type nat hook prerouting priority -100; policy accept;\n",
     );
-    for p in ports {
-        out.push_str(&dnat(p, false));
+    let routable: Vec<&Dnat> = ports
+        .iter()
+        .filter(|p| {
+            !p.host_ip
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| ip.is_loopback())
+        })
+        .collect();
+    for p in &routable {
+        out.push_str(&dnat(p));
     }
     out.push_str("  }\n");
     out.push_str("  chain output {\n    type nat hook output priority -100; policy accept;\n");
-    for p in ports {
-        out.push_str(&dnat(p, true));
+    for p in &routable {
+        out.push_str(&dnat(p));
     }
     out.push_str("  }\n");
     out.push_str(
         "  chain forward {\n    type filter hook forward priority filter; policy accept;\n",
     );
+    // Into a bridge: answers, traffic of its own, and published ports; nothing else (the
+    // host forwards once networks exist, and must not route strangers to containers).
+    out.push_str("    ct state established,related accept\n");
+    for n in networks {
+        out.push_str(&format!(
+            "    iifname \"{b}\" oifname \"{b}\" accept\n    oifname \"{b}\" ct status dnat accept\n    oifname \"{b}\" drop\n",
+            b = n.bridge
+        ));
+    }
     for from in networks {
         for to in networks.iter().filter(|t| t.bridge != from.bridge) {
             out.push_str(&format!(
@@ -149,10 +165,34 @@ mod tests {
         assert!(rules.contains("ip saddr 172.30.0.0/16 oifname != \"wharf0\" masquerade"));
         assert!(rules.contains("iifname \"wharf0\" oifname \"wh-1\" drop"));
         assert!(rules.contains("iifname \"wh-1\" oifname \"wharf0\" drop"));
-        assert!(rules.contains("    fib daddr type local tcp dport 8080 dnat to 172.30.0.2:80\n"));
-        assert!(rules.contains(
-            "ip daddr != 127.0.0.0/8 fib daddr type local tcp dport 8080 dnat to 172.30.0.2:80"
-        ));
+        assert_eq!(
+            rules
+                .matches("ip daddr != 127.0.0.0/8 fib daddr type local tcp dport 8080 dnat to 172.30.0.2:80")
+                .count(),
+            2,
+            "prerouting and output: {rules}"
+        );
+        assert!(
+            rules.contains("oifname \"wharf0\" ct status dnat accept\n    oifname \"wharf0\" drop")
+        );
+        // A port published on loopback only is the proxy's alone.
+        let local = render(
+            &[Rules {
+                bridge: "wharf0",
+                subnet: "172.30.0.0/16",
+            }],
+            &[Dnat {
+                host_ip: "127.0.0.1",
+                host_port: 5432,
+                protocol: "tcp",
+                to_ip: "172.30.0.3",
+                to_port: 5432,
+            }],
+        );
+        assert!(
+            local.contains("chain prerouting") && !local.contains("dport 5432"),
+            "{local}"
+        );
         let none = render(&[], &[]);
         assert_eq!(none, "table ip wharf {}\ndelete table ip wharf\n");
     }

@@ -666,6 +666,7 @@ impl Runtime {
                 console.as_ref(),
                 &options.process,
                 filter.as_ref(),
+                !options.detach,
             );
             let mut pipe = File::from(error_write);
             let _ = std::io::Write::write_all(&mut pipe, message.as_bytes());
@@ -730,6 +731,7 @@ fn exec_child(
     console: Option<&std::os::unix::net::UnixStream>,
     process: &oci_spec::runtime::Process,
     filter: Option<&super::seccomp::Program>,
+    die_with_parent: bool,
 ) -> String {
     let run = || -> Result<std::convert::Infallible, String> {
         // SAFETY: restoring SIGPIPE's default disposition, which the runtime ignores, so the
@@ -764,6 +766,13 @@ fn exec_child(
         process::drop_privileges(process)?;
         process::enter_cwd(process.cwd())?;
         process::close_extra_fds()?;
+        if die_with_parent {
+            // The helper that waits for this program may be killed (a client gone, a probe
+            // past its timeout): the program goes with it rather than run on unwatched. Set
+            // after the identity change, which clears it.
+            // SAFETY: prctl with integer arguments only.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+        }
         if let (Some(f), true) = (filter, nnp) {
             super::seccomp::load(f).map_err(|e| e.to_string())?;
         }

@@ -66,13 +66,20 @@ fn nft_tables(daemon: &DaemonProcess) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Removes the named containers however the test ends (their namespaces hold mounts).
-struct RemoveAll<'a>(&'a DaemonProcess, Vec<&'a str>);
+/// Removes the named containers however the test ends (their namespaces hold mounts); by the
+/// daemon's socket, which stays the same across a restart.
+struct RemoveAll(String, Vec<&'static str>);
 
-impl Drop for RemoveAll<'_> {
+impl RemoveAll {
+    fn new(daemon: &DaemonProcess, names: Vec<&'static str>) -> RemoveAll {
+        RemoveAll(host(daemon), names)
+    }
+}
+
+impl Drop for RemoveAll {
     fn drop(&mut self) {
         for name in &self.1 {
-            let _ = wharf(self.0, &["rm", "-f", name]);
+            let _ = run_wharf(wharf_command().args(["-H", &self.0, "rm", "-f", name]));
         }
     }
 }
@@ -91,7 +98,7 @@ fn user_networks_resolve_names_isolate_each_other_and_leave_nothing_behind() {
     let Some((_netns, d)) = daemon(test) else {
         return;
     };
-    let _cleanup = RemoveAll(&d, vec!["web", "stranger"]);
+    let _cleanup = RemoveAll::new(&d, vec!["web", "stranger"]);
     for (name, subnet) in [("appnet", None), ("other", Some("10.77.0.0/24"))] {
         let mut args = vec!["network", "create"];
         if let Some(s) = subnet {
@@ -160,7 +167,12 @@ fn user_networks_resolve_names_isolate_each_other_and_leave_nothing_behind() {
     let ip = view["containers"][0]["ip"].as_str().unwrap().to_owned();
     assert!(ip.starts_with("10.90."), "{view}");
 
-    // Another network cannot reach it, not even by address.
+    // Another network cannot reach it, not even by address (which works from its own).
+    let (_, out, _) = fetch("appnet", &ip);
+    assert!(
+        out.ends_with("hello-from-web\n"),
+        "by address on its network: {out}"
+    );
     let (_, out, _) = fetch("other", &ip);
     assert!(
         !out.contains("hello-from-web"),
@@ -279,6 +291,7 @@ fn published_ports_reach_containers_and_outlive_a_daemon_restart() {
             .arg(&archive),
     );
     assert!(status.success(), "{err}");
+    let _cleanup = RemoveAll::new(&d, vec!["pub", "clash", "auto", "again"]);
     let serve = |text: &str| {
         format!("mkdir -p /www && echo {text} > /www/index.html && httpd -f -p 80 -h /www")
     };
@@ -350,7 +363,6 @@ fn published_ports_reach_containers_and_outlive_a_daemon_restart() {
 
     // The daemon killed and started again: the ports are served again.
     d.kill_and_restart_in(&netns);
-    let _cleanup = RemoveAll(&d, vec!["pub", "auto", "again"]);
     wait_until("the port answers after the restart", || {
         get(&netns, "127.0.0.1", "8080").ends_with("published\n")
     });
@@ -403,7 +415,7 @@ fn network_connect_adds_an_interface_that_stays_until_disconnect() {
     let Some((_netns, d)) = daemon(test) else {
         return;
     };
-    let _cleanup = RemoveAll(&d, vec!["srv", "cli"]);
+    let _cleanup = RemoveAll::new(&d, vec!["srv", "cli"]);
     for net in ["front", "back"] {
         let (status, _, err) = wharf(&d, &["network", "create", net]);
         assert!(status.success(), "{err}");

@@ -29,6 +29,8 @@ pub const CLOSE_STDIN: u8 = 4;
 const MAX_FRAME: usize = 1 << 20;
 /// Output a slow client may have pending before it is dropped.
 const CLIENT_BACKLOG: usize = 4 << 20;
+/// Input for the container that may wait for it to read.
+const INPUT_BACKLOG: usize = 4 << 20;
 /// Output held for the first client.
 const HOLD_LIMIT: usize = 1 << 20;
 
@@ -118,8 +120,15 @@ pub(super) fn pump(io: Io, log: Log, hold: bool) {
             fds.push(PollFd::new(s.file.as_fd(), PollFlags::POLLIN));
         }
         fds.push(PollFd::new(listener.as_fd(), PollFlags::POLLIN));
+        // Input waiting for the container is bounded: past the limit, clients are not read
+        // until it drains.
+        let take_input = pending_input.len() < INPUT_BACKLOG;
         for c in &clients {
-            let mut flags = PollFlags::POLLIN;
+            let mut flags = if take_input {
+                PollFlags::POLLIN
+            } else {
+                PollFlags::empty()
+            };
             if !c.output.is_empty() {
                 flags |= PollFlags::POLLOUT;
             }
