@@ -376,29 +376,46 @@ impl Networks {
             });
         }
         let netns = self.netns_path(container_id);
+        let began = std::time::Instant::now();
         let plugged = async {
             let _ = netlink::delete_link(&host_veth).await;
             if first {
                 // A stale namespace (a crash between start and stop) goes first.
                 netlink::remove_netns(&netns);
+                let host_ns = std::fs::File::open("/proc/thread-self/ns/net").map_err(|e| {
+                    NetworkError::Namespace {
+                        path: "/proc/thread-self/ns/net".into(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                let link = netlink::FirstLink {
+                    host_veth: host_veth.clone(),
+                    ifname: format!("eth{slot}"),
+                    ip,
+                    prefix: subnet.prefix,
+                    gateway: subnet.gateway(),
+                    host_ns,
+                };
                 let path = netns.clone();
-                tokio::task::spawn_blocking(move || netlink::new_netns(&path))
+                tokio::task::spawn_blocking(move || netlink::new_netns(&path, Some(link)))
                     .await
                     .map_err(|e| NetworkError::Namespace {
                         path: netns.clone(),
                         reason: e.to_string(),
                     })??;
+                netlink::enslave(&host_veth, &net.bridge).await
+            } else {
+                netlink::plug(
+                    &netns,
+                    &net.bridge,
+                    &host_veth,
+                    &format!("eth{slot}"),
+                    ip,
+                    subnet.prefix,
+                    None,
+                )
+                .await
             }
-            netlink::plug(
-                &netns,
-                &net.bridge,
-                &host_veth,
-                &format!("eth{slot}"),
-                ip,
-                subnet.prefix,
-                first.then(|| subnet.gateway()),
-            )
-            .await
         }
         .await;
         if let Err(e) = plugged {
@@ -408,6 +425,7 @@ impl Networks {
             let _ = self.db.delete_endpoint(&net.id, container_id).await;
             return Err(e);
         }
+        tracing::debug!(container = container_id, network = %net.name, %ip, took = ?began.elapsed(), "plugged in");
         Ok(Attached {
             network: net,
             ip,

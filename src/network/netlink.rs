@@ -127,8 +127,22 @@ fn in_netns<T: Send + 'static>(
     })
 }
 
-/// A fresh network namespace kept at `path` (only `lo`, up).
-pub fn new_netns(path: &Path) -> Result<(), NetworkError> {
+/// The container's end of its first network, made from inside its new namespace.
+pub struct FirstLink {
+    /// The host's end, made in the daemon's namespace (`host_ns`), not yet on a bridge.
+    pub host_veth: String,
+    pub ifname: String,
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Ipv4Addr,
+    pub host_ns: File,
+}
+
+/// A fresh network namespace kept at `path` (`lo` up), and with `link` its first interface:
+/// one thread enters the namespace, makes the veth pair there with the host's end in the
+/// daemon's namespace (nothing is moved afterwards, which costs the kernel a device's
+/// unregistering and registering again), and sets address, link and route.
+pub fn new_netns(path: &Path, link: Option<FirstLink>) -> Result<(), NetworkError> {
     let fail = |reason: String| NetworkError::Namespace {
         path: path.to_owned(),
         reason,
@@ -164,7 +178,35 @@ pub fn new_netns(path: &Path) -> Result<(), NetworkError> {
                     .set(LinkUnspec::new_with_index(lo).up().build())
                     .execute()
                     .await
-                    .map_err(failed("bring lo up"))
+                    .map_err(failed("bring lo up"))?;
+                let Some(link) = link else {
+                    return Ok(());
+                };
+                use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
+                use std::os::fd::AsRawFd;
+                let peer = rtnetlink::LinkMessageBuilder::<LinkUnspec>::new()
+                    .name(link.host_veth.clone())
+                    .setns_by_fd(link.host_ns.as_raw_fd())
+                    .build();
+                let pair =
+                    rtnetlink::LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+                        .name(link.ifname.clone())
+                        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+                        .build();
+                handle
+                    .link()
+                    .add(pair)
+                    .execute()
+                    .await
+                    .map_err(failed(format!("make the veth pair {}", link.host_veth)))?;
+                configure(
+                    &handle,
+                    &link.ifname,
+                    link.ip,
+                    link.prefix,
+                    Some(link.gateway),
+                )
+                .await
             })
             .map_err(|e| e.to_string())
     })
@@ -181,6 +223,75 @@ pub fn new_netns(path: &Path) -> Result<(), NetworkError> {
 pub fn remove_netns(path: &Path) {
     let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
     let _ = std::fs::remove_file(path);
+}
+
+/// Gives interface `ifname` of this namespace `ip/prefix`, brings it up, and routes through
+/// `gateway` when given.
+async fn configure(
+    handle: &Handle,
+    ifname: &str,
+    ip: Ipv4Addr,
+    prefix: u8,
+    gateway: Option<Ipv4Addr>,
+) -> Result<(), NetworkError> {
+    let index = index_of(handle, ifname)
+        .await?
+        .ok_or_else(|| NetworkError::Netlink {
+            what: format!("set up {ifname}"),
+            reason: "it is not there".into(),
+        })?;
+    handle
+        .address()
+        .add(index, ip.into(), prefix)
+        .execute()
+        .await
+        .map_err(failed(format!("give {ifname} {ip}/{prefix}")))?;
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(failed(format!("bring {ifname} up")))?;
+    let Some(gateway) = gateway else {
+        return Ok(());
+    };
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .gateway(gateway)
+        .build();
+    handle
+        .route()
+        .add(route)
+        .execute()
+        .await
+        .map_err(failed(format!("route through {gateway}")))
+}
+
+/// Puts the host's end of a container's veth pair on `bridge` and up.
+pub async fn enslave(host_veth: &str, bridge: &str) -> Result<(), NetworkError> {
+    let handle = connect()?;
+    let bridge_index = index_of(&handle, bridge)
+        .await?
+        .ok_or_else(|| NetworkError::Netlink {
+            what: format!("plug into {bridge}"),
+            reason: "the bridge is missing".into(),
+        })?;
+    let host_index = index_of(&handle, host_veth)
+        .await?
+        .ok_or_else(|| NetworkError::Netlink {
+            what: format!("plug {host_veth} into {bridge}"),
+            reason: "it is missing".into(),
+        })?;
+    handle
+        .link()
+        .set(
+            LinkUnspec::new_with_index(host_index)
+                .controller(bridge_index)
+                .up()
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(failed(format!("put {host_veth} on {bridge}")))
 }
 
 /// Plugs the namespace at `netns` into `bridge`: a veth pair whose host end (`host_veth`,
@@ -256,7 +367,7 @@ pub async fn plug(
                     index_of(&handle, &peer_name)
                         .await?
                         .ok_or_else(|| NetworkError::Netlink {
-                            what: "set up eth0".into(),
+                            what: format!("set up {ifname}"),
                             reason: "the moved end is not there".into(),
                         })?;
                 handle
@@ -265,30 +376,7 @@ pub async fn plug(
                     .execute()
                     .await
                     .map_err(failed(format!("name the container's interface {ifname}")))?;
-                handle
-                    .address()
-                    .add(index, ip.into(), prefix)
-                    .execute()
-                    .await
-                    .map_err(failed(format!("give {ifname} {ip}/{prefix}")))?;
-                handle
-                    .link()
-                    .set(LinkUnspec::new_with_index(index).up().build())
-                    .execute()
-                    .await
-                    .map_err(failed(format!("bring {ifname} up")))?;
-                let Some(gateway) = gateway else {
-                    return Ok(());
-                };
-                let route = RouteMessageBuilder::<Ipv4Addr>::new()
-                    .gateway(gateway)
-                    .build();
-                handle
-                    .route()
-                    .add(route)
-                    .execute()
-                    .await
-                    .map_err(failed(format!("route through {gateway}")))
+                configure(&handle, &ifname, ip, prefix, gateway).await
             })
         })
     }
