@@ -384,12 +384,7 @@ async fn exec_interactive(client: ApiClient, args: &ExecArgs) -> Result<(), Clie
             reason: format!("the session with the daemon failed: {e}"),
         })?;
     }
-    let raw = if args.tty && args.interactive {
-        interactive::RawMode::enter()
-    } else {
-        None
-    };
-    let ended = interactive::session(
+    let ended = interactive::run_session(
         ws,
         interactive::SessionOptions {
             stdin: args.interactive,
@@ -398,7 +393,6 @@ async fn exec_interactive(client: ApiClient, args: &ExecArgs) -> Result<(), Clie
         },
     )
     .await;
-    drop(raw);
     match ended? {
         interactive::Ended::Exited(0) => Ok(()),
         interactive::Ended::Exited(code) => {
@@ -424,12 +418,7 @@ pub(super) async fn attach(
     let view: ContainerView = client.get_json(&path(&container, "")).await?;
     let ws = client.websocket(&path(&view.id, "/attach/ws")).await?;
     let stdin = view.config.open_stdin && !no_stdin;
-    let raw = if view.config.tty && stdin {
-        interactive::RawMode::enter()
-    } else {
-        None
-    };
-    let ended = interactive::session(
+    let ended = interactive::run_session(
         ws,
         interactive::SessionOptions {
             stdin,
@@ -438,7 +427,6 @@ pub(super) async fn attach(
         },
     )
     .await;
-    drop(raw);
     if ended? == interactive::Ended::Detached {
         eprintln!("\r\nread escape sequence: {container} keeps running");
         return Ok(());
@@ -624,12 +612,7 @@ pub(super) async fn run(
     }
     if attach {
         let ws = client.websocket(&path(&created.id, "/attach/ws")).await?;
-        let raw = if args.tty && args.interactive {
-            interactive::RawMode::enter()
-        } else {
-            None
-        };
-        let ended = interactive::session(
+        let ended = interactive::run_session(
             ws,
             interactive::SessionOptions {
                 stdin: args.interactive,
@@ -638,7 +621,6 @@ pub(super) async fn run(
             },
         )
         .await;
-        drop(raw);
         if ended? == interactive::Ended::Detached {
             eprintln!("\r\nread escape sequence: {} keeps running", created.id);
             return Ok(());

@@ -125,6 +125,22 @@ pub struct SessionOptions {
     pub detach_keys: Vec<u8>,
 }
 
+/// [`session`] with the local terminal in raw mode while it lasts, when the program has a
+/// terminal and gets our input.
+pub async fn run_session(
+    ws: WebSocketStream<Box<dyn Io>>,
+    options: SessionOptions,
+) -> Result<Ended, ClientError> {
+    let raw = if options.tty && options.stdin {
+        RawMode::enter()
+    } else {
+        None
+    };
+    let ended = session(ws, options).await;
+    drop(raw);
+    ended
+}
+
 /// Runs a session until the daemon ends it or the user detaches.
 pub async fn session(
     ws: WebSocketStream<Box<dyn Io>>,

@@ -1620,22 +1620,19 @@ impl Engine {
     /// Resolves the container's user in its mounted root filesystem and writes the identity
     /// (and HOME, unless set) into its spec, as docker does at each start.
     async fn apply_user(&self, row: &ContainerRow, user: &str) -> Result<(), EngineError> {
-        let dir = self.dir(&row.id);
+        let rootfs = self.dir(&row.id).join("rootfs");
         let user = user.to_owned();
-        let name = row.name.clone();
-        tokio::task::spawn_blocking(move || -> Result<(), EngineError> {
-            let identity =
-                user::resolve_in(&dir.join("rootfs"), &user).map_err(|e| EngineError::Start {
-                    name,
-                    reason: e.to_string(),
-                })?;
-            let path = dir.join("config.json");
-            let bytes = std::fs::read(&path).map_err(io(format!("read {}", path.display())))?;
-            let mut spec: serde_json::Value =
-                serde_json::from_slice(&bytes).map_err(|e| EngineError::Io {
-                    what: path.display().to_string(),
-                    reason: e.to_string(),
-                })?;
+        let identity = tokio::task::spawn_blocking(move || user::resolve_in(&rootfs, &user))
+            .await
+            .map_err(|e| EngineError::Io {
+                what: "resolve the container's user".into(),
+                reason: e.to_string(),
+            })?
+            .map_err(|e| EngineError::Start {
+                name: row.name.clone(),
+                reason: e.to_string(),
+            })?;
+        self.patch_spec(&row.id, move |spec| {
             spec["process"]["user"] = serde_json::json!({
                 "uid": identity.uid, "gid": identity.gid,
                 "additionalGids": identity.additional_gids,
@@ -1647,27 +1644,8 @@ impl Engine {
             {
                 env.push(format!("HOME={}", identity.home).into());
             }
-            // Root only, as create made it: the spec holds the environment.
-            let tmp = dir.join("config.json.tmp");
-            let write = || -> std::io::Result<()> {
-                use std::io::Write;
-                use std::os::unix::fs::OpenOptionsExt;
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)?
-                    .write_all(&serde_json::to_vec_pretty(&spec).expect("JSON serializes"))?;
-                std::fs::rename(&tmp, &path)
-            };
-            write().map_err(io(format!("write {}", path.display())))
         })
         .await
-        .map_err(|e| EngineError::Io {
-            what: "resolve the container's user".into(),
-            reason: e.to_string(),
-        })?
     }
 
     async fn unmount_rootfs(&self, id: &str) {

@@ -43,6 +43,16 @@ async fn index_of(handle: &Handle, name: &str) -> Result<Option<u32>, NetworkErr
     }
 }
 
+/// The index of link `name`, which must be there (`what` says what was being done).
+async fn require_index(handle: &Handle, name: &str, what: String) -> Result<u32, NetworkError> {
+    index_of(handle, name)
+        .await?
+        .ok_or_else(|| NetworkError::Netlink {
+            what,
+            reason: format!("{name} is not there"),
+        })
+}
+
 /// Makes bridge `name` with `gateway/prefix` and brings it up; an existing one is kept.
 pub async fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<(), NetworkError> {
     let handle = connect()?;
@@ -55,12 +65,7 @@ pub async fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<
                 .execute()
                 .await
                 .map_err(failed(format!("make bridge {name}")))?;
-            let index = index_of(&handle, name)
-                .await?
-                .ok_or_else(|| NetworkError::Netlink {
-                    what: format!("make bridge {name}"),
-                    reason: "it is not there after its creation".into(),
-                })?;
+            let index = require_index(&handle, name, format!("make bridge {name}")).await?;
             handle
                 .address()
                 .add(index, gateway.into(), prefix)
@@ -234,12 +239,7 @@ async fn configure(
     prefix: u8,
     gateway: Option<Ipv4Addr>,
 ) -> Result<(), NetworkError> {
-    let index = index_of(handle, ifname)
-        .await?
-        .ok_or_else(|| NetworkError::Netlink {
-            what: format!("set up {ifname}"),
-            reason: "it is not there".into(),
-        })?;
+    let index = require_index(handle, ifname, format!("set up {ifname}")).await?;
     handle
         .address()
         .add(index, ip.into(), prefix)
@@ -269,18 +269,13 @@ async fn configure(
 /// Puts the host's end of a container's veth pair on `bridge` and up.
 pub async fn enslave(host_veth: &str, bridge: &str) -> Result<(), NetworkError> {
     let handle = connect()?;
-    let bridge_index = index_of(&handle, bridge)
-        .await?
-        .ok_or_else(|| NetworkError::Netlink {
-            what: format!("plug into {bridge}"),
-            reason: "the bridge is missing".into(),
-        })?;
-    let host_index = index_of(&handle, host_veth)
-        .await?
-        .ok_or_else(|| NetworkError::Netlink {
-            what: format!("plug {host_veth} into {bridge}"),
-            reason: "it is missing".into(),
-        })?;
+    let bridge_index = require_index(&handle, bridge, format!("plug into {bridge}")).await?;
+    let host_index = require_index(
+        &handle,
+        host_veth,
+        format!("plug {host_veth} into {bridge}"),
+    )
+    .await?;
     handle
         .link()
         .set(
@@ -310,12 +305,7 @@ pub async fn plug(
     // Made in this namespace first, then moved: a name of its own here.
     let peer = format!("wp{}", host_veth.get(2..).unwrap_or(host_veth));
     let ifname = ifname.to_owned();
-    let bridge_index = index_of(&handle, bridge)
-        .await?
-        .ok_or_else(|| NetworkError::Netlink {
-            what: format!("plug into {bridge}"),
-            reason: "the bridge is missing".into(),
-        })?;
+    let bridge_index = require_index(&handle, bridge, format!("plug into {bridge}")).await?;
     handle
         .link()
         .add(LinkVeth::new(host_veth, &peer).build())
@@ -363,13 +353,7 @@ pub async fn plug(
                 })?;
             runtime.block_on(async move {
                 let handle = connect()?;
-                let index =
-                    index_of(&handle, &peer_name)
-                        .await?
-                        .ok_or_else(|| NetworkError::Netlink {
-                            what: format!("set up {ifname}"),
-                            reason: "the moved end is not there".into(),
-                        })?;
+                let index = require_index(&handle, &peer_name, format!("set up {ifname}")).await?;
                 handle
                     .link()
                     .set(LinkUnspec::new_with_index(index).name(&ifname).build())
