@@ -256,6 +256,19 @@ fn an_image_containers_use_is_not_removed_from_under_them() {
 
 /// Removes every container of a daemon when the test ends, passed or not (the shims outlive
 /// a killed daemon by design).
+/// Removes every container of the daemon however the test ends (containers outlive their
+/// daemon by design: a failed assertion must not leave them running on the host).
+struct RemoveEvery<'a>(&'a DaemonProcess);
+
+impl Drop for RemoveEvery<'_> {
+    fn drop(&mut self) {
+        let (_, ids, _) = wharf(self.0, &["ps", "-a", "-q"]);
+        for id in ids.split_whitespace() {
+            let _ = wharf(self.0, &["rm", "-f", id]);
+        }
+    }
+}
+
 struct RemoveAll<'a>(&'a std::cell::RefCell<DaemonProcess>);
 
 impl Drop for RemoveAll<'_> {
@@ -1158,6 +1171,7 @@ fn users_are_looked_up_in_the_containers_own_files() {
     let Some(daemon) = daemon_with_busybox(test) else {
         return;
     };
+    let _gone = RemoveEvery(&daemon);
     let busybox = fixtures::busybox(test).unwrap();
     let etc = fixtures::LayerBuilder::new()
         .dir("etc", 0o755)
@@ -1266,6 +1280,7 @@ fn cp_export_and_diff_stay_inside_the_container() {
     let Some(daemon) = daemon_with_busybox(test) else {
         return;
     };
+    let _gone = RemoveEvery(&daemon);
     let work = daemon.dir.path().join("cp");
     std::fs::create_dir_all(work.join("tree/sub")).unwrap();
     std::fs::write(work.join("note.txt"), "from the host\n").unwrap();
@@ -1592,6 +1607,7 @@ fn healthchecks_run_while_the_container_runs_and_tell_their_changes() {
     let Some(daemon) = daemon_with_busybox(test) else {
         return;
     };
+    let _gone = RemoveEvery(&daemon);
     let health = |name: &str| -> serde_json::Value {
         let (_, out, _) = wharf(&daemon, &["inspect", name]);
         serde_json::from_str::<serde_json::Value>(&out).unwrap()["health"].clone()
@@ -1798,6 +1814,7 @@ fn run_exec_and_attach_give_real_terminals() {
     let Some(daemon) = daemon_with_busybox(test) else {
         return;
     };
+    let _gone = RemoveEvery(&daemon);
     let (status, _, err) = wharf(
         &daemon,
         &["run", "-d", "--name", "box", IMAGE, "sleep", "60"],
@@ -1903,6 +1920,7 @@ fn system_df_counts_and_system_prune_frees() {
     let Some(daemon) = daemon_with_busybox(test) else {
         return;
     };
+    let _gone = RemoveEvery(&daemon);
     let busybox = fixtures::busybox(test).unwrap();
     let archive = daemon.dir.path().join("spare.tar");
     ImageBuilder::busybox(&busybox)
