@@ -413,16 +413,20 @@ async fn stop(
     caller
         .require(Action::ContainerOperate, &Target::Container(id.clone()))
         .await?;
-    let configured = serde_json::from_str::<ContainerConfig>(&state.engine.get(&id).await?.config)
-        .ok()
-        .and_then(|c| c.stop_timeout);
-    let timeout = q
-        .timeout
-        .or(configured)
-        .map_or(crate::engine::DEFAULT_STOP_TIMEOUT, Duration::from_secs);
+    let timeout = stop_timeout(&state.engine.get(&id).await?, &q);
     let row = state.engine.stop(&id, timeout).await?;
     audited(&state, &caller, "container.stop", &row.name).await?;
     Ok(Json(row.into()))
+}
+
+/// How long a stop waits: the request's, else the container's, else the default.
+fn stop_timeout(row: &crate::db::ContainerRow, q: &StopQuery) -> Duration {
+    let configured = serde_json::from_str::<ContainerConfig>(&row.config)
+        .ok()
+        .and_then(|c| c.stop_timeout);
+    q.timeout
+        .or(configured)
+        .map_or(crate::engine::DEFAULT_STOP_TIMEOUT, Duration::from_secs)
 }
 
 /// Stops a container (as `stop` does) and starts it again.
@@ -438,13 +442,7 @@ async fn restart(
         .require(Action::ContainerOperate, &Target::Container(id.clone()))
         .await?;
     let row = state.engine.get(&id).await?;
-    let configured = serde_json::from_str::<ContainerConfig>(&row.config)
-        .ok()
-        .and_then(|c| c.stop_timeout);
-    let timeout = q
-        .timeout
-        .or(configured)
-        .map_or(crate::engine::DEFAULT_STOP_TIMEOUT, Duration::from_secs);
+    let timeout = stop_timeout(&row, &q);
     if matches!(row.state.as_str(), "running" | "paused") {
         state.engine.stop(&row.id, timeout).await?;
     }

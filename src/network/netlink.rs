@@ -305,7 +305,6 @@ pub async fn plug(
     // Made in this namespace first, then moved: a name of its own here.
     let peer = format!("wp{}", host_veth.get(2..).unwrap_or(host_veth));
     let ifname = ifname.to_owned();
-    let bridge_index = require_index(&handle, bridge, format!("plug into {bridge}")).await?;
     handle
         .link()
         .add(LinkVeth::new(host_veth, &peer).build())
@@ -313,19 +312,8 @@ pub async fn plug(
         .await
         .map_err(failed(format!("make the veth pair {host_veth}")))?;
     let result = async {
-        let host_index = index_of(&handle, host_veth).await?.unwrap_or(0);
         let peer_index = index_of(&handle, &peer).await?.unwrap_or(0);
-        handle
-            .link()
-            .set(
-                LinkUnspec::new_with_index(host_index)
-                    .controller(bridge_index)
-                    .up()
-                    .build(),
-            )
-            .execute()
-            .await
-            .map_err(failed(format!("put {host_veth} on {bridge}")))?;
+        enslave(host_veth, bridge).await?;
         let ns = File::open(netns).map_err(|e| NetworkError::Namespace {
             path: netns.to_owned(),
             reason: e.to_string(),
