@@ -61,7 +61,14 @@ pub async fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<
         None => {
             handle
                 .link()
-                .add(LinkBridge::new(name).build())
+                // A hardware address of its own: one the bridge took from its ports would
+                // change as containers come and go, and every neighbour entry on both sides
+                // with it.
+                .add(
+                    LinkBridge::new(name)
+                        .address(mac_of(gateway).to_vec())
+                        .build(),
+                )
                 .execute()
                 .await
                 .map_err(failed(format!("make bridge {name}")))?;
@@ -230,8 +237,17 @@ pub fn remove_netns(path: &Path) {
     let _ = std::fs::remove_file(path);
 }
 
-/// Gives interface `ifname` of this namespace `ip/prefix`, brings it up, and routes through
-/// `gateway` when given.
+/// The hardware address of the interface holding `ip`: locally administered and made from
+/// the address, as Docker does, so an address handed out again comes back with the same
+/// one and the neighbour entries the bridge's host side still keeps for it stay right (with
+/// random ones, a reused address is unreachable until the stale entry times out).
+pub fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = ip.octets();
+    [0x02, 0x57, a, b, c, d]
+}
+
+/// Gives interface `ifname` of this namespace `ip/prefix` (and the hardware address
+/// `mac_of(ip)`), brings it up, and routes through `gateway` when given.
 async fn configure(
     handle: &Handle,
     ifname: &str,
@@ -248,7 +264,12 @@ async fn configure(
         .map_err(failed(format!("give {ifname} {ip}/{prefix}")))?;
     handle
         .link()
-        .set(LinkUnspec::new_with_index(index).up().build())
+        .set(
+            LinkUnspec::new_with_index(index)
+                .address(mac_of(ip).to_vec())
+                .up()
+                .build(),
+        )
         .execute()
         .await
         .map_err(failed(format!("bring {ifname} up")))?;

@@ -189,16 +189,16 @@ fn user_networks_resolve_names_isolate_each_other_and_leave_nothing_behind() {
             "--ip",
             "10.77.0.50",
             IMAGE,
-            "ip",
-            "-4",
-            "-o",
-            "addr",
-            "show",
-            "eth0",
+            "sh",
+            "-c",
+            "ip -4 -o addr show eth0 && ip -o link show eth0",
         ],
     );
+    // The hardware address is made from the address, so one handed out again keeps it.
     assert!(
-        status.success() && out.contains("10.77.0.50/24"),
+        status.success()
+            && out.contains("10.77.0.50/24")
+            && out.contains("link/ether 02:57:0a:4d:00:32"),
         "{out}{err}"
     );
     let (status, _, err) = wharf(
