@@ -31,10 +31,13 @@ pub(super) fn run(args: &ServeArgs) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        // Taken before anything is served: a signal sent as soon as the daemon answers stops
+        // it cleanly instead of killing it.
+        let stop = shutdown_signal();
         let app = Application::build(config).await?;
         // Tell systemd (Type=notify) we are ready; a no-op outside systemd.
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-        app.run_until_stopped(shutdown_signal()).await
+        app.run_until_stopped(stop).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -58,18 +61,21 @@ fn init_logging(config: &Config) {
     }
 }
 
-/// Resolves at the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Takes SIGTERM and SIGINT now (in the runtime), and resolves at the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
     }
 }
