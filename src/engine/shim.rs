@@ -197,7 +197,7 @@ fn supervise(args: &ShimArgs, report: &mut impl Write) -> Result<(), String> {
     tracing::debug!("could not re-exec the shim as a watcher ({message}); watching in place");
     let log = Log::open(&args.dir, args.log_max_size, args.log_max_files)
         .map_err(|e| format!("open the log: {e}"))?;
-    attach::pump(io, log, args.hold);
+    attach::pump(io, log, args.hold, &mut shed_mapped_pages);
     let code = wait_for(created.pid);
     write_exit(&args.dir, code);
     let _ = runtime.delete(&args.id, true);
@@ -323,13 +323,61 @@ pub fn watch(raw: &[String]) -> i32 {
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
         );
     }
+    shed_mapped_pages();
     if let Ok(log) = Log::open(&args.dir, args.log_max_size, args.log_max_files) {
-        attach::pump(io, log, args.hold);
+        attach::pump(io, log, args.hold, &mut shed_mapped_pages);
     }
     let code = wait_for(pid);
     write_exit(&args.dir, code);
     let _ = Runtime::new(&args.runtime_root).delete(&args.id, true);
     0
+}
+
+/// Lets go of the pages mapped from the read-only parts of the binary and its libraries, after
+/// starting up and whenever the container's output goes quiet: the shim lives as long as its
+/// container, and waiting runs a small part of that code (the kernel maps code in 64 KiB runs
+/// around each page touched, so even a burst of log lines leaves far more mapped than the
+/// wait needs). The mappings are only dropped (the pages stay in the page cache, shared with
+/// the daemon, and a touch maps them again), so what stays resident is what the wait uses.
+/// A mapping the loader wrote into (relocated constants hold anonymous pages) is left alone:
+/// dropping it would lose the writes.
+fn shed_mapped_pages() {
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return;
+    };
+    let mut candidate: Option<(usize, usize)> = None;
+    let mut unwritten = Vec::new();
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let Some(first) = fields.next() else {
+            continue;
+        };
+        if let Some((start, end)) = first.split_once('-') {
+            // A mapping: `start-end perms offset dev inode path`.
+            let perms = fields.next().unwrap_or("");
+            let path = fields.nth(3).unwrap_or("");
+            candidate = match (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            ) {
+                (Ok(s), Ok(e)) if !perms.contains('w') && path.starts_with('/') => Some((s, e)),
+                _ => None,
+            };
+        } else if first == "Anonymous:"
+            && fields.next() == Some("0")
+            && let Some(range) = candidate.take()
+        {
+            unwritten.push(range);
+        }
+    }
+    for (start, end) in unwritten {
+        // SAFETY: the range is a whole read-only, file-backed mapping of this process without
+        // a private (written) page, so dropping its pages loses nothing: the next touch maps
+        // them again from the file, and no reference into it is invalidated.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+        }
+    }
 }
 
 /// Waits for the container's init; reaps whatever else the subreaper inherits meanwhile.

@@ -78,7 +78,10 @@ struct Source {
 }
 
 /// Serves until the container's output ends (every writer gone: it exited).
-pub(super) fn pump(io: Io, log: Log, hold: bool) {
+/// How long the loop waits without an event before it calls its idle hook.
+const IDLE_AFTER_MS: u16 = 5_000;
+
+pub(super) fn pump(io: Io, log: Log, hold: bool, on_idle: &mut dyn FnMut()) {
     let mut log = log;
     let Io {
         out,
@@ -114,6 +117,8 @@ pub(super) fn pump(io: Io, log: Log, hold: bool) {
     let mut held: Option<Vec<u8>> = hold.then(Vec::new);
     let mut buf = vec![0u8; 64 << 10];
 
+    // Whether anything happened since `on_idle` last ran.
+    let mut busy = true;
     while !sources.is_empty() {
         let mut fds: Vec<PollFd> = Vec::new();
         for s in &sources {
@@ -138,8 +143,20 @@ pub(super) fn pump(io: Io, log: Log, hold: bool) {
         if let Some(f) = input_polled {
             fds.push(PollFd::new(f.as_fd(), PollFlags::POLLOUT));
         }
-        if poll(&mut fds, PollTimeout::NONE).is_err() {
-            continue;
+        let timeout = if busy {
+            PollTimeout::from(IDLE_AFTER_MS)
+        } else {
+            PollTimeout::NONE
+        };
+        match poll(&mut fds, timeout) {
+            Err(_) => continue,
+            Ok(0) => {
+                drop(fds);
+                on_idle();
+                busy = false;
+                continue;
+            }
+            Ok(_) => busy = true,
         }
         let ready: Vec<PollFlags> = fds
             .iter()
@@ -354,7 +371,7 @@ mod tests {
             attach: OwnedFd::from(listener),
         };
         let log = Log::open(dir.path(), 0, 1).unwrap();
-        let pumping = std::thread::spawn(move || pump(io, log, true));
+        let pumping = std::thread::spawn(move || pump(io, log, true, &mut || {}));
         // Output before anyone attached is held for the first client.
         File::from(out_w.try_clone().unwrap())
             .write_all(b"early\n")
