@@ -105,8 +105,9 @@ pub fn hold(spec: &PortSpec) -> Result<Held, NetworkError> {
     }
 }
 
-/// Serves a held port until aborted: each TCP connection (those DNAT did not take: the
-/// loopback ones) is carried to `to`. A held UDP socket is only kept.
+/// Serves a held port until aborted: what DNAT did not take (what came to a loopback
+/// address) is carried to `to`: each TCP connection, and for UDP each client's datagrams
+/// and the answers to them.
 pub fn serve(held: Held, to: SocketAddr) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let listener = match held {
@@ -117,12 +118,7 @@ pub fn serve(held: Held, to: SocketAddr) -> tokio::task::JoinHandle<()> {
                     return;
                 }
             },
-            Held::Udp(socket) => {
-                // Held until the task is aborted.
-                let _socket = socket;
-                std::future::pending::<()>().await;
-                return;
-            }
+            Held::Udp(socket) => return serve_udp(socket, to).await,
         };
         // The connections live in this task: aborting it (the container stopped) ends them.
         let mut connections = tokio::task::JoinSet::new();
@@ -149,6 +145,90 @@ pub fn serve(held: Held, to: SocketAddr) -> tokio::task::JoinHandle<()> {
             }
         }
     })
+}
+
+/// A UDP client (its address and port) without an answer for this long is forgotten, and
+/// its upstream socket closed (docker's proxy waits as long).
+const UDP_FLOW_IDLE: std::time::Duration = std::time::Duration::from_secs(90);
+/// At most this many UDP clients at a time; datagrams of more are dropped until one is
+/// forgotten.
+const UDP_FLOWS_MAX: usize = 1024;
+/// The largest UDP payload over IPv4.
+const UDP_DATAGRAM_MAX: usize = 65_507;
+
+/// The UDP side of [`serve`]: each client gets an upstream socket of its own, connected to
+/// `to`, so the answers find their way back to it.
+async fn serve_udp(socket: std::net::UdpSocket, to: SocketAddr) {
+    use std::sync::Arc;
+    let socket = match socket
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::UdpSocket::from_std(socket))
+    {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not serve a published UDP port");
+            return;
+        }
+    };
+    let mut flows: std::collections::HashMap<SocketAddr, Arc<tokio::net::UdpSocket>> =
+        std::collections::HashMap::new();
+    // Each flow's answers are relayed by a task of this one: aborting it ends them all.
+    let mut relays = tokio::task::JoinSet::new();
+    let mut buf = vec![0u8; UDP_DATAGRAM_MAX];
+    loop {
+        tokio::select! {
+            received = socket.recv_from(&mut buf) => {
+                let Ok((n, client)) = received else {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                };
+                let upstream = match flows.get(&client) {
+                    Some(u) => u.clone(),
+                    None if flows.len() >= UDP_FLOWS_MAX => continue,
+                    None => {
+                        let Ok(u) = tokio::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await
+                        else {
+                            continue;
+                        };
+                        if u.connect(to).await.is_err() {
+                            continue;
+                        }
+                        let u = Arc::new(u);
+                        flows.insert(client, u.clone());
+                        relays.spawn(relay_answers(u.clone(), socket.clone(), client));
+                        u
+                    }
+                };
+                let _ = upstream.send(&buf[..n]).await;
+            }
+            Some(ended) = relays.join_next(), if !relays.is_empty() => {
+                if let Ok(client) = ended {
+                    flows.remove(&client);
+                }
+            }
+        }
+    }
+}
+
+/// Sends what comes back on `upstream` to `client` through the published socket, until the
+/// flow has been quiet for [`UDP_FLOW_IDLE`]; returns the client to forget.
+async fn relay_answers(
+    upstream: std::sync::Arc<tokio::net::UdpSocket>,
+    socket: std::sync::Arc<tokio::net::UdpSocket>,
+    client: SocketAddr,
+) -> SocketAddr {
+    let mut buf = vec![0u8; UDP_DATAGRAM_MAX];
+    loop {
+        match tokio::time::timeout(UDP_FLOW_IDLE, upstream.recv(&mut buf)).await {
+            Ok(Ok(n)) => {
+                let _ = socket.send_to(&buf[..n], client).await;
+            }
+            // A port unreachable from the container (nothing listens yet) is told once per
+            // datagram; the flow goes on.
+            Ok(Err(_)) => {}
+            Err(_) => return client,
+        }
+    }
 }
 
 /// Bytes copied at a time each way: large transfers are the proxy's usual load.
@@ -210,6 +290,53 @@ mod tests {
         let mut got = String::new();
         client.read_to_string(&mut got).await.unwrap();
         assert_eq!(got, "through");
+        server.await.unwrap();
+        proxy.abort();
+    }
+
+    #[tokio::test]
+    async fn a_udp_proxy_carries_each_clients_datagrams_and_the_answers_back() {
+        let upstream = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = upstream.local_addr().unwrap();
+        let held = hold(&PortSpec {
+            host_ip: Some(Ipv4Addr::LOCALHOST),
+            host_port: None,
+            container_port: to.port(),
+            udp: true,
+        })
+        .unwrap();
+        let port = held.port();
+        let proxy = serve(held, to);
+        // An echo server that answers in capitals.
+        let server = tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            for _ in 0..3 {
+                let (n, from) = upstream.recv_from(&mut buf).await.unwrap();
+                let answer = buf[..n].to_ascii_uppercase();
+                upstream.send_to(&answer, from).await.unwrap();
+            }
+        });
+        let ask = |client: std::sync::Arc<tokio::net::UdpSocket>, what: &'static str| async move {
+            client
+                .send_to(what.as_bytes(), ("127.0.0.1", port))
+                .await
+                .unwrap();
+            let mut buf = [0u8; 64];
+            let (n, from) = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                client.recv_from(&mut buf),
+            )
+            .await
+            .expect("an answer through the proxy")
+            .unwrap();
+            assert_eq!(from.port(), port, "answered from the published port");
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        };
+        let one = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let two = std::sync::Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        assert_eq!(ask(one.clone(), "one").await, "ONE");
+        assert_eq!(ask(two, "two").await, "TWO");
+        assert_eq!(ask(one, "again").await, "AGAIN");
         server.await.unwrap();
         proxy.abort();
     }

@@ -487,3 +487,99 @@ fn network_connect_adds_an_interface_that_stays_until_disconnect() {
     let (_, hosts, _) = wharf(&d, &["exec", "srv", "cat", "/etc/hosts"]);
     assert!(!hosts.contains("client"), "{hosts}");
 }
+
+#[test]
+fn published_ports_show_the_client_address_and_carry_udp() {
+    let test = "network::published_ports_show_the_client_address_and_carry_udp";
+    let Some((netns, d)) = daemon(test) else {
+        return;
+    };
+    let Some(perl) = ["/usr/bin/perl"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        harness::skip(test, "perl is missing (Debian's perl-base)");
+        return;
+    };
+    let _cleanup = RemoveAll::new(&d, vec!["whoami", "udp"]);
+    // A client on a host of its own: a namespace behind a veth pair, 10.201.0.2, which reaches
+    // the daemon's host at 10.201.0.1.
+    let client = harness::Netns::new();
+    let ip = |ns: &harness::Netns, script: &str| {
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", ns.path.display()))
+            .args([
+                "sh",
+                "-ec",
+                &format!("PATH=/usr/sbin:/sbin:$PATH\n{script}"),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ip(
+        &netns,
+        &format!(
+            "ip link add wcl0 type veth peer name wcl1 netns {}
+             ip addr add 10.201.0.1/24 dev wcl0
+             ip link set wcl0 up",
+            client.path.display()
+        ),
+    );
+    ip(
+        &client,
+        "ip addr add 10.201.0.2/24 dev wcl1\nip link set wcl1 up",
+    );
+
+    // TCP by DNAT: the server sees the client's own address (busybox httpd gives it to CGI).
+    let serve = "mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho \"peer=$REMOTE_ADDR\"\\n' > /www/cgi-bin/peer && chmod +x /www/cgi-bin/peer && httpd -f -p 80 -h /www";
+    let (status, _, err) = wharf(
+        &d,
+        &[
+            "run", "-d", "--name", "whoami", "-p", "8080:80", IMAGE, "sh", "-c", serve,
+        ],
+    );
+    assert!(status.success(), "{err}");
+    let ask = "printf 'GET /cgi-bin/peer HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 3 10.201.0.1 8080";
+    wait_until("the published port answers the other host", || {
+        client.sh(ask).contains("peer=")
+    });
+    let out = client.sh(ask);
+    // (busybox httpd listens on IPv6 and gives IPv4 peers as [::ffff:a.b.c.d].)
+    assert!(out.contains("10.201.0.2"), "{out}");
+
+    // UDP: an echo server (Debian's perl, from the host's /usr) that tells whom it answers.
+    let mounts = ["/usr:/usr:ro", "/usr/lib:/lib:ro", "/usr/lib64:/lib64:ro"];
+    let echo = r#"use Socket; socket(S, PF_INET, SOCK_DGRAM, 0) or die; bind(S, sockaddr_in(5353, INADDR_ANY)) or die; while (my $from = recv(S, my $m, 1500, 0)) { my ($port, $addr) = sockaddr_in($from); send(S, "$m from " . inet_ntoa($addr), 0, $from) }"#;
+    let mut args = vec!["run", "-d", "--name", "udp", "-p", "5353:5353/udp"];
+    for m in &mounts {
+        args.extend(["-v", m]);
+    }
+    args.extend([IMAGE, perl, "-e", echo]);
+    let (status, _, err) = wharf(&d, &args);
+    assert!(status.success(), "{err}");
+    let udp_ask = |ns: &harness::Netns, to: &str| {
+        let script = format!(
+            r#"use Socket; socket(S, PF_INET, SOCK_DGRAM, 0) or die; my $to = sockaddr_in(5353, inet_aton("{to}")); for (1..20) {{ send(S, "ping", 0, $to); my $r = ""; vec(my $in = "", fileno(S), 1) = 1; if (select($in, undef, undef, 0.5)) {{ recv(S, $r, 1500, 0); print $r; exit }} }}"#
+        );
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", ns.path.display()))
+            .args([perl, "-e", &script])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // From loopback, through the daemon's proxy (whose address the server sees).
+    let out = udp_ask(&netns, "127.0.0.1");
+    assert!(
+        out.starts_with("ping from "),
+        "through the loopback proxy: {out:?}"
+    );
+    // From the other host, by DNAT: its own address.
+    let out = udp_ask(&client, "10.201.0.1");
+    assert_eq!(out, "ping from 10.201.0.2", "by DNAT");
+}
