@@ -20,6 +20,7 @@ const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 /// A chromedriver process and one browser session, both ended on drop.
 pub struct Browser {
     driver: Child,
+    port: u16,
     client: ApiClient,
     session: String,
     _profile: tempfile::TempDir,
@@ -77,6 +78,7 @@ impl Browser {
         }}});
         let mut browser = Browser {
             driver,
+            port,
             client,
             session: String::new(),
             _profile: profile,
@@ -220,9 +222,50 @@ impl Browser {
     }
 }
 
+impl Browser {
+    /// Ends the session and the driver (as a drop does), and checks that no process of the
+    /// browser is left (each has the profile directory on its command line).
+    pub fn close(self) {
+        let profile = self._profile.path().display().to_string();
+        drop(self);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left: Vec<String> = std::fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                .filter(|c| c.contains(&profile))
+                .collect();
+            if left.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "browser processes left running: {left:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
-        // Ends the browser with the driver: chromedriver is our child, killed by its pid.
+        // The session is ended first, so chromedriver closes Chromium: killing only the driver
+        // left the browser's processes running. A plain blocking request, as this is a drop.
+        if !self.session.is_empty()
+            && let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port))
+        {
+            use std::io::{Read, Write};
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
+            let _ = write!(
+                stream,
+                "DELETE /session/{} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                self.session, self.port
+            );
+            let _ = stream.read_to_end(&mut Vec::new());
+        }
+        // Then the driver: our child, killed by its pid.
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
@@ -286,6 +329,7 @@ async fn first_admin_signs_in_makes_a_token_and_signs_out_in_chromium() {
         .await;
     browser.goto(&format!("{base}/")).await;
     browser.wait_for_path(&base, "/login").await;
+    browser.close();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -366,6 +410,7 @@ async fn an_operator_pulls_an_image_from_the_images_page_and_an_admin_removes_it
     assert_eq!(left, json!([]), "the daemon no longer has it");
     browser.goto(&format!("{base}/images")).await;
     assert_eq!(browser.text("#no-images").await, "No images yet.");
+    browser.close();
 }
 
 /// Waits up to 30 s for the element's text to contain `wanted`, and returns it.
