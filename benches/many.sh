@@ -41,11 +41,14 @@ wharf_idle=$(rss_kib $wharf_pid)
 
 time_it() { local s e; s=$(date +%s.%N); "$@"; e=$(date +%s.%N); python3 -c "print($e - $s)"; }
 wharf_start=$(time_it sh -c "seq $count | xargs -P 10 -I{} $wharf -H unix://$work/wharf.sock run -d bench/busybox:latest sleep 3600 >/dev/null")
+# Idle supervisors: a shim lets go of what its wait does not use after 2 s without output.
+sleep 3
 wharf_running=$(rss_kib $wharf_pid)
 read -r shim_total shim_n shim_pss < <(sum_rss_of "wharf __shim")
 wharf_stop=$(time_it sh -c "W() { $wharf -H unix://$work/wharf.sock \"\$@\"; }; W rm -f \$(W ps -aq) >/dev/null")
 
 docker_start=$(time_it sh -c "seq $count | xargs -P 10 -I{} /usr/bin/docker -H unix://$work/docker.sock run -d --network none bench/busybox:latest sleep 3600 >/dev/null")
+sleep 3
 read -r cshim_total cshim_n cshim_pss < <(sum_rss_of "containerd-shim")
 docker_stop=$(time_it sh -c "D() { /usr/bin/docker -H unix://$work/docker.sock \"\$@\"; }; D rm -f \$(D ps -aq) >/dev/null")
 

@@ -13,9 +13,6 @@ fn main() -> ExitCode {
     // own command line, not the whole client's, which costs a measurable part of a start.
     // The container shim (spawned by the daemon, never by users): no clap, no tokio.
     let raw: Vec<String> = std::env::args().collect();
-    if raw.get(1).is_some_and(|a| a == "__shim-watch") {
-        return ExitCode::from(wharf::engine::shim::watch(&raw[2..]) as u8);
-    }
     if raw.get(1).is_some_and(|a| a == "__shim") {
         return match wharf::engine::shim::ShimArgs::parse(&raw[2..]) {
             Ok(args) => ExitCode::from(wharf::engine::shim::run(&args) as u8),

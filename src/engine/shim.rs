@@ -183,9 +183,8 @@ fn supervise(args: &ShimArgs, report: &mut impl Write) -> Result<(), String> {
     let _ = writeln!(report, "{}", serde_json::json!({"pid": created.pid}));
     let _ = report.flush();
 
-    // The rest (copying output, waiting) needs little of this binary: become a fresh image of
-    // it that touches only that, so each container's supervisor holds little memory. The pid,
-    // the child and the subreaper mark stay; the pipes are handed over by number.
+    // The rest: copying output and waiting, which needs little of this binary and of what
+    // starting the container allocated; the pump lets go of the rest when it goes quiet.
     let io = Io {
         out: out_read,
         err: err_read,
@@ -193,8 +192,6 @@ fn supervise(args: &ShimArgs, report: &mut impl Write) -> Result<(), String> {
         stdin: stdin_write,
         attach: OwnedFd::from(attach_listener),
     };
-    let message = exec_watcher(args, created.pid, &io);
-    tracing::debug!("could not re-exec the shim as a watcher ({message}); watching in place");
     let log = Log::open(&args.dir, args.log_max_size, args.log_max_files)
         .map_err(|e| format!("open the log: {e}"))?;
     attach::pump(io, log, args.hold, &mut shed_mapped_pages);
@@ -230,118 +227,19 @@ pub struct Io {
     pub attach: OwnedFd,
 }
 
-/// `execv`s `/proc/self/exe __shim-watch …`; returns only why it could not.
-fn exec_watcher(args: &ShimArgs, pid: i32, io: &Io) -> String {
-    use std::ffi::CString;
-    let text = |s: &str| CString::new(s).unwrap_or_default();
-    // Handed over by number: they must survive the exec.
-    for fd in [Some(&io.attach), io.pty.as_ref(), io.stdin.as_ref()]
-        .into_iter()
-        .flatten()
-    {
-        let _ = nix::fcntl::fcntl(
-            fd,
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-        );
-    }
-    let mut extra = vec!["--attach-fd".to_owned(), io.attach.as_raw_fd().to_string()];
-    if let Some(pty) = &io.pty {
-        extra.extend(["--pty-fd".to_owned(), pty.as_raw_fd().to_string()]);
-    }
-    if let Some(stdin) = &io.stdin {
-        extra.extend(["--stdin-fd".to_owned(), stdin.as_raw_fd().to_string()]);
-    }
-    if args.hold {
-        extra.push("--hold".to_owned());
-    }
-    let argv: Vec<CString> = [
-        "wharf".to_owned(),
-        "__shim-watch".to_owned(),
-        "--id".to_owned(),
-        args.id.clone(),
-        "--dir".to_owned(),
-        args.dir.to_string_lossy().into_owned(),
-        "--runtime-root".to_owned(),
-        args.runtime_root.to_string_lossy().into_owned(),
-        "--log-max-size".to_owned(),
-        args.log_max_size.to_string(),
-        "--log-max-files".to_owned(),
-        args.log_max_files.to_string(),
-        "--pid".to_owned(),
-        pid.to_string(),
-        "--out-fd".to_owned(),
-        io.out.as_raw_fd().to_string(),
-        "--err-fd".to_owned(),
-        io.err.as_raw_fd().to_string(),
-    ]
-    .iter()
-    .chain(extra.iter())
-    .map(|a| text(a))
-    .collect();
-    match nix::unistd::execv(&text("/proc/self/exe"), &argv) {
-        Ok(never) => match never {},
-        Err(e) => e.to_string(),
-    }
-}
-
-/// `wharf __shim-watch`: the second half of a shim, after it re-executed itself: copies the
-/// container's output into its log, waits for it, records the exit and deletes the runtime's
-/// state. Returns the process exit code.
-pub fn watch(raw: &[String]) -> i32 {
-    let Ok(args) = ShimArgs::parse(raw) else {
-        return 2;
-    };
-    let number = |flag: &str| -> Option<i32> {
-        raw.iter()
-            .position(|a| a == flag)
-            .and_then(|i| raw.get(i + 1))
-            .and_then(|v| v.parse().ok())
-    };
-    let (Some(pid), Some(out), Some(err), Some(attach)) = (
-        number("--pid"),
-        number("--out-fd"),
-        number("--err-fd"),
-        number("--attach-fd"),
-    ) else {
-        return 2;
-    };
-    // SAFETY: the shim handed these descriptors over by number; nothing else owns them here.
-    let owned = |fd: i32| unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    let io = Io {
-        out: owned(out),
-        err: owned(err),
-        pty: number("--pty-fd").map(owned),
-        stdin: number("--stdin-fd").map(owned),
-        attach: owned(attach),
-    };
-    for fd in [Some(&io.attach), io.pty.as_ref(), io.stdin.as_ref()]
-        .into_iter()
-        .flatten()
-    {
-        let _ = nix::fcntl::fcntl(
-            fd,
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        );
-    }
-    shed_mapped_pages();
-    if let Ok(log) = Log::open(&args.dir, args.log_max_size, args.log_max_files) {
-        attach::pump(io, log, args.hold, &mut shed_mapped_pages);
-    }
-    let code = wait_for(pid);
-    write_exit(&args.dir, code);
-    let _ = Runtime::new(&args.runtime_root).delete(&args.id, true);
-    0
-}
-
-/// Lets go of the pages mapped from the read-only parts of the binary and its libraries, after
-/// starting up and whenever the container's output goes quiet: the shim lives as long as its
-/// container, and waiting runs a small part of that code (the kernel maps code in 64 KiB runs
-/// around each page touched, so even a burst of log lines leaves far more mapped than the
-/// wait needs). The mappings are only dropped (the pages stay in the page cache, shared with
-/// the daemon, and a touch maps them again), so what stays resident is what the wait uses.
-/// A mapping the loader wrote into (relocated constants hold anonymous pages) is left alone:
-/// dropping it would lose the writes.
+/// Lets go of memory the wait does not use, whenever the container's output goes quiet: the
+/// shim lives as long as its container, and waiting runs a small part of the code that
+/// starting it mapped (the kernel maps code in 64 KiB runs around each page touched, so even a
+/// burst of log lines leaves far more mapped than the wait needs). The free heap goes back to
+/// the kernel, and the mappings of the read-only parts of the binary and its libraries are
+/// dropped (the pages stay in the page cache, shared with the daemon, and a touch maps them
+/// again), so what stays resident is what the wait uses. A mapping the loader wrote into
+/// (relocated constants hold anonymous pages) is left alone: dropping it would lose the writes.
 fn shed_mapped_pages() {
+    // SAFETY: malloc_trim only returns free heap memory; no allocation is touched.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
         return;
     };

@@ -642,7 +642,7 @@ fn exec_top_and_stats_on_a_running_container() {
     assert!(!status.success());
     assert!(err.contains("/bin/nope"), "{err}");
 
-    // Its supervisor is the shim re-executed as a watcher (same pid, a smaller image).
+    // One shim supervises it.
     let (_, out, _) = wharf(&d, &["inspect", "busy"]);
     let full: serde_json::Value = serde_json::from_str(&out).unwrap();
     let full_id = full["id"].as_str().unwrap().to_owned();
@@ -651,9 +651,9 @@ fn exec_top_and_stats_on_a_running_container() {
         .flatten()
         .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
         .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains("__shim-watch") && c.contains(&full_id))
+        .filter(|c| c.contains("__shim ") && c.contains(&full_id))
         .count();
-    assert_eq!(watchers, 1, "one watcher supervises the container");
+    assert_eq!(watchers, 1, "one shim supervises the container");
 
     // top lists the container's processes; stats shows the busy loop's CPU and the limit.
     let (status, out, err) = wharf(&d, &["top", "busy"]);

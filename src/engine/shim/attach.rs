@@ -79,7 +79,7 @@ struct Source {
 
 /// Serves until the container's output ends (every writer gone: it exited).
 /// How long the loop waits without an event before it calls its idle hook.
-const IDLE_AFTER_MS: u16 = 5_000;
+const IDLE_AFTER_MS: u16 = 2_000;
 
 pub(super) fn pump(io: Io, log: Log, hold: bool, on_idle: &mut dyn FnMut()) {
     let mut log = log;
