@@ -444,14 +444,6 @@ pub(super) async fn attach(
     }
 }
 
-/// `0.0.0.0:8080->80/tcp`, as docker shows a published port.
-fn port_text(p: &crate::db::networks::PortRow) -> String {
-    format!(
-        "{}:{}->{}/{}",
-        p.host_ip, p.host_port, p.container_port, p.protocol
-    )
-}
-
 /// `wharf port`: a container's published ports.
 pub(super) async fn port(client: ApiClient, container: String) -> Result<(), ClientError> {
     let view: ContainerView = client.get_json(&path(&container, "")).await?;
@@ -793,37 +785,13 @@ pub(super) async fn ps(
         }
         return Ok(());
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let ago = |t: i64| {
-        let secs = (now - t).max(0) as u64;
-        humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
-    };
+    let now = crate::db::now_secs();
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|c| {
             let command = c.config.cmd.join(" ");
-            let status = match (c.state.as_str(), c.started_at, c.finished_at) {
-                ("running", Some(t), _) => match &c.health {
-                    Some(h) if h.status == "starting" => {
-                        format!("Up {} (health: starting)", ago(t))
-                    }
-                    Some(h) => format!("Up {} ({})", ago(t), h.status),
-                    None => format!("Up {}", ago(t)),
-                },
-                ("paused", Some(t), _) => format!("Up {} (Paused)", ago(t)),
-                ("exited", _, Some(t)) => {
-                    format!("Exited ({}) {} ago", c.exit_code.unwrap_or(0), ago(t))
-                }
-                (state, _, _) => state.to_owned(),
-            };
-            let ports: Vec<String> = c
-                .network_settings
-                .iter()
-                .flat_map(|n| n.ports.iter())
-                .map(port_text)
-                .collect();
+            let status = c.status_text(now);
+            let ports = c.port_texts();
             vec![
                 c.id[..12].to_owned(),
                 c.image.clone(),

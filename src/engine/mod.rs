@@ -359,6 +359,43 @@ pub struct NetworkSettings {
     pub ports: Vec<crate::db::networks::PortRow>,
 }
 
+impl ContainerView {
+    /// Its state as `docker ps` tells it: `Up 5m (healthy)`, `Exited (3) 2h ago`, … at `now`
+    /// (seconds since the epoch).
+    pub fn status_text(&self, now: i64) -> String {
+        let ago = |t: i64| {
+            let secs = (now - t).max(0) as u64;
+            humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+        };
+        match (self.state.as_str(), self.started_at, self.finished_at) {
+            ("running", Some(t), _) => match &self.health {
+                Some(h) if h.status == "starting" => format!("Up {} (health: starting)", ago(t)),
+                Some(h) => format!("Up {} ({})", ago(t), h.status),
+                None => format!("Up {}", ago(t)),
+            },
+            ("paused", Some(t), _) => format!("Up {} (Paused)", ago(t)),
+            ("exited", _, Some(t)) => {
+                format!("Exited ({}) {} ago", self.exit_code.unwrap_or(0), ago(t))
+            }
+            (state, _, _) => state.to_owned(),
+        }
+    }
+
+    /// Its published ports as docker shows them: `0.0.0.0:8080->80/tcp`.
+    pub fn port_texts(&self) -> Vec<String> {
+        self.network_settings
+            .iter()
+            .flat_map(|n| n.ports.iter())
+            .map(|p| {
+                format!(
+                    "{}:{}->{}/{}",
+                    p.host_ip, p.host_port, p.container_port, p.protocol
+                )
+            })
+            .collect()
+    }
+}
+
 impl From<ContainerRow> for ContainerView {
     fn from(row: ContainerRow) -> Self {
         ContainerView {

@@ -26,6 +26,25 @@ pub enum WebError {
     Auth(#[from] AuthError),
     #[error(transparent)]
     Database(#[from] DbError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl WebError {
+    /// An engine failure as a page: a missing container is 404, a refused request 400.
+    pub fn from_engine(e: crate::engine::EngineError) -> WebError {
+        use crate::engine::EngineError as E;
+        match e {
+            E::NoContainer(_) | E::NoImage(_) | E::NoVolume(_) | E::NoNetwork(_) => {
+                WebError::NotFound(e.to_string())
+            }
+            E::Invalid(_) | E::Start { .. } | E::WrongState { .. } => {
+                WebError::BadRequest(e.to_string())
+            }
+            E::Io { .. } => WebError::Internal(e.to_string()),
+            E::Database(e) => WebError::Database(e),
+        }
+    }
 }
 
 #[derive(Template)]
@@ -43,7 +62,7 @@ impl IntoResponse for WebError {
             WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
             WebError::NotFound(_) => StatusCode::NOT_FOUND,
             WebError::Auth(e) => e.status(),
-            WebError::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            WebError::Database(_) | WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %self, "dashboard request failed");

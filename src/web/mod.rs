@@ -5,6 +5,7 @@
 //! form, HTML error pages, and the security headers of every response. It calls `auth` and `db`
 //! like the JSON API does, and never touches the runtime or the blob files.
 
+mod containers;
 mod error;
 mod pages;
 mod session;
@@ -22,6 +23,7 @@ pub use session::WebUser;
 
 const CSS: &str = include_str!("../../static/wharf.css");
 const IMAGES_JS: &str = include_str!("../../static/images.js");
+const CONTAINERS_JS: &str = include_str!("../../static/containers.js");
 
 /// A short hash of the stylesheet, in its URL, so it can be cached for a year and still change.
 pub const CSS_VERSION: &str = match std::str::from_utf8(&CSS_HASH_HEX) {
@@ -36,6 +38,13 @@ pub const JS_VERSION: &str = match std::str::from_utf8(&JS_HASH_HEX) {
     Err(_) => panic!("hex digits are UTF-8"),
 };
 const JS_HASH_HEX: [u8; 16] = hash_hex(IMAGES_JS.as_bytes());
+
+/// The same for the Containers pages' script.
+pub const CONTAINERS_JS_VERSION: &str = match std::str::from_utf8(&CONTAINERS_JS_HASH_HEX) {
+    Ok(s) => s,
+    Err(_) => panic!("hex digits are UTF-8"),
+};
+const CONTAINERS_JS_HASH_HEX: [u8; 16] = hash_hex(CONTAINERS_JS.as_bytes());
 
 const fn fnv1a(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -79,6 +88,10 @@ async fn images_script() -> impl IntoResponse {
     asset("text/javascript; charset=utf-8", IMAGES_JS)
 }
 
+async fn containers_script() -> impl IntoResponse {
+    asset("text/javascript; charset=utf-8", CONTAINERS_JS)
+}
+
 /// The dashboard's routes.
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -92,6 +105,13 @@ pub fn router() -> Router<AppState> {
         .route("/account/password", post(pages::change_password))
         .route("/audit", get(pages::audit))
         .route("/images", get(pages::images))
+        .route("/containers", get(containers::containers))
+        .route("/containers/new", get(containers::new_container))
+        .route("/containers/{id}", get(containers::container))
+        .route(
+            &format!("/static/containers-{CONTAINERS_JS_VERSION}.js"),
+            get(containers_script),
+        )
         .route(&format!("/static/wharf-{CSS_VERSION}.css"), get(stylesheet))
         .route(
             &format!("/static/images-{JS_VERSION}.js"),

@@ -25,7 +25,7 @@ use crate::startup::AppState;
 /// The double-submit cookie that protects the sign-in form itself (there is no session yet).
 const LOGIN_CSRF_COOKIE: &str = "wharf_login_csrf";
 
-fn time_text(secs: Option<i64>) -> String {
+pub(super) fn time_text(secs: Option<i64>) -> String {
     match secs {
         Some(s) if s >= 0 => {
             humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(s as u64))

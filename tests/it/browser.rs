@@ -413,11 +413,188 @@ async fn an_operator_pulls_an_image_from_the_images_page_and_an_admin_removes_it
     browser.close();
 }
 
+/// Removes the daemon's containers however the test ends (they outlive the daemon).
+struct RemoveContainers(String);
+
+impl Drop for RemoveContainers {
+    fn drop(&mut self) {
+        harness::remove_all_containers(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_runs_a_container_from_the_form_follows_its_logs_and_a_viewer_only_looks() {
+    let test =
+        "browser::an_admin_runs_a_container_from_the_form_follows_its_logs_and_a_viewer_only_looks";
+    if harness::skip_unless_root(test) {
+        return;
+    }
+    let Some(busybox) = crate::fixtures::busybox(test) else {
+        return;
+    };
+    let daemon = TestDaemon::start();
+    let host = format!("unix://{}", daemon.socket.display());
+    let _cleanup = RemoveContainers(host.clone());
+    let archive = daemon.dir.path().join("busybox.tar");
+    crate::fixtures::ImageBuilder::busybox(&busybox)
+        .cmd(&["sh"])
+        .build()
+        .write_docker_archive(&archive, "wharf-test/busybox:latest");
+    let (status, _, err) = harness::run_wharf(
+        harness::wharf_command()
+            .args(["-H", &host, "load", "-q", "-i"])
+            .arg(&archive),
+    );
+    assert!(status.success(), "{err}");
+    daemon.user_with_token("ada", "admin").await;
+    daemon.user_with_token("vic", "viewer").await;
+    let Some(browser) = Browser::start(test).await else {
+        return;
+    };
+    let base = format!("http://127.0.0.1:{}", daemon.tcp.port());
+    let screenshot = |name: &'static str| {
+        let browser = &browser;
+        async move {
+            let png = browser.screenshot().await;
+            assert!(png.starts_with(b"\x89PNG"));
+            if let Ok(dir) = std::env::var("WHARF_SCREENSHOTS") {
+                std::fs::write(format!("{dir}/{name}.png"), &png).unwrap();
+            }
+        }
+    };
+    browser.goto(&format!("{base}/login")).await;
+    browser.sign_in(&base, "ada", "ada-password").await;
+    browser.goto(&format!("{base}/containers")).await;
+    assert_eq!(browser.text("#no-containers").await, "No containers yet.");
+
+    // The form: a container that prints, then ticks until it is stopped.
+    browser.click("#new-container").await;
+    browser.wait_for_path(&base, "/containers/new").await;
+    browser
+        .type_into("#create-image", "wharf-test/busybox:latest")
+        .await;
+    browser.type_into("#create-name", "ticker").await;
+    browser
+        .type_into(
+            "#create-command",
+            r#"sh -c "trap 'exit 0' TERM; echo hello-from-the-form \<b\>; i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done""#,
+        )
+        .await;
+    browser.type_into("#create-env", "GREETING=hi").await;
+    screenshot("container-new").await;
+    browser.click("#create-button").await;
+    // Its page, with its logs arriving while it runs.
+    let logs = wait_for_text(&browser, "#logs", "hello-from-the-form <b>").await;
+    assert!(!logs.contains("tick 15"), "only the start so far: {logs}");
+    wait_for_text(&browser, "#logs", "tick 15").await;
+    assert_eq!(browser.text("#state").await, "running");
+    assert!(browser.text("#inspect").await.contains("GREETING=hi"));
+    screenshot("container").await;
+
+    // The list, filtered and searched.
+    browser
+        .goto(&format!("{base}/containers?state=exited"))
+        .await;
+    assert_eq!(browser.text("#no-match").await, "No container matches.");
+    browser.goto(&format!("{base}/containers?q=tick")).await;
+    let table = browser.text("#container-table").await;
+    assert!(
+        table.contains("ticker") && table.contains("running"),
+        "{table}"
+    );
+    screenshot("containers").await;
+
+    // Stop, then remove (asked once more).
+    browser
+        .click("tr[data-name='ticker'] button[data-action='stop']")
+        .await;
+    wait_for_text(&browser, "#container-table", "exited").await;
+    browser
+        .click("tr[data-name='ticker'] button[data-action='remove']")
+        .await;
+    assert_eq!(
+        browser
+            .text("tr[data-name='ticker'] button[data-action='remove']")
+            .await,
+        "Remove ticker?"
+    );
+    browser
+        .click("tr[data-name='ticker'] button[data-action='remove']")
+        .await;
+    wait_for_text(&browser, "main", "No containers yet.").await;
+
+    // A viewer sees containers but no action, and the API refuses one sent anyway.
+    let created: Value = daemon
+        .unix_client()
+        .send_json(
+            Method::POST,
+            "/api/v1/containers",
+            &json!({"name": "shown", "image": "wharf-test/busybox:latest", "cmd": ["echo", "<script>x</script>"]}),
+        )
+        .await
+        .unwrap();
+    browser.click("#logout").await;
+    browser
+        .wait_for_path(&base, "/login?message=signed-out")
+        .await;
+    browser.sign_in(&base, "vic", "vic-password").await;
+    browser.goto(&format!("{base}/containers")).await;
+    assert!(browser.text("#container-table").await.contains("shown"));
+    let buttons = browser
+        .eval("return document.querySelectorAll('main button, #new-container').length;")
+        .await;
+    assert_eq!(buttons, json!(1), "only the filter's button");
+    let refused = browser
+        .eval(&format!(
+            "var x = new XMLHttpRequest(); x.open('POST', '/api/v1/containers/{}/start', false); \
+             x.setRequestHeader('X-CSRF-Token', document.getElementById('containers').dataset.csrf); \
+             x.send(); return x.status;",
+            created["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(refused, json!(403));
+    // What a container was given is shown as text, never as markup.
+    browser
+        .goto(&format!(
+            "{base}/containers/{}",
+            created["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(browser.text("#state").await, "created");
+    assert!(
+        browser
+            .text("main")
+            .await
+            .contains("echo <script>x</script>")
+    );
+    assert_eq!(
+        browser
+            .eval("return document.querySelectorAll('script').length;")
+            .await,
+        json!(1),
+        "only the page's own script"
+    );
+    assert_eq!(
+        browser
+            .eval("return document.querySelectorAll('main button').length;")
+            .await,
+        json!(0),
+        "no action (and no logs: they take an operator)"
+    );
+    browser.close();
+}
+
 /// Waits up to 30 s for the element's text to contain `wanted`, and returns it.
 async fn wait_for_text(browser: &Browser, css: &str, wanted: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
+    // Read in one script, so a page reloading meanwhile (after an action) reads as empty
+    // instead of failing on an element that went away.
+    let read = format!(
+        "var e = document.querySelector({}); return e ? e.innerText : '';",
+        serde_json::to_string(css).unwrap()
+    );
     loop {
-        let text = browser.text(css).await;
+        let text = browser.eval(&read).await.as_str().unwrap_or("").to_owned();
         if text.contains(wanted) {
             return text;
         }

@@ -254,30 +254,23 @@ fn an_image_containers_use_is_not_removed_from_under_them() {
     assert!(out.contains("Deleted: sha256:"), "{out}");
 }
 
-/// Removes every container of a daemon when the test ends, passed or not (the shims outlive
-/// a killed daemon by design).
-/// Removes every container of the daemon however the test ends (containers outlive their
-/// daemon by design: a failed assertion must not leave them running on the host).
+/// Removes every container of the daemon however the test ends (see
+/// [`harness::remove_all_containers`]).
 struct RemoveEvery<'a>(&'a DaemonProcess);
 
 impl Drop for RemoveEvery<'_> {
     fn drop(&mut self) {
-        let (_, ids, _) = wharf(self.0, &["ps", "-a", "-q"]);
-        for id in ids.split_whitespace() {
-            let _ = wharf(self.0, &["rm", "-f", id]);
-        }
+        harness::remove_all_containers(&host(self.0));
     }
 }
 
+/// The same for a daemon the test restarts.
 struct RemoveAll<'a>(&'a std::cell::RefCell<DaemonProcess>);
 
 impl Drop for RemoveAll<'_> {
     fn drop(&mut self) {
-        let daemon = self.0.borrow();
-        let (_, ids, _) = wharf(&daemon, &["ps", "-a", "-q"]);
-        for id in ids.split_whitespace() {
-            let _ = wharf(&daemon, &["rm", "-f", id]);
-        }
+        let socket = self.0.borrow().socket.clone();
+        harness::remove_all_containers(&format!("unix://{}", socket.display()));
     }
 }
 

@@ -436,6 +436,16 @@ pub fn run_wharf(cmd: &mut Command) -> (ExitStatus, String, String) {
     )
 }
 
+/// Removes every container of the daemon at `host` (`unix://…`): for the guards of tests that
+/// start containers, which outlive their daemon by design, so a failed assertion must not
+/// leave them running on the host.
+pub fn remove_all_containers(host: &str) {
+    let (_, ids, _) = run_wharf(wharf_command().args(["-H", host, "ps", "-a", "-q"]));
+    for id in ids.split_whitespace() {
+        let _ = run_wharf(wharf_command().args(["-H", host, "rm", "-f", id]));
+    }
+}
+
 /// Runs a `wharf` command with `input` on its standard input.
 pub fn run_wharf_input(cmd: &mut Command, input: &str) -> (ExitStatus, String, String) {
     cmd.stdin(Stdio::piped())

@@ -1,0 +1,244 @@
+//! The Containers pages: the list (filter, search, actions), a container's page (inspect, live
+//! logs) and the "create container" form. Reads go through the engine as the JSON API's do;
+//! every action is a call of the JSON API from `static/containers.js` with the session's CSRF
+//! token, so the same rights and audit apply, and a viewer is shown no buttons.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{Path, Query, State};
+use serde::Deserialize;
+
+use super::error::WebError;
+use super::session::WebUser;
+use crate::auth::{Action, Target, authorize};
+use crate::engine::ContainerView;
+use crate::startup::AppState;
+
+/// One row of the Containers page.
+pub struct ContainerRow {
+    pub id: String,
+    pub short_id: String,
+    pub name: String,
+    pub image: String,
+    pub state: String,
+    pub status: String,
+    pub ports: String,
+    pub created: String,
+}
+
+/// What a user may do on these pages.
+pub struct Rights {
+    pub operate: bool,
+    pub remove: bool,
+    pub create: bool,
+}
+
+impl Rights {
+    fn of(user: &WebUser) -> Rights {
+        let may =
+            |action| authorize(&user.principal, action, &Target::Container("*".into())).is_ok();
+        Rights {
+            operate: may(Action::ContainerOperate),
+            remove: may(Action::ContainerRemove),
+            create: may(Action::ContainerCreate),
+        }
+    }
+}
+
+fn require_read(user: &WebUser, id: &str) -> Result<(), WebError> {
+    authorize(
+        &user.principal,
+        Action::ContainerRead,
+        &Target::Container(id.into()),
+    )
+    .map_err(|d| WebError::Forbidden(d.to_string()))
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "containers.html")]
+pub struct ContainersPage {
+    pub user: WebUser,
+    pub rights: Rights,
+    pub containers: Vec<ContainerRow>,
+    /// How many there are before the filter.
+    pub total: usize,
+    pub filter_state: String,
+    pub search: String,
+    pub states: Vec<&'static str>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    /// `running`, `paused`, `exited`, `created`, or empty for all.
+    #[serde(default)]
+    state: String,
+    /// A part of the name, id or image.
+    #[serde(default)]
+    q: String,
+}
+
+pub async fn containers(
+    State(state): State<AppState>,
+    user: WebUser,
+    Query(query): Query<ListQuery>,
+) -> Result<ContainersPage, WebError> {
+    require_read(&user, "*")?;
+    let now = crate::db::now_secs();
+    let rows = state.db.list_containers(true).await?;
+    let total = rows.len();
+    let search = query.q.trim().to_lowercase();
+    let mut containers = Vec::new();
+    for row in rows {
+        if !query.state.is_empty() && row.state != query.state {
+            continue;
+        }
+        if !search.is_empty()
+            && ![&row.name, &row.id, &row.image]
+                .iter()
+                .any(|f| f.to_lowercase().contains(&search))
+        {
+            continue;
+        }
+        let view = state
+            .engine
+            .view(row)
+            .await
+            .map_err(WebError::from_engine)?;
+        containers.push(ContainerRow {
+            short_id: view.id[..12.min(view.id.len())].to_owned(),
+            status: view.status_text(now),
+            ports: view.port_texts().join(", "),
+            created: super::pages::time_text(Some(view.created_at)),
+            id: view.id,
+            name: view.name,
+            image: view.image,
+            state: view.state,
+        });
+    }
+    Ok(ContainersPage {
+        rights: Rights::of(&user),
+        user,
+        containers,
+        total,
+        filter_state: query.state,
+        search: query.q,
+        states: vec!["running", "paused", "exited", "created"],
+    })
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "container.html")]
+pub struct ContainerPage {
+    pub user: WebUser,
+    pub rights: Rights,
+    pub logs: bool,
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub state: String,
+    pub status: String,
+    pub ports: String,
+    pub networks: String,
+    pub command: String,
+    /// `inspect` as indented JSON.
+    pub inspect: String,
+}
+
+pub async fn container(
+    State(state): State<AppState>,
+    user: WebUser,
+    Path(key): Path<String>,
+) -> Result<ContainerPage, WebError> {
+    require_read(&user, &key)?;
+    let row = state
+        .engine
+        .get(&key)
+        .await
+        .map_err(WebError::from_engine)?;
+    let view: ContainerView = state
+        .engine
+        .view(row)
+        .await
+        .map_err(WebError::from_engine)?;
+    let logs = authorize(
+        &user.principal,
+        Action::ContainerLogs,
+        &Target::Container(view.id.clone()),
+    )
+    .is_ok();
+    let networks = view
+        .network_settings
+        .iter()
+        .flat_map(|n| n.networks.iter())
+        .map(|(name, ip)| format!("{name} ({ip})"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok(ContainerPage {
+        rights: Rights::of(&user),
+        logs,
+        inspect: serde_json::to_string_pretty(&view).unwrap_or_default(),
+        status: view.status_text(crate::db::now_secs()),
+        ports: view.port_texts().join(", "),
+        networks,
+        command: view
+            .config
+            .entrypoint
+            .iter()
+            .chain(view.config.cmd.iter())
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" "),
+        id: view.id,
+        name: view.name,
+        image: view.image,
+        state: view.state,
+        user,
+    })
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "container_new.html")]
+pub struct NewContainerPage {
+    pub user: WebUser,
+    /// The image to start from (`/containers/new?image=…`, as the Images page's "Run" sends).
+    pub image: String,
+    pub networks: Vec<String>,
+    pub restart_policies: Vec<&'static str>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct NewQuery {
+    #[serde(default)]
+    image: String,
+}
+
+pub async fn new_container(
+    State(state): State<AppState>,
+    user: WebUser,
+    Query(query): Query<NewQuery>,
+) -> Result<NewContainerPage, WebError> {
+    authorize(
+        &user.principal,
+        Action::ContainerCreate,
+        &Target::Container("*".into()),
+    )
+    .map_err(|d| WebError::Forbidden(d.to_string()))?;
+    // The daemon's default first (what `docker run` without --network gets), then the others.
+    let default = state.config.default_network.clone();
+    let mut networks = vec![default.clone()];
+    let others = ["bridge", "none", "host"]
+        .into_iter()
+        .map(String::from)
+        .chain(state.db.list_networks().await?.into_iter().map(|n| n.name));
+    for name in others {
+        if !networks.contains(&name) {
+            networks.push(name);
+        }
+    }
+    Ok(NewContainerPage {
+        user,
+        image: query.image,
+        networks,
+        restart_policies: vec!["no", "always", "unless-stopped", "on-failure"],
+    })
+}

@@ -1,0 +1,271 @@
+// The Containers pages: actions on containers (one, or the selected ones), the "create
+// container" form, and a container's live logs. Every change is a call of the JSON API with the
+// session's CSRF token, so the server checks the same rights as for any client. Loaded as a
+// file: the CSP forbids inline scripts.
+"use strict";
+
+(function () {
+  const holder = document.getElementById("containers");
+  const csrf = holder ? holder.dataset.csrf : null;
+  const status = document.getElementById("container-status");
+
+  function say(text, bad) {
+    if (status) {
+      status.textContent = text;
+      status.className = bad ? "error" : "notice";
+    }
+  }
+
+  // Calls the API; resolves to the response, or throws with the daemon's message.
+  async function api(method, path, token, body) {
+    const headers = { "X-CSRF-Token": token };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+    }
+    const response = await fetch("/api/v1" + path, {
+      method: method,
+      credentials: "same-origin",
+      headers: headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    if (!response.ok) {
+      const failure = await response.json().catch(function () {
+        return { message: response.status + " " + response.statusText };
+      });
+      throw new Error(failure.message);
+    }
+    return response;
+  }
+
+  // A button with a question asks it on the first press (its label becomes the question) and
+  // acts on the second, as the Images page's Remove does.
+  function confirmed(button) {
+    if (!button.dataset.confirm || button.dataset.armed === "yes") {
+      return true;
+    }
+    button.dataset.armed = "yes";
+    button.textContent = button.dataset.confirm;
+    return false;
+  }
+
+  function act(action, id) {
+    const path = "/containers/" + encodeURIComponent(id);
+    if (action === "remove") {
+      return api("DELETE", path + "?force=true", csrf);
+    }
+    return api("POST", path + "/" + action, csrf);
+  }
+
+  // One container's buttons (in a table row, or on its own page).
+  document.querySelectorAll("button.act").forEach(function (button) {
+    button.addEventListener("click", async function () {
+      const owner = button.closest("[data-id]");
+      const name = owner.dataset.name;
+      const action = button.dataset.action;
+      if (!confirmed(button)) {
+        return;
+      }
+      button.disabled = true;
+      say(action + " " + name + "…", false);
+      try {
+        await act(action, owner.dataset.id);
+        if (action === "remove" && owner.dataset.afterRemove) {
+          window.location.assign(owner.dataset.afterRemove);
+        } else {
+          window.location.reload();
+        }
+      } catch (e) {
+        say(action + " " + name + " failed: " + e.message, true);
+        button.disabled = false;
+      }
+    });
+  });
+
+  // Bulk actions on the selected rows.
+  const all = document.getElementById("select-all");
+  if (all) {
+    all.addEventListener("change", function () {
+      document.querySelectorAll("input.pick").forEach(function (box) {
+        box.checked = all.checked;
+      });
+    });
+  }
+  document.querySelectorAll("button.bulk").forEach(function (button) {
+    button.addEventListener("click", async function () {
+      const rows = Array.from(document.querySelectorAll("input.pick:checked")).map(function (box) {
+        return box.closest("tr");
+      });
+      const action = button.dataset.action;
+      if (rows.length === 0) {
+        say("Select containers first.", true);
+        return;
+      }
+      if (!confirmed(button)) {
+        return;
+      }
+      const failed = [];
+      for (const row of rows) {
+        try {
+          await act(action, row.dataset.id);
+        } catch (e) {
+          failed.push(row.dataset.name + ": " + e.message);
+        }
+      }
+      if (failed.length > 0) {
+        say(action + " failed for " + failed.join("; "), true);
+      } else {
+        window.location.reload();
+      }
+    });
+  });
+
+  // The create form: create, start, then the container's page.
+  const form = document.getElementById("create-form");
+  if (form) {
+    const field = function (id) {
+      return document.getElementById(id).value.trim();
+    };
+    const created = document.getElementById("create-status");
+    // `sh -c "echo hi"` -> ["sh", "-c", "echo hi"]: words, with '…' and "…" kept whole.
+    const words = function (text) {
+      const out = [];
+      const pattern = /"([^"]*)"|'([^']*)'|(\S+)/g;
+      let m;
+      while ((m = pattern.exec(text)) !== null) {
+        out.push(m[1] !== undefined ? m[1] : m[2] !== undefined ? m[2] : m[3]);
+      }
+      return out;
+    };
+    const lines = function (text) {
+      return text.split("\n").map(function (l) { return l.trim(); }).filter(function (l) { return l !== ""; });
+    };
+    // `512m`, `1g`, `64k` or bytes.
+    const bytes = function (text) {
+      const m = /^(\d+(?:\.\d+)?)\s*([kmg]?)b?$/i.exec(text);
+      if (!m) {
+        throw new Error("memory limit " + JSON.stringify(text) + ": give it as 256m, 1g or bytes");
+      }
+      const scale = { "": 1, k: 1024, m: 1024 * 1024, g: 1024 * 1024 * 1024 }[m[2].toLowerCase()];
+      return Math.round(parseFloat(m[1]) * scale);
+    };
+    form.addEventListener("submit", async function (event) {
+      event.preventDefault();
+      const button = document.getElementById("create-button");
+      button.disabled = true;
+      created.className = "notice";
+      try {
+        const request = { image: field("create-image"), restart: field("create-restart") };
+        if (field("create-name") !== "") {
+          request.name = field("create-name");
+        }
+        if (field("create-command") !== "") {
+          request.cmd = words(field("create-command"));
+        }
+        request.env = lines(document.getElementById("create-env").value);
+        request.ports = field("create-ports").split(/[\s,]+/).filter(function (p) { return p !== ""; });
+        request.binds = lines(document.getElementById("create-volumes").value);
+        request.network = field("create-network");
+        if (field("create-memory") !== "") {
+          request.memory = bytes(field("create-memory"));
+        }
+        if (field("create-cpus") !== "") {
+          request.nano_cpus = Math.round(parseFloat(field("create-cpus")) * 1e9);
+        }
+        created.textContent = "Creating…";
+        const response = await api("POST", "/containers", form.dataset.csrf, request);
+        const container = await response.json();
+        created.textContent = "Starting " + container.name + "…";
+        await api("POST", "/containers/" + container.id + "/start", form.dataset.csrf);
+        window.location.assign("/containers/" + container.id);
+      } catch (e) {
+        created.textContent = "Could not create the container: " + e.message;
+        created.className = "error";
+        button.disabled = false;
+      }
+    });
+  }
+
+  // A container's logs: the last lines, then new ones as they come. The view follows the end
+  // unless the reader scrolled up; the search shows only matching lines.
+  const logs = document.getElementById("logs");
+  if (logs) {
+    const tail = document.getElementById("log-tail");
+    const search = document.getElementById("log-search");
+    const state = document.getElementById("log-state");
+    let entries = [];
+    let reader = null;
+    const matches = function (e) {
+      return search.value === "" || e.log.indexOf(search.value) !== -1;
+    };
+    const line = function (e) {
+      const span = document.createElement("span");
+      span.className = e.stream === "stderr" ? "stderr" : "stdout";
+      span.textContent = e.log.endsWith("\n") ? e.log : e.log + "\n";
+      return span;
+    };
+    const atEnd = function () {
+      return logs.scrollHeight - logs.scrollTop - logs.clientHeight < 24;
+    };
+    const redraw = function () {
+      logs.replaceChildren.apply(logs, entries.filter(matches).map(line));
+      logs.scrollTop = logs.scrollHeight;
+    };
+    const follow = async function () {
+      if (reader) {
+        reader.cancel();
+      }
+      entries = [];
+      logs.replaceChildren();
+      const query = tail.value === "all" ? "" : "&tail=" + tail.value;
+      let response;
+      try {
+        response = await api("GET", "/containers/" + logs.dataset.id + "/logs?follow=true" + query, csrf);
+      } catch (e) {
+        state.textContent = "Logs unavailable: " + e.message;
+        return;
+      }
+      state.textContent = "Following…";
+      const own = response.body.getReader();
+      reader = own;
+      const decoder = new TextDecoder();
+      let rest = "";
+      for (;;) {
+        const { value, done } = await own.read().catch(function () { return { done: true }; });
+        if (done) {
+          break;
+        }
+        rest += decoder.decode(value, { stream: true });
+        const parts = rest.split("\n");
+        rest = parts.pop();
+        const follow = atEnd();
+        for (const part of parts) {
+          if (part === "") {
+            continue;
+          }
+          const entry = JSON.parse(part);
+          entries.push(entry);
+          if (matches(entry)) {
+            logs.appendChild(line(entry));
+          }
+        }
+        if (follow) {
+          logs.scrollTop = logs.scrollHeight;
+        }
+      }
+      if (reader === own) {
+        state.textContent = "The container's output ended.";
+      }
+    };
+    tail.addEventListener("change", follow);
+    search.addEventListener("input", redraw);
+    document.getElementById("log-download").addEventListener("click", function () {
+      const text = entries.map(function (e) { return e.time + " " + e.stream + " " + e.log; }).join("");
+      const link = document.createElement("a");
+      link.href = URL.createObjectURL(new Blob([text], { type: "text/plain" }));
+      link.download = document.getElementById("container-name").textContent + ".log";
+      link.click();
+      URL.revokeObjectURL(link.href);
+    });
+    follow();
+  }
+})();
