@@ -48,6 +48,17 @@
     return false;
   }
 
+  // `sh -c "echo hi"` -> ["sh", "-c", "echo hi"]: words, with '…' and "…" kept whole.
+  function words(text) {
+    const out = [];
+    const pattern = /"([^"]*)"|'([^']*)'|(\S+)/g;
+    let m;
+    while ((m = pattern.exec(text)) !== null) {
+      out.push(m[1] !== undefined ? m[1] : m[2] !== undefined ? m[2] : m[3]);
+    }
+    return out;
+  }
+
   function act(action, id) {
     const path = "/containers/" + encodeURIComponent(id);
     if (action === "remove") {
@@ -126,16 +137,6 @@
       return document.getElementById(id).value.trim();
     };
     const created = document.getElementById("create-status");
-    // `sh -c "echo hi"` -> ["sh", "-c", "echo hi"]: words, with '…' and "…" kept whole.
-    const words = function (text) {
-      const out = [];
-      const pattern = /"([^"]*)"|'([^']*)'|(\S+)/g;
-      let m;
-      while ((m = pattern.exec(text)) !== null) {
-        out.push(m[1] !== undefined ? m[1] : m[2] !== undefined ? m[2] : m[3]);
-      }
-      return out;
-    };
     const lines = function (text) {
       return text.split("\n").map(function (l) { return l.trim(); }).filter(function (l) { return l !== ""; });
     };
@@ -267,5 +268,142 @@
       URL.revokeObjectURL(link.href);
     });
     follow();
+  }
+
+  // A terminal in the container: a new process (a shell by default) with a tty, over the
+  // exec WebSocket; it takes the size of its box and follows the window's.
+  const box = document.getElementById("terminal");
+  if (box && window.Terminal && window.FitAddon) {
+    const form = document.getElementById("terminal-form");
+    const told = document.getElementById("terminal-state");
+    let socket = null;
+    let term = null;
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      if (socket) {
+        socket.close();
+      }
+      if (term) {
+        term.dispose();
+      }
+      term = new window.Terminal({ cursorBlink: true, scrollback: 5000 });
+      const fit = new window.FitAddon.FitAddon();
+      term.loadAddon(fit);
+      term.open(box);
+      fit.fit();
+      window.wharfTerminal = term;
+      const command = words(document.getElementById("terminal-command").value);
+      const user = document.getElementById("terminal-user").value.trim();
+      const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
+      const own = new WebSocket(scheme + "//" + window.location.host + "/api/v1/containers/" +
+        encodeURIComponent(box.dataset.id) + "/exec/ws");
+      socket = own;
+      own.binaryType = "arraybuffer";
+      const encoder = new TextEncoder();
+      own.addEventListener("open", function () {
+        const start = { cmd: command.length > 0 ? command : ["sh"], tty: true, rows: term.rows, cols: term.cols };
+        if (user !== "") {
+          start.user = user;
+        }
+        own.send(JSON.stringify(start));
+        told.textContent = "Connected.";
+        term.focus();
+      });
+      own.addEventListener("message", function (event) {
+        if (typeof event.data === "string") {
+          const message = JSON.parse(event.data);
+          if (message.error) {
+            told.textContent = "Could not start: " + message.error;
+          } else if (message.exit_code !== undefined) {
+            told.textContent = "The command ended with exit code " + message.exit_code + ".";
+          }
+          return;
+        }
+        // One stream byte, then the bytes.
+        term.write(new Uint8Array(event.data).subarray(1));
+      });
+      own.addEventListener("close", function () {
+        if (socket === own && told.textContent === "Connected.") {
+          told.textContent = "Disconnected.";
+        }
+      });
+      term.onData(function (data) {
+        if (own.readyState === WebSocket.OPEN) {
+          own.send(encoder.encode(data));
+        }
+      });
+      term.onResize(function (size) {
+        if (own.readyState === WebSocket.OPEN) {
+          own.send(JSON.stringify({ resize: { rows: size.rows, cols: size.cols } }));
+        }
+      });
+      window.addEventListener("resize", function () {
+        fit.fit();
+      });
+    });
+  }
+
+  // Live stats: one reading a second from the API; CPU share and memory over the last two
+  // minutes in a chart, and the latest reading as text.
+  const chart = document.getElementById("stats");
+  if (chart && window.uPlot) {
+    const now = document.getElementById("stats-now");
+    const keep = 120;
+    const data = [[], [], []];
+    const plot = new window.uPlot({
+      width: Math.max(chart.clientWidth, 300),
+      height: 200,
+      series: [
+        {},
+        { label: "CPU %", stroke: "#1f6feb", scale: "%" },
+        { label: "Memory MiB", stroke: "#1a7f37", scale: "MiB" },
+      ],
+      axes: [{}, { scale: "%" }, { scale: "MiB", side: 1, grid: { show: false } }],
+    }, data, chart);
+    const mib = function (b) { return (b / 1048576).toFixed(1) + " MiB"; };
+    const stream = async function () {
+      let response;
+      try {
+        response = await api("GET", "/containers/" + encodeURIComponent(chart.dataset.id) + "/stats?stream=true", csrf);
+      } catch (e) {
+        now.textContent = "Stats unavailable: " + e.message;
+        return;
+      }
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let rest = "";
+      let last = null;
+      for (;;) {
+        const { value, done } = await reader.read().catch(function () { return { done: true }; });
+        if (done) {
+          break;
+        }
+        rest += decoder.decode(value, { stream: true });
+        const parts = rest.split("\n");
+        rest = parts.pop();
+        for (const part of parts) {
+          if (part === "") {
+            continue;
+          }
+          const r = JSON.parse(part);
+          if (last) {
+            const cpu = 100 * (r.cpu_usage_ns - last.cpu_usage_ns) / Math.max(1, r.read_at_ns - last.read_at_ns);
+            data[0].push(r.read_at_ns / 1e9);
+            data[1].push(cpu);
+            data[2].push(r.memory_usage_bytes / 1048576);
+            if (data[0].length > keep) {
+              data.forEach(function (d) { d.shift(); });
+            }
+            plot.setData(data);
+            now.textContent = "CPU " + cpu.toFixed(1) + "% · memory " + mib(r.memory_usage_bytes) +
+              (r.memory_limit_bytes ? " / " + mib(r.memory_limit_bytes) : "") +
+              " · " + r.pids_current + " processes";
+          }
+          last = r;
+        }
+      }
+      now.textContent += " (the container stopped)";
+    };
+    stream();
   }
 })();

@@ -6,6 +6,7 @@
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::{Path, Query, State};
+use axum::response::IntoResponse;
 use serde::Deserialize;
 
 use super::error::WebError;
@@ -132,6 +133,7 @@ pub struct ContainerPage {
     pub user: WebUser,
     pub rights: Rights,
     pub logs: bool,
+    pub exec: bool,
     pub id: String,
     pub name: String,
     pub image: String,
@@ -144,11 +146,17 @@ pub struct ContainerPage {
     pub inspect: String,
 }
 
+/// The Content-Security-Policy of a container's page: the global one, but for inline styles,
+/// which xterm.js sets for its terminal's colours and sizes (scripts stay file-only).
+const CONTAINER_PAGE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+     img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; \
+     base-uri 'none'; object-src 'none'";
+
 pub async fn container(
     State(state): State<AppState>,
     user: WebUser,
     Path(key): Path<String>,
-) -> Result<ContainerPage, WebError> {
+) -> Result<impl IntoResponse, WebError> {
     require_read(&user, &key)?;
     let row = state
         .engine
@@ -160,12 +168,9 @@ pub async fn container(
         .view(row)
         .await
         .map_err(WebError::from_engine)?;
-    let logs = authorize(
-        &user.principal,
-        Action::ContainerLogs,
-        &Target::Container(view.id.clone()),
-    )
-    .is_ok();
+    let may =
+        |action| authorize(&user.principal, action, &Target::Container(view.id.clone())).is_ok();
+    let (logs, exec) = (may(Action::ContainerLogs), may(Action::ContainerExec));
     let networks = view
         .network_settings
         .iter()
@@ -173,9 +178,10 @@ pub async fn container(
         .map(|(name, ip)| format!("{name} ({ip})"))
         .collect::<Vec<_>>()
         .join(", ");
-    Ok(ContainerPage {
+    let page = ContainerPage {
         rights: Rights::of(&user),
         logs,
+        exec,
         inspect: serde_json::to_string_pretty(&view).unwrap_or_default(),
         status: view.status_text(crate::db::now_secs()),
         ports: view.port_texts().join(", "),
@@ -193,7 +199,14 @@ pub async fn container(
         image: view.image,
         state: view.state,
         user,
-    })
+    };
+    Ok((
+        [(
+            axum::http::header::CONTENT_SECURITY_POLICY,
+            CONTAINER_PAGE_CSP,
+        )],
+        page,
+    ))
 }
 
 #[derive(Template, WebTemplate)]

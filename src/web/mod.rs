@@ -11,8 +11,9 @@ mod pages;
 mod session;
 
 use axum::Router;
-use axum::http::{HeaderName, HeaderValue, header};
-use axum::response::IntoResponse;
+use axum::extract::Path;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -21,30 +22,66 @@ use crate::startup::AppState;
 pub use error::WebError;
 pub use session::WebUser;
 
-const CSS: &str = include_str!("../../static/wharf.css");
-const IMAGES_JS: &str = include_str!("../../static/images.js");
-const CONTAINERS_JS: &str = include_str!("../../static/containers.js");
+/// Our own stylesheet and scripts, and the browser libraries `src/build.rs` fetched with npm.
+const CSS: &[u8] = include_bytes!("../../static/wharf.css");
+const IMAGES_JS: &[u8] = include_bytes!("../../static/images.js");
+const CONTAINERS_JS: &[u8] = include_bytes!("../../static/containers.js");
+const XTERM_JS: &[u8] = include_bytes!(concat!(
+    env!("OUT_DIR"),
+    "/npm/node_modules/@xterm/xterm/lib/xterm.js"
+));
+const XTERM_CSS: &[u8] = include_bytes!(concat!(
+    env!("OUT_DIR"),
+    "/npm/node_modules/@xterm/xterm/css/xterm.css"
+));
+const XTERM_FIT_JS: &[u8] = include_bytes!(concat!(
+    env!("OUT_DIR"),
+    "/npm/node_modules/@xterm/addon-fit/lib/addon-fit.js"
+));
+const UPLOT_JS: &[u8] = include_bytes!(concat!(
+    env!("OUT_DIR"),
+    "/npm/node_modules/uplot/dist/uPlot.iife.min.js"
+));
+const UPLOT_CSS: &[u8] = include_bytes!(concat!(
+    env!("OUT_DIR"),
+    "/npm/node_modules/uplot/dist/uPlot.min.css"
+));
 
-/// A short hash of the stylesheet, in its URL, so it can be cached for a year and still change.
-pub const CSS_VERSION: &str = match std::str::from_utf8(&CSS_HASH_HEX) {
-    Ok(s) => s,
-    Err(_) => panic!("hex digits are UTF-8"),
-};
-const CSS_HASH_HEX: [u8; 16] = hash_hex(CSS.as_bytes());
+/// A short hash of an asset, for its URL (`/static/NAME-HASH.EXT`), so it can be cached for a
+/// year and still change.
+macro_rules! version_of {
+    ($bytes:expr) => {{
+        const HEX: [u8; 16] = hash_hex($bytes);
+        match std::str::from_utf8(&HEX) {
+            Ok(s) => s,
+            Err(_) => panic!("hex digits are UTF-8"),
+        }
+    }};
+}
 
-/// The same for the Images page's script.
-pub const JS_VERSION: &str = match std::str::from_utf8(&JS_HASH_HEX) {
-    Ok(s) => s,
-    Err(_) => panic!("hex digits are UTF-8"),
-};
-const JS_HASH_HEX: [u8; 16] = hash_hex(IMAGES_JS.as_bytes());
+pub const CSS_VERSION: &str = version_of!(CSS);
+pub const JS_VERSION: &str = version_of!(IMAGES_JS);
+pub const CONTAINERS_JS_VERSION: &str = version_of!(CONTAINERS_JS);
+pub const XTERM_JS_VERSION: &str = version_of!(XTERM_JS);
+pub const XTERM_CSS_VERSION: &str = version_of!(XTERM_CSS);
+pub const XTERM_FIT_VERSION: &str = version_of!(XTERM_FIT_JS);
+pub const UPLOT_JS_VERSION: &str = version_of!(UPLOT_JS);
+pub const UPLOT_CSS_VERSION: &str = version_of!(UPLOT_CSS);
 
-/// The same for the Containers pages' script.
-pub const CONTAINERS_JS_VERSION: &str = match std::str::from_utf8(&CONTAINERS_JS_HASH_HEX) {
-    Ok(s) => s,
-    Err(_) => panic!("hex digits are UTF-8"),
-};
-const CONTAINERS_JS_HASH_HEX: [u8; 16] = hash_hex(CONTAINERS_JS.as_bytes());
+const JS: &str = "text/javascript; charset=utf-8";
+const STYLE: &str = "text/css; charset=utf-8";
+
+/// Every asset: (name without hash, hash, extension, content type, body).
+const ASSETS: [(&str, &str, &str, &str, &[u8]); 8] = [
+    ("wharf", CSS_VERSION, "css", STYLE, CSS),
+    ("images", JS_VERSION, "js", JS, IMAGES_JS),
+    ("containers", CONTAINERS_JS_VERSION, "js", JS, CONTAINERS_JS),
+    ("xterm", XTERM_JS_VERSION, "js", JS, XTERM_JS),
+    ("xterm", XTERM_CSS_VERSION, "css", STYLE, XTERM_CSS),
+    ("xterm-fit", XTERM_FIT_VERSION, "js", JS, XTERM_FIT_JS),
+    ("uplot", UPLOT_JS_VERSION, "js", JS, UPLOT_JS),
+    ("uplot", UPLOT_CSS_VERSION, "css", STYLE, UPLOT_CSS),
+];
 
 const fn fnv1a(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -69,27 +106,27 @@ const fn hash_hex(bytes: &[u8]) -> [u8; 16] {
     out
 }
 
-/// A versioned asset: cached for a year, since a change changes its URL.
-fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
-        ],
-        body,
-    )
-}
-
-async fn stylesheet() -> impl IntoResponse {
-    asset("text/css; charset=utf-8", CSS)
-}
-
-async fn images_script() -> impl IntoResponse {
-    asset("text/javascript; charset=utf-8", IMAGES_JS)
-}
-
-async fn containers_script() -> impl IntoResponse {
-    asset("text/javascript; charset=utf-8", CONTAINERS_JS)
+/// `/static/NAME-HASH.EXT`: cached for a year, since a change changes its URL; any other name
+/// is 404.
+async fn asset(Path(file): Path<String>) -> Response {
+    let found = ASSETS.iter().find(|(name, version, ext, _, _)| {
+        file.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|rest| rest.strip_prefix(version))
+            .and_then(|rest| rest.strip_prefix('.'))
+            == Some(ext)
+    });
+    match found {
+        Some((_, _, _, content_type, body)) => (
+            [
+                (header::CONTENT_TYPE, *content_type),
+                (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+            ],
+            *body,
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 /// The dashboard's routes.
@@ -108,15 +145,7 @@ pub fn router() -> Router<AppState> {
         .route("/containers", get(containers::containers))
         .route("/containers/new", get(containers::new_container))
         .route("/containers/{id}", get(containers::container))
-        .route(
-            &format!("/static/containers-{CONTAINERS_JS_VERSION}.js"),
-            get(containers_script),
-        )
-        .route(&format!("/static/wharf-{CSS_VERSION}.css"), get(stylesheet))
-        .route(
-            &format!("/static/images-{JS_VERSION}.js"),
-            get(images_script),
-        )
+        .route("/static/{file}", get(asset))
 }
 
 /// The headers every response carries: a strict Content-Security-Policy (no inline scripts or
