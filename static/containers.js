@@ -1,5 +1,5 @@
 // The Containers pages: actions on containers (one, or the selected ones), the "create
-// container" form, and a container's live logs. Every change is a call of the JSON API with the
+// container" form, a container's live logs, stats and terminal; and the Volumes page. Every change is a call of the JSON API with the
 // session's CSRF token, so the server checks the same rights as for any client. Loaded as a
 // file: the CSP forbids inline scripts.
 "use strict";
@@ -130,6 +130,35 @@
     });
   });
 
+  // Volumes: create one by name; remove one (asked once more).
+  const volumeForm = document.getElementById("volume-form");
+  if (volumeForm) {
+    volumeForm.addEventListener("submit", async function (event) {
+      event.preventDefault();
+      const name = document.getElementById("volume-name").value.trim();
+      try {
+        await api("POST", "/volumes", csrf, { name: name });
+        window.location.reload();
+      } catch (e) {
+        say("Could not create volume " + name + ": " + e.message, true);
+      }
+    });
+  }
+  document.querySelectorAll("button.remove-volume").forEach(function (button) {
+    button.addEventListener("click", async function () {
+      const name = button.closest("tr").dataset.volume;
+      if (!confirmed(button)) {
+        return;
+      }
+      try {
+        await api("DELETE", "/volumes/" + encodeURIComponent(name), csrf);
+        window.location.reload();
+      } catch (e) {
+        say("Could not remove volume " + name + ": " + e.message, true);
+      }
+    });
+  });
+
   // The create form: create, start, then the container's page.
   const form = document.getElementById("create-form");
   if (form) {
@@ -170,13 +199,30 @@
           request.memory = bytes(field("create-memory"));
         }
         if (field("create-cpus") !== "") {
-          request.nano_cpus = Math.round(parseFloat(field("create-cpus")) * 1e9);
+          const cpus = Number(field("create-cpus"));
+          if (!(cpus > 0)) {
+            throw new Error("CPUs " + JSON.stringify(field("create-cpus")) + ": give a number above 0, such as 0.5");
+          }
+          request.nano_cpus = Math.round(cpus * 1e9);
         }
         created.textContent = "Creating…";
         const response = await api("POST", "/containers", form.dataset.csrf, request);
         const container = await response.json();
         created.textContent = "Starting " + container.name + "…";
-        await api("POST", "/containers/" + container.id + "/start", form.dataset.csrf);
+        try {
+          await api("POST", "/containers/" + container.id + "/start", form.dataset.csrf);
+        } catch (e) {
+          // Created but not started: say so, and lead to it (a second submit would clash
+          // with its name).
+          created.replaceChildren(
+            document.createTextNode("Created " + container.name + ", but it did not start: " + e.message + " "));
+          const link = document.createElement("a");
+          link.href = "/containers/" + container.id;
+          link.textContent = "Open its page";
+          created.appendChild(link);
+          created.className = "error";
+          return;
+        }
         window.location.assign("/containers/" + container.id);
       } catch (e) {
         created.textContent = "Could not create the container: " + e.message;
@@ -193,7 +239,11 @@
     const tail = document.getElementById("log-tail");
     const search = document.getElementById("log-search");
     const state = document.getElementById("log-state");
+    // The lines kept (and shown): the newest ones, at most this many.
+    const keep = 5000;
     let entries = [];
+    // Each (re)start of the stream has its number; a stream that is not the latest stops.
+    let generation = 0;
     let reader = null;
     const matches = function (e) {
       return search.value === "" || e.log.indexOf(search.value) !== -1;
@@ -212,8 +262,10 @@
       logs.scrollTop = logs.scrollHeight;
     };
     const follow = async function () {
+      const mine = ++generation;
       if (reader) {
         reader.cancel();
+        reader = null;
       }
       entries = [];
       logs.replaceChildren();
@@ -222,17 +274,23 @@
       try {
         response = await api("GET", "/containers/" + logs.dataset.id + "/logs?follow=true" + query, csrf);
       } catch (e) {
-        state.textContent = "Logs unavailable: " + e.message;
+        if (mine === generation) {
+          state.textContent = "Logs unavailable: " + e.message;
+        }
+        return;
+      }
+      const own = response.body.getReader();
+      if (mine !== generation) {
+        own.cancel();
         return;
       }
       state.textContent = "Following…";
-      const own = response.body.getReader();
       reader = own;
       const decoder = new TextDecoder();
       let rest = "";
       for (;;) {
         const { value, done } = await own.read().catch(function () { return { done: true }; });
-        if (done) {
+        if (done || mine !== generation) {
           break;
         }
         rest += decoder.decode(value, { stream: true });
@@ -243,17 +301,30 @@
           if (part === "") {
             continue;
           }
-          const entry = JSON.parse(part);
+          let entry;
+          try {
+            entry = JSON.parse(part);
+          } catch (e) {
+            state.textContent = "A log line could not be read: " + e.message;
+            continue;
+          }
           entries.push(entry);
           if (matches(entry)) {
             logs.appendChild(line(entry));
+          }
+        }
+        // Only the newest lines stay.
+        if (entries.length > keep) {
+          entries = entries.slice(entries.length - keep);
+          while (logs.childNodes.length > keep) {
+            logs.removeChild(logs.firstChild);
           }
         }
         if (follow) {
           logs.scrollTop = logs.scrollHeight;
         }
       }
-      if (reader === own) {
+      if (mine === generation) {
         state.textContent = "The container's output ended.";
       }
     };
@@ -276,17 +347,14 @@
   if (box && window.Terminal && window.FitAddon) {
     const form = document.getElementById("terminal-form");
     const told = document.getElementById("terminal-state");
-    let socket = null;
-    let term = null;
+    // The open session: its socket, terminal and window listener, ended before a new one.
+    let session = null;
     form.addEventListener("submit", function (event) {
       event.preventDefault();
-      if (socket) {
-        socket.close();
+      if (session) {
+        session.end();
       }
-      if (term) {
-        term.dispose();
-      }
-      term = new window.Terminal({ cursorBlink: true, scrollback: 5000 });
+      const term = new window.Terminal({ cursorBlink: true, scrollback: 5000 });
       const fit = new window.FitAddon.FitAddon();
       term.loadAddon(fit);
       term.open(box);
@@ -297,7 +365,18 @@
       const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
       const own = new WebSocket(scheme + "//" + window.location.host + "/api/v1/containers/" +
         encodeURIComponent(box.dataset.id) + "/exec/ws");
-      socket = own;
+      const refit = function () {
+        fit.fit();
+      };
+      window.addEventListener("resize", refit);
+      const mine = {
+        end: function () {
+          window.removeEventListener("resize", refit);
+          own.close();
+          term.dispose();
+        },
+      };
+      session = mine;
       own.binaryType = "arraybuffer";
       const encoder = new TextEncoder();
       own.addEventListener("open", function () {
@@ -323,7 +402,7 @@
         term.write(new Uint8Array(event.data).subarray(1));
       });
       own.addEventListener("close", function () {
-        if (socket === own && told.textContent === "Connected.") {
+        if (session === mine && told.textContent === "Connected.") {
           told.textContent = "Disconnected.";
         }
       });
@@ -336,9 +415,6 @@
         if (own.readyState === WebSocket.OPEN) {
           own.send(JSON.stringify({ resize: { rows: size.rows, cols: size.cols } }));
         }
-      });
-      window.addEventListener("resize", function () {
-        fit.fit();
       });
     });
   }

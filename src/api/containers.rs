@@ -591,7 +591,9 @@ async fn container_logs(
                     }
                 }
             }
-            if !running {
+            // A client that went away (a page closed) ends the follow even while the
+            // container prints nothing.
+            if !running || tx.is_closed() {
                 return;
             }
             match &mut ended {
@@ -599,9 +601,13 @@ async fn container_logs(
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                         _ = rx.changed() => {}
+                        _ = tx.closed() => return,
                     }
                 }
-                None => tokio::time::sleep(Duration::from_millis(50)).await,
+                None => tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    _ = tx.closed() => return,
+                },
             }
         }
     });

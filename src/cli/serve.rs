@@ -33,8 +33,15 @@ pub(super) fn run(args: &ServeArgs) -> ExitCode {
     let result = runtime.block_on(async {
         // Taken before anything is served: a signal sent as soon as the daemon answers stops
         // it cleanly instead of killing it.
-        let stop = shutdown_signal();
-        let app = Application::build(config).await?;
+        let mut stop = Box::pin(shutdown_signal());
+        // A signal while starting (a data root on a hung disk, say) stops the start too.
+        let app = tokio::select! {
+            app = Application::build(config) => app?,
+            () = &mut stop => {
+                eprintln!("wharf serve: stopped while starting");
+                return Ok(());
+            }
+        };
         // Tell systemd (Type=notify) we are ready; a no-op outside systemd.
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         app.run_until_stopped(stop).await

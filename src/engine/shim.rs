@@ -243,39 +243,53 @@ fn shed_mapped_pages() {
     let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
         return;
     };
-    let mut candidate: Option<(usize, usize)> = None;
-    let mut unwritten = Vec::new();
+    for (start, end) in never_written(&smaps) {
+        // SAFETY: the range is a whole file-backed mapping of this process that was never
+        // writable and holds no private page, in memory or in swap (see `never_written`), so
+        // dropping its pages loses nothing: the next touch maps them again from the file, and
+        // no reference into it is invalidated.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+        }
+    }
+}
+
+/// The mappings of an smaps listing whose pages can be dropped without losing anything: backed
+/// by a file, read-only, never writable (the kernel's `ac` flag marks a private mapping that was
+/// writable at some time, as the loader's relocated constants were before it made them
+/// read-only), and without a private page in memory (`Anonymous`) or in swap (`Swap`).
+fn never_written(smaps: &str) -> Vec<(usize, usize)> {
+    let mut found = Vec::new();
+    // The mapping being read, while it still qualifies.
+    let mut current: Option<(usize, usize)> = None;
     for line in smaps.lines() {
         let mut fields = line.split_whitespace();
         let Some(first) = fields.next() else {
             continue;
         };
         if let Some((start, end)) = first.split_once('-') {
-            // A mapping: `start-end perms offset dev inode path`.
+            // A mapping's first line: `start-end perms offset dev inode path`.
             let perms = fields.next().unwrap_or("");
             let path = fields.nth(3).unwrap_or("");
-            candidate = match (
+            current = match (
                 usize::from_str_radix(start, 16),
                 usize::from_str_radix(end, 16),
             ) {
                 (Ok(s), Ok(e)) if !perms.contains('w') && path.starts_with('/') => Some((s, e)),
                 _ => None,
             };
-        } else if first == "Anonymous:"
-            && fields.next() == Some("0")
-            && let Some(range) = candidate.take()
-        {
-            unwritten.push(range);
+        } else if matches!(first, "Anonymous:" | "Swap:") && fields.next() != Some("0") {
+            current = None;
+        } else if first == "VmFlags:" {
+            // The last line of a mapping's block.
+            if let Some(range) = current.take()
+                && !fields.any(|flag| flag == "ac" || flag == "wr")
+            {
+                found.push(range);
+            }
         }
     }
-    for (start, end) in unwritten {
-        // SAFETY: the range is a whole read-only, file-backed mapping of this process without
-        // a private (written) page, so dropping its pages loses nothing: the next touch maps
-        // them again from the file, and no reference into it is invalidated.
-        unsafe {
-            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
-        }
-    }
+    found
 }
 
 /// Waits for the container's init; reaps whatever else the subreaper inherits meanwhile.
@@ -375,4 +389,79 @@ pub(super) fn write_line(log: &mut Log, stream: &str, bytes: &[u8]) {
         "time": time,
     });
     log.write_line(format!("{line}\n").as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::never_written;
+
+    /// A mapping's block as smaps shows it, reduced to the lines that matter.
+    fn block(header: &str, anonymous: u32, swap: u32, flags: &str) -> String {
+        format!(
+            "{header}\nRss: 8 kB\nAnonymous: {anonymous} kB\nSwap: {swap} kB\nVmFlags: {flags}\n"
+        )
+    }
+
+    #[test]
+    fn only_never_written_file_mappings_are_dropped() {
+        let smaps = [
+            // Code: kept in the list (dropped).
+            block(
+                "1000-3000 r-xp 00000000 08:01 7 /usr/bin/wharf",
+                0,
+                0,
+                "rd ex mr mw me",
+            ),
+            // Relocated constants, read-only now: written once, so never dropped, even with
+            // their written pages swapped out and none in memory.
+            block(
+                "3000-4000 r--p 00002000 08:01 7 /usr/bin/wharf",
+                4,
+                0,
+                "rd mr mw me ac",
+            ),
+            block(
+                "4000-5000 r--p 00003000 08:01 7 /usr/bin/wharf",
+                0,
+                4,
+                "rd mr mw me ac",
+            ),
+            block(
+                "5000-6000 r--p 00004000 08:01 7 /usr/bin/wharf",
+                0,
+                0,
+                "rd mr mw me ac",
+            ),
+            // A read-only mapping with a page in swap.
+            block(
+                "6000-7000 r--p 00000000 08:01 8 /usr/lib/libc.so.6",
+                0,
+                4,
+                "rd mr mw me",
+            ),
+            // Writable data, the heap, anonymous memory.
+            block(
+                "7000-8000 rw-p 00005000 08:01 7 /usr/bin/wharf",
+                4,
+                0,
+                "rd wr mr mw me ac",
+            ),
+            block(
+                "8000-9000 rw-p 00000000 00:00 0 [heap]",
+                4,
+                0,
+                "rd wr mr mw me ac",
+            ),
+            block("9000-a000 r--p 00000000 00:00 0", 0, 0, "rd mr mw me"),
+            // Constants of a library, never written.
+            block(
+                "a000-b000 r--p 00000000 08:01 8 /usr/lib/libc.so.6",
+                0,
+                0,
+                "rd mr mw me",
+            ),
+        ]
+        .concat();
+        assert_eq!(never_written(&smaps), [(0x1000, 0x3000), (0xa000, 0xb000)]);
+    }
 }

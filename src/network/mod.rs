@@ -472,6 +472,7 @@ impl Networks {
         if let Err(e) = result {
             for t in tasks {
                 t.abort();
+                let _ = t.await;
             }
             let _ = self.db.delete_ports_of_container(container_id).await;
             let _ = self.apply_rules().await;
@@ -532,8 +533,11 @@ impl Networks {
             .lock()
             .expect("the proxies' lock")
             .remove(container_id);
+        // Aborted and awaited: the host ports are free again when this returns (a restart
+        // takes them at once).
         for task in proxies.into_iter().flatten() {
             task.abort();
+            let _ = task.await;
         }
         // Every step is taken even when one fails (a stop must give everything back, or the
         // next start finds the container still holding its address); the first error is told.

@@ -84,9 +84,15 @@ pub async fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8) -> Result<
             index
         }
     };
+    // (Set on a bridge made before bridges had an address of their own too.)
     handle
         .link()
-        .set(LinkUnspec::new_with_index(index).up().build())
+        .set(
+            LinkUnspec::new_with_index(index)
+                .address(mac_of(gateway).to_vec())
+                .up()
+                .build(),
+        )
         .execute()
         .await
         .map_err(failed(format!("bring {name} up")))

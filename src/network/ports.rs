@@ -152,19 +152,20 @@ pub fn serve(held: Held, to: SocketAddr) -> tokio::task::JoinHandle<()> {
 const UDP_FLOW_IDLE: std::time::Duration = std::time::Duration::from_secs(90);
 /// At most this many UDP clients at a time; datagrams of more are dropped until one is
 /// forgotten.
-const UDP_FLOWS_MAX: usize = 1024;
+const UDP_FLOWS_MAX: usize = 256;
 /// The largest UDP payload over IPv4.
 const UDP_DATAGRAM_MAX: usize = 65_507;
 
 /// The UDP side of [`serve`]: each client gets an upstream socket of its own, connected to
-/// `to`, so the answers find their way back to it.
+/// `to`, so the answers find their way back to it. Only this task holds the published socket
+/// (the flows hand their answers to it), so the port is free once the task has ended.
 async fn serve_udp(socket: std::net::UdpSocket, to: SocketAddr) {
     use std::sync::Arc;
     let socket = match socket
         .set_nonblocking(true)
         .and_then(|()| tokio::net::UdpSocket::from_std(socket))
     {
-        Ok(s) => Arc::new(s),
+        Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "could not serve a published UDP port");
             return;
@@ -172,8 +173,10 @@ async fn serve_udp(socket: std::net::UdpSocket, to: SocketAddr) {
     };
     let mut flows: std::collections::HashMap<SocketAddr, Arc<tokio::net::UdpSocket>> =
         std::collections::HashMap::new();
-    // Each flow's answers are relayed by a task of this one: aborting it ends them all.
+    // Each flow's answers are read by a task of this one (aborting it ends them all) and
+    // sent from here.
     let mut relays = tokio::task::JoinSet::new();
+    let (answers_tx, mut answers) = tokio::sync::mpsc::channel::<(Vec<u8>, SocketAddr)>(64);
     let mut buf = vec![0u8; UDP_DATAGRAM_MAX];
     loop {
         tokio::select! {
@@ -195,11 +198,14 @@ async fn serve_udp(socket: std::net::UdpSocket, to: SocketAddr) {
                         }
                         let u = Arc::new(u);
                         flows.insert(client, u.clone());
-                        relays.spawn(relay_answers(u.clone(), socket.clone(), client));
+                        relays.spawn(relay_answers(u.clone(), client, answers_tx.clone()));
                         u
                     }
                 };
                 let _ = upstream.send(&buf[..n]).await;
+            }
+            Some((answer, client)) = answers.recv() => {
+                let _ = socket.send_to(&answer, client).await;
             }
             Some(ended) = relays.join_next(), if !relays.is_empty() => {
                 if let Ok(client) = ended {
@@ -210,18 +216,20 @@ async fn serve_udp(socket: std::net::UdpSocket, to: SocketAddr) {
     }
 }
 
-/// Sends what comes back on `upstream` to `client` through the published socket, until the
+/// Hands what comes back on `upstream` for `client` to the published socket's task, until the
 /// flow has been quiet for [`UDP_FLOW_IDLE`]; returns the client to forget.
 async fn relay_answers(
     upstream: std::sync::Arc<tokio::net::UdpSocket>,
-    socket: std::sync::Arc<tokio::net::UdpSocket>,
     client: SocketAddr,
+    answers: tokio::sync::mpsc::Sender<(Vec<u8>, SocketAddr)>,
 ) -> SocketAddr {
     let mut buf = vec![0u8; UDP_DATAGRAM_MAX];
     loop {
         match tokio::time::timeout(UDP_FLOW_IDLE, upstream.recv(&mut buf)).await {
             Ok(Ok(n)) => {
-                let _ = socket.send_to(&buf[..n], client).await;
+                if answers.send((buf[..n].to_vec(), client)).await.is_err() {
+                    return client;
+                }
             }
             // A port unreachable from the container (nothing listens yet) is told once per
             // datagram; the flow goes on.
