@@ -1,5 +1,5 @@
 //! The Containers pages: the list (filter, search, actions), a container's page (inspect, live
-//! logs) and the "create container" form. Reads go through the engine as the JSON API's do;
+//! logs, stats, terminal) and the "create container" form; and the Volumes and Networks pages. Reads go through the engine as the JSON API's do;
 //! every action is a call of the JSON API from `static/containers.js` with the session's CSRF
 //! token, so the same rights and audit apply, and a viewer is shown no buttons.
 
@@ -254,4 +254,89 @@ pub async fn new_container(
         networks,
         restart_policies: vec!["no", "always", "unless-stopped", "on-failure"],
     })
+}
+
+/// One row of the Volumes page.
+pub struct VolumeRow {
+    pub name: String,
+    pub mountpoint: String,
+    pub created: String,
+    pub used_by: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "volumes.html")]
+pub struct VolumesPage {
+    pub user: WebUser,
+    pub rights: Rights,
+    pub volumes: Vec<VolumeRow>,
+}
+
+pub async fn volumes(
+    State(state): State<AppState>,
+    user: WebUser,
+) -> Result<VolumesPage, WebError> {
+    require_read(&user, "*")?;
+    let volumes = state
+        .engine
+        .volumes()
+        .await
+        .map_err(WebError::from_engine)?
+        .into_iter()
+        .map(|v| VolumeRow {
+            created: super::pages::time_text(Some(v.created_at)),
+            used_by: v.used_by.join(", "),
+            name: v.name,
+            mountpoint: v.mountpoint,
+        })
+        .collect();
+    Ok(VolumesPage {
+        rights: Rights::of(&user),
+        user,
+        volumes,
+    })
+}
+
+/// One row of the Networks page.
+pub struct NetworkRow {
+    pub name: String,
+    pub subnet: String,
+    pub gateway: String,
+    pub bridge: String,
+    /// `name (address)` of each container on it.
+    pub containers: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "networks.html")]
+pub struct NetworksPage {
+    pub user: WebUser,
+    pub networks: Vec<NetworkRow>,
+}
+
+pub async fn networks(
+    State(state): State<AppState>,
+    user: WebUser,
+) -> Result<NetworksPage, WebError> {
+    require_read(&user, "*")?;
+    let networks = state
+        .engine
+        .network_views()
+        .await
+        .map_err(WebError::from_engine)?
+        .into_iter()
+        .map(|n| NetworkRow {
+            containers: n
+                .containers
+                .iter()
+                .map(|c| format!("{} ({})", c.name, c.ip))
+                .collect::<Vec<_>>()
+                .join(", "),
+            name: n.name,
+            subnet: n.subnet,
+            gateway: n.gateway,
+            bridge: n.bridge,
+        })
+        .collect();
+    Ok(NetworksPage { user, networks })
 }

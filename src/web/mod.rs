@@ -145,6 +145,8 @@ pub fn router() -> Router<AppState> {
         .route("/containers", get(containers::containers))
         .route("/containers/new", get(containers::new_container))
         .route("/containers/{id}", get(containers::container))
+        .route("/volumes", get(containers::volumes))
+        .route("/networks", get(containers::networks))
         .route("/static/{file}", get(asset))
 }
 

@@ -41,6 +41,13 @@ pub struct OverviewPage {
     user: WebUser,
     host: HostInfo,
     memory: String,
+    /// (state, how many containers are in it)
+    containers: Vec<(&'static str, usize)>,
+    container_total: usize,
+    images: usize,
+    repositories: usize,
+    /// The file system of the data root: used and size, or why it could not be read.
+    disk: String,
     /// (time, type, action, actor)
     events: Vec<(String, String, String, String)>,
 }
@@ -65,7 +72,36 @@ pub async fn overview(
             )
         })
         .collect();
+    let all = state.db.list_containers(true).await?;
+    let containers = ["running", "paused", "exited", "created"]
+        .into_iter()
+        .map(|s| (s, all.iter().filter(|c| c.state == s).count()))
+        .collect();
+    let disk = match nix::sys::statvfs::statvfs(&state.config.data_root) {
+        Ok(fs) => {
+            let block = fs.fragment_size();
+            let size = fs.blocks() * block;
+            let free = fs.blocks_available() * block;
+            format!(
+                "{} used of {} ({} free) on the file system of {}",
+                crate::host::human_bytes(size.saturating_sub(free)),
+                crate::host::human_bytes(size),
+                crate::host::human_bytes(free),
+                state.config.data_root.display()
+            )
+        }
+        Err(e) => format!(
+            "unknown ({}: {})",
+            state.config.data_root.display(),
+            e.desc()
+        ),
+    };
     Ok(OverviewPage {
+        container_total: all.len(),
+        containers,
+        images: state.db.list_images().await?.len(),
+        repositories: state.db.repositories().await?.len(),
+        disk,
         memory: crate::host::human_bytes(state.host.memory_bytes),
         host: (*state.host).clone(),
         user,
