@@ -8,6 +8,7 @@
 mod containers;
 mod error;
 mod pages;
+mod registry;
 mod session;
 
 use axum::Router;
@@ -26,6 +27,7 @@ pub use session::WebUser;
 const CSS: &[u8] = include_bytes!("../../static/wharf.css");
 const IMAGES_JS: &[u8] = include_bytes!("../../static/images.js");
 const CONTAINERS_JS: &[u8] = include_bytes!("../../static/containers.js");
+const REGISTRY_JS: &[u8] = include_bytes!("../../static/registry.js");
 const XTERM_JS: &[u8] = include_bytes!(concat!(
     env!("OUT_DIR"),
     "/npm/node_modules/@xterm/xterm/lib/xterm.js"
@@ -62,6 +64,7 @@ macro_rules! version_of {
 pub const CSS_VERSION: &str = version_of!(CSS);
 pub const JS_VERSION: &str = version_of!(IMAGES_JS);
 pub const CONTAINERS_JS_VERSION: &str = version_of!(CONTAINERS_JS);
+pub const REGISTRY_JS_VERSION: &str = version_of!(REGISTRY_JS);
 pub const XTERM_JS_VERSION: &str = version_of!(XTERM_JS);
 pub const XTERM_CSS_VERSION: &str = version_of!(XTERM_CSS);
 pub const XTERM_FIT_VERSION: &str = version_of!(XTERM_FIT_JS);
@@ -72,10 +75,11 @@ const JS: &str = "text/javascript; charset=utf-8";
 const STYLE: &str = "text/css; charset=utf-8";
 
 /// Every asset: (name without hash, hash, extension, content type, body).
-const ASSETS: [(&str, &str, &str, &str, &[u8]); 8] = [
+const ASSETS: [(&str, &str, &str, &str, &[u8]); 9] = [
     ("wharf", CSS_VERSION, "css", STYLE, CSS),
     ("images", JS_VERSION, "js", JS, IMAGES_JS),
     ("containers", CONTAINERS_JS_VERSION, "js", JS, CONTAINERS_JS),
+    ("registry", REGISTRY_JS_VERSION, "js", JS, REGISTRY_JS),
     ("xterm", XTERM_JS_VERSION, "js", JS, XTERM_JS),
     ("xterm", XTERM_CSS_VERSION, "css", STYLE, XTERM_CSS),
     ("xterm-fit", XTERM_FIT_VERSION, "js", JS, XTERM_FIT_JS),
@@ -145,6 +149,8 @@ pub fn router() -> Router<AppState> {
         .route("/containers", get(containers::containers))
         .route("/containers/new", get(containers::new_container))
         .route("/containers/{id}", get(containers::container))
+        .route("/registry", get(registry::registry))
+        .route("/registry/repository", get(registry::repository))
         .route("/volumes", get(containers::volumes))
         .route("/networks", get(containers::networks))
         .route("/static/{file}", get(asset))

@@ -599,6 +599,47 @@ async fn an_admin_runs_a_container_from_the_form_follows_its_logs_and_a_viewer_o
             .starts_with("No bridge network yet")
     );
 
+    // The registry: how to push here, under the name the browser used; a repository's tags,
+    // one deleted; a garbage collection preview.
+    let (status, _, err) = harness::run_wharf(harness::wharf_command().args([
+        "-H",
+        &host,
+        "tag",
+        "wharf-test/busybox:latest",
+        "wharf-test/extra:v2",
+    ]));
+    assert!(status.success(), "{err}");
+    browser.goto(&format!("{base}/registry")).await;
+    let registry_port = daemon.registry.unwrap().port();
+    assert!(
+        browser
+            .text("#push-howto")
+            .await
+            .contains(&format!("docker login 127.0.0.1:{registry_port}")),
+        "{}",
+        browser.text("#push-howto").await
+    );
+    browser
+        .click("a[href='/registry/repository?name=wharf-test/extra']")
+        .await;
+    let tags = wait_for_text(&browser, "#tag-table", "v2").await;
+    assert!(
+        tags.contains("sha256:")
+            && tags.contains(&format!(
+                "docker pull 127.0.0.1:{registry_port}/wharf-test/extra:v2"
+            )),
+        "{tags}"
+    );
+    screenshot("repository").await;
+    browser.click("tr[data-tag='v2'] button.delete-tag").await;
+    browser.click("tr[data-tag='v2'] button.delete-tag").await;
+    wait_for_text(&browser, "main", "No tags").await;
+    browser.goto(&format!("{base}/registry")).await;
+    browser.click("#gc-preview").await;
+    let preview = wait_for_text(&browser, "#gc-status", "Would free").await;
+    assert!(preview.contains("blobs"), "{preview}");
+    screenshot("registry").await;
+
     // A viewer sees containers but no action, and the API refuses one sent anyway.
     let created: Value = daemon
         .unix_client()

@@ -1,0 +1,146 @@
+//! The Registry pages: the repositories a user may pull, a repository's tags (digest, size,
+//! when pushed) with deletion for those who may delete, how to `docker login` and push to this
+//! appliance under the name the browser used, and garbage collection with a dry run for
+//! admins. Changes are JSON API calls from `static/registry.js`, under the API's rights.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use serde::Deserialize;
+
+use super::error::WebError;
+use super::session::WebUser;
+use crate::auth::{Action, Target, authorize};
+use crate::startup::AppState;
+
+/// One repository on the Registry page.
+pub struct RepositoryRow {
+    pub name: String,
+    pub tags: i64,
+    pub anonymous_pull: bool,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "registry.html")]
+pub struct RegistryPage {
+    pub user: WebUser,
+    pub repositories: Vec<RepositoryRow>,
+    /// `host:port` of the registry as this browser reaches the appliance; empty when the
+    /// registry is off.
+    pub registry_host: String,
+    pub can_collect: bool,
+}
+
+/// The registry's address under the host name the browser used for the dashboard.
+fn registry_host(state: &AppState, headers: &HeaderMap) -> String {
+    let Some(addr) = state.registry_addr else {
+        return String::new();
+    };
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| match h.rsplit_once(':') {
+            // Not the colon of a bracketed IPv6 address.
+            Some((name, port)) if !port.contains(']') => name.to_owned(),
+            _ => h.to_owned(),
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| addr.ip().to_string());
+    format!("{host}:{}", addr.port())
+}
+
+pub async fn registry(
+    State(state): State<AppState>,
+    user: WebUser,
+    headers: HeaderMap,
+) -> Result<RegistryPage, WebError> {
+    authorize(&user.principal, Action::SystemRead, &Target::System)
+        .map_err(|d| WebError::Forbidden(d.to_string()))?;
+    let repositories = state
+        .db
+        .repositories()
+        .await?
+        .into_iter()
+        .filter(|r| {
+            authorize(
+                &user.principal,
+                Action::RepositoryPull,
+                &Target::Repository(r.name.clone()),
+            )
+            .is_ok()
+        })
+        .map(|r| RepositoryRow {
+            name: r.name,
+            tags: r.tags,
+            anonymous_pull: r.anonymous_pull,
+        })
+        .collect();
+    Ok(RegistryPage {
+        can_collect: authorize(&user.principal, Action::SettingsWrite, &Target::System).is_ok(),
+        registry_host: registry_host(&state, &headers),
+        repositories,
+        user,
+    })
+}
+
+/// One tag on a repository's page.
+pub struct TagRow {
+    pub tag: String,
+    pub digest: String,
+    pub media_type: String,
+    pub size: String,
+    pub pushed: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "repository.html")]
+pub struct RepositoryPage {
+    pub user: WebUser,
+    pub name: String,
+    pub tags: Vec<TagRow>,
+    pub can_delete: bool,
+    pub registry_host: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RepositoryQuery {
+    name: String,
+}
+
+pub async fn repository(
+    State(state): State<AppState>,
+    user: WebUser,
+    headers: HeaderMap,
+    Query(q): Query<RepositoryQuery>,
+) -> Result<RepositoryPage, WebError> {
+    let target = Target::Repository(q.name.clone());
+    authorize(&user.principal, Action::RepositoryPull, &target)
+        .map_err(|d| WebError::Forbidden(d.to_string()))?;
+    if !state.db.repository_exists(&q.name).await? {
+        return Err(WebError::NotFound(format!(
+            "repository {} not found",
+            q.name
+        )));
+    }
+    let tags = state
+        .db
+        .tag_details(&q.name)
+        .await?
+        .into_iter()
+        .map(|t| TagRow {
+            size: crate::host::human_bytes(t.size.max(0) as u64),
+            pushed: super::pages::time_text(Some(t.updated_at)),
+            tag: t.tag,
+            digest: t.digest,
+            media_type: t.media_type,
+        })
+        .collect();
+    Ok(RepositoryPage {
+        can_delete: authorize(&user.principal, Action::RepositoryDelete, &target).is_ok(),
+        registry_host: registry_host(&state, &headers),
+        name: q.name,
+        tags,
+        user,
+    })
+}

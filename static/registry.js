@@ -1,0 +1,85 @@
+// The Registry pages: deleting a tag (asked once more) and garbage collection (a preview of
+// what it frees, then the real run), as JSON API calls with the session's CSRF token. Loaded
+// as a file: the CSP forbids inline scripts.
+"use strict";
+
+(function () {
+  async function api(method, path, token, body) {
+    const headers = { "X-CSRF-Token": token };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+    }
+    const response = await fetch("/api/v1" + path, {
+      method: method,
+      credentials: "same-origin",
+      headers: headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    if (!response.ok) {
+      const failure = await response.json().catch(function () {
+        return { message: response.status + " " + response.statusText };
+      });
+      throw new Error(failure.message);
+    }
+    return response;
+  }
+
+  function bytes(n) {
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let i = 0;
+    while (n >= 1024 && i < units.length - 1) {
+      n /= 1024;
+      i += 1;
+    }
+    return (i === 0 ? n : n.toFixed(1)) + " " + units[i];
+  }
+
+  const table = document.getElementById("tag-table");
+  if (table) {
+    const status = document.getElementById("registry-status");
+    document.querySelectorAll("button.delete-tag").forEach(function (button) {
+      button.addEventListener("click", async function () {
+        if (button.dataset.armed !== "yes") {
+          button.dataset.armed = "yes";
+          button.textContent = button.dataset.confirm;
+          return;
+        }
+        const tag = button.closest("tr").dataset.tag;
+        const repository = table.dataset.repository;
+        try {
+          await api("DELETE", "/registry/tags?repository=" + encodeURIComponent(repository) +
+            "&tag=" + encodeURIComponent(tag), table.dataset.csrf);
+          window.location.reload();
+        } catch (e) {
+          status.textContent = "Could not delete " + repository + ":" + tag + ": " + e.message;
+          status.className = "error";
+        }
+      });
+    });
+  }
+
+  const registry = document.getElementById("registry");
+  const preview = document.getElementById("gc-preview");
+  if (registry && preview) {
+    const status = document.getElementById("gc-status");
+    const run = async function (dryRun) {
+      status.className = "notice";
+      status.textContent = dryRun ? "Looking…" : "Collecting…";
+      try {
+        const response = await api("POST", "/registry/gc", registry.dataset.csrf, { dry_run: dryRun });
+        const report = await response.json();
+        status.textContent = (dryRun ? "Would free " : "Freed ") + bytes(report.bytes) + ": " +
+          report.blobs + " blobs, " + report.layers + " unpacked layers, " + report.links + " repository links.";
+      } catch (e) {
+        status.textContent = "Garbage collection failed: " + e.message;
+        status.className = "error";
+      }
+    };
+    preview.addEventListener("click", function () {
+      run(true);
+    });
+    document.getElementById("gc-run").addEventListener("click", function () {
+      run(false);
+    });
+  }
+})();
