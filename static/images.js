@@ -1,7 +1,36 @@
-// The Images page's pull form: sends the pull to the JSON API with the session's CSRF token and
+// The Images pages. The list's pull form: sends the pull to the JSON API with the session's CSRF token and
 // shows the daemon's NDJSON progress as it streams in. Loaded as a file: the CSP forbids inline
 // scripts.
 "use strict";
+
+// An image's page: give it another name.
+(function () {
+  const form = document.getElementById("tag-form");
+  if (!form) {
+    return;
+  }
+  const status = document.getElementById("image-status");
+  form.addEventListener("submit", async function (event) {
+    event.preventDefault();
+    const target = document.getElementById("tag-target").value.trim();
+    const response = await fetch("/api/v1/images/tag", {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": form.dataset.csrf },
+      body: JSON.stringify({ source: form.dataset.source, target: target }),
+    });
+    if (response.ok) {
+      status.textContent = "Tagged " + target + ".";
+      status.className = "notice";
+    } else {
+      const failure = await response.json().catch(function () {
+        return { message: response.status + " " + response.statusText };
+      });
+      status.textContent = "Could not tag " + target + ": " + failure.message;
+      status.className = "error";
+    }
+  });
+})();
 
 (function () {
   const form = document.getElementById("pull-form");

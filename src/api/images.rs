@@ -473,7 +473,7 @@ pub struct HistoryEntry {
 }
 
 /// The config's `history`, newest first, each layer-adding step paired with its layer.
-fn history_of(config: &serde_json::Value, layers: &[LayerRecord]) -> Vec<HistoryEntry> {
+pub(crate) fn history_of(config: &serde_json::Value, layers: &[LayerRecord]) -> Vec<HistoryEntry> {
     let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
     let mut layers = layers.iter();
     let mut entries: Vec<HistoryEntry> = config["history"]
@@ -521,7 +521,7 @@ async fn history(
     Ok(Json(history_of(&detail.config, &detail.layers)))
 }
 
-async fn image_detail(state: &AppState, name: &str) -> Result<ImageDetail, ApiError> {
+pub(crate) async fn image_detail(state: &AppState, name: &str) -> Result<ImageDetail, ApiError> {
     let (reference, summary) = find(state, name).await?;
     let layers = state.db.image_layers(&summary.digest).await?;
     let blobs = BlobStore::new(state.config.layout().blobs());

@@ -11,7 +11,7 @@ mod containers;
 mod error;
 mod events;
 mod files;
-mod images;
+pub(crate) mod images;
 mod networks;
 mod registries;
 mod registry;

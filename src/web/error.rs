@@ -31,6 +31,19 @@ pub enum WebError {
 }
 
 impl WebError {
+    /// A failure of a JSON API helper the pages share, as a page.
+    pub fn from_api(e: crate::api::ApiError) -> WebError {
+        use crate::api::ApiError as A;
+        match e {
+            A::NotFound(m) | A::Missing(m) => WebError::NotFound(m),
+            A::Forbidden(m) => WebError::Forbidden(m),
+            A::Database(e) => WebError::Database(e),
+            A::Auth(e) => WebError::Auth(e),
+            A::Internal(m) | A::BadGateway(m) => WebError::Internal(m),
+            other => WebError::BadRequest(other.to_string()),
+        }
+    }
+
     /// An engine failure as a page: a missing container is 404, a refused request 400.
     pub fn from_engine(e: crate::engine::EngineError) -> WebError {
         use crate::engine::EngineError as E;

@@ -146,6 +146,7 @@ pub fn router() -> Router<AppState> {
         .route("/account/password", post(pages::change_password))
         .route("/audit", get(pages::audit))
         .route("/images", get(pages::images))
+        .route("/images/detail", get(pages::image))
         .route("/containers", get(containers::containers))
         .route("/containers/new", get(containers::new_container))
         .route("/containers/{id}", get(containers::container))

@@ -712,3 +712,74 @@ pub async fn images(State(state): State<AppState>, user: WebUser) -> Result<Imag
         can_remove,
     })
 }
+
+/// One step of an image's history, newest first.
+pub struct HistoryRow {
+    pub created: String,
+    pub created_by: String,
+    pub size: String,
+    pub layer: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "image.html")]
+pub struct ImagePage {
+    pub user: WebUser,
+    pub name: String,
+    pub id: String,
+    pub platform: String,
+    pub size: String,
+    pub history: Vec<HistoryRow>,
+    /// The image configuration as indented JSON.
+    pub config: String,
+    pub can_tag: bool,
+    pub can_run: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ImageQuery {
+    name: String,
+}
+
+/// `/images/detail?name=…`: an image's facts, history (its layers) and configuration, with
+/// "tag" and "run" for those who may.
+pub async fn image(
+    State(state): State<AppState>,
+    user: WebUser,
+    Query(q): Query<ImageQuery>,
+) -> Result<ImagePage, WebError> {
+    let target = Target::Image(q.name.clone());
+    authorize(&user.principal, Action::ImageRead, &target)
+        .map_err(|d| WebError::Forbidden(d.to_string()))?;
+    let detail = crate::api::images::image_detail(&state, &q.name)
+        .await
+        .map_err(WebError::from_api)?;
+    let history = crate::api::images::history_of(&detail.config, &detail.layers)
+        .into_iter()
+        .map(|h| HistoryRow {
+            created: h.created.unwrap_or_else(|| "-".into()),
+            created_by: h.created_by,
+            size: h.size.map_or_else(
+                || "0B".into(),
+                |s| crate::host::human_bytes(s.max(0) as u64),
+            ),
+            layer: h.layer.unwrap_or_default(),
+        })
+        .collect();
+    Ok(ImagePage {
+        can_tag: authorize(&user.principal, Action::ImagePush, &target).is_ok(),
+        can_run: authorize(
+            &user.principal,
+            Action::ContainerCreate,
+            &Target::Container("*".into()),
+        )
+        .is_ok(),
+        id: detail.summary.short_id().to_owned(),
+        platform: format!("{}/{}", detail.summary.os, detail.summary.architecture),
+        size: crate::host::human_bytes(detail.summary.size.max(0) as u64),
+        config: serde_json::to_string_pretty(&detail.config).unwrap_or_default(),
+        history,
+        name: q.name,
+        user,
+    })
+}

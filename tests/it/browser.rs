@@ -640,6 +640,32 @@ async fn an_admin_runs_a_container_from_the_form_follows_its_logs_and_a_viewer_o
     assert!(preview.contains("blobs"), "{preview}");
     screenshot("registry").await;
 
+    // An image's page: its history and configuration, another name, and "Run" into the form.
+    browser.goto(&format!("{base}/images")).await;
+    browser
+        .click("a.image-link[href^='/images/detail?name=wharf-test/busybox']")
+        .await;
+    let history = wait_for_text(&browser, "#history", "sha256:").await;
+    assert!(
+        history.contains("KiB") || history.contains("MiB"),
+        "{history}"
+    );
+    assert!(browser.text("#image-config").await.contains("\"Cmd\""));
+    browser
+        .type_into("#tag-target", "wharf-test/renamed:v3")
+        .await;
+    browser.click("#tag-button").await;
+    wait_for_text(&browser, "#image-status", "Tagged wharf-test/renamed:v3").await;
+    screenshot("image").await;
+    browser.click("#run-image").await;
+    wait_for_text(&browser, "h1", "Create container").await;
+    assert_eq!(
+        browser
+            .eval("return document.getElementById('create-image').value;")
+            .await,
+        json!("wharf-test/busybox:latest")
+    );
+
     // A viewer sees containers but no action, and the API refuses one sent anyway.
     let created: Value = daemon
         .unix_client()
