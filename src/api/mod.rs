@@ -18,7 +18,7 @@ mod registry;
 mod stream;
 mod system;
 mod tokens;
-mod users;
+pub(crate) mod users;
 mod volumes;
 
 use std::sync::Arc;

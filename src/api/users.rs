@@ -56,7 +56,7 @@ impl From<&RepositoryGrant> for GrantView {
     }
 }
 
-async fn view(state: &AppState, user: User) -> Result<UserView, ApiError> {
+pub(crate) async fn view(state: &AppState, user: User) -> Result<UserView, ApiError> {
     let grants = state.db.grants_of(user.id).await?;
     Ok(UserView {
         name: user.name,

@@ -10,6 +10,7 @@ mod error;
 mod pages;
 mod registry;
 mod session;
+mod users;
 
 use axum::Router;
 use axum::extract::Path;
@@ -28,6 +29,7 @@ const CSS: &[u8] = include_bytes!("../../static/wharf.css");
 const IMAGES_JS: &[u8] = include_bytes!("../../static/images.js");
 const CONTAINERS_JS: &[u8] = include_bytes!("../../static/containers.js");
 const REGISTRY_JS: &[u8] = include_bytes!("../../static/registry.js");
+const USERS_JS: &[u8] = include_bytes!("../../static/users.js");
 const XTERM_JS: &[u8] = include_bytes!(concat!(
     env!("OUT_DIR"),
     "/npm/node_modules/@xterm/xterm/lib/xterm.js"
@@ -65,6 +67,7 @@ pub const CSS_VERSION: &str = version_of!(CSS);
 pub const JS_VERSION: &str = version_of!(IMAGES_JS);
 pub const CONTAINERS_JS_VERSION: &str = version_of!(CONTAINERS_JS);
 pub const REGISTRY_JS_VERSION: &str = version_of!(REGISTRY_JS);
+pub const USERS_JS_VERSION: &str = version_of!(USERS_JS);
 pub const XTERM_JS_VERSION: &str = version_of!(XTERM_JS);
 pub const XTERM_CSS_VERSION: &str = version_of!(XTERM_CSS);
 pub const XTERM_FIT_VERSION: &str = version_of!(XTERM_FIT_JS);
@@ -75,7 +78,8 @@ const JS: &str = "text/javascript; charset=utf-8";
 const STYLE: &str = "text/css; charset=utf-8";
 
 /// Every asset: (name without hash, hash, extension, content type, body).
-const ASSETS: [(&str, &str, &str, &str, &[u8]); 9] = [
+const ASSETS: [(&str, &str, &str, &str, &[u8]); 10] = [
+    ("users", USERS_JS_VERSION, "js", JS, USERS_JS),
     ("wharf", CSS_VERSION, "css", STYLE, CSS),
     ("images", JS_VERSION, "js", JS, IMAGES_JS),
     ("containers", CONTAINERS_JS_VERSION, "js", JS, CONTAINERS_JS),
@@ -145,6 +149,7 @@ pub fn router() -> Router<AppState> {
         .route("/account/tokens/{id}/revoke", post(pages::revoke_token))
         .route("/account/password", post(pages::change_password))
         .route("/audit", get(pages::audit))
+        .route("/users", get(users::users))
         .route("/images", get(pages::images))
         .route("/images/detail", get(pages::image))
         .route("/containers", get(containers::containers))

@@ -666,6 +666,43 @@ async fn an_admin_runs_a_container_from_the_form_follows_its_logs_and_a_viewer_o
         json!("wharf-test/busybox:latest")
     );
 
+    // Users: a robot with registry grants and a person, made; the person removed.
+    browser.goto(&format!("{base}/users")).await;
+    let users = browser.text("#user-table").await;
+    assert!(users.contains("ada") && users.contains("vic"), "{users}");
+    browser.type_into("#user-name", "ci-bot").await;
+    browser
+        .eval("var k = document.getElementById('user-kind'); k.value = 'robot'; k.dispatchEvent(new Event('change'));")
+        .await;
+    browser
+        .type_into("#user-password", "robot-password-1")
+        .await;
+    browser.type_into("#user-grants", "team/** pull,push").await;
+    browser.click("#user-create").await;
+    wait_for_text(&browser, "#user-table", "team/** (pull, push)").await;
+    browser.type_into("#user-name", "newbie").await;
+    browser
+        .eval("document.getElementById('user-role').value = 'operator';")
+        .await;
+    browser
+        .type_into("#user-password", "newbie-password-1")
+        .await;
+    browser.click("#user-create").await;
+    let users = wait_for_text(&browser, "#user-table", "newbie").await;
+    assert!(users.contains("operator"), "{users}");
+    screenshot("users").await;
+    browser
+        .click("tr[data-user='newbie'] button.remove-user")
+        .await;
+    browser
+        .click("tr[data-user='newbie'] button.remove-user")
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while read_text(&browser, "#user-table").await.contains("newbie") {
+        assert!(Instant::now() < deadline, "newbie was not removed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // A viewer sees containers but no action, and the API refuses one sent anyway.
     let created: Value = daemon
         .unix_client()
@@ -701,6 +738,9 @@ async fn an_admin_runs_a_container_from_the_form_follows_its_logs_and_a_viewer_o
         refused.starts_with("403 ") && refused.contains("container.operate"),
         "{refused}"
     );
+    // The Users page is for admins.
+    browser.goto(&format!("{base}/users")).await;
+    assert!(browser.text("main").await.contains("user.manage"));
     // What a container was given is shown as text, never as markup.
     browser
         .goto(&format!(
@@ -732,17 +772,21 @@ async fn an_admin_runs_a_container_from_the_form_follows_its_logs_and_a_viewer_o
     browser.close();
 }
 
-/// Waits up to 30 s for the element's text to contain `wanted`, and returns it.
-async fn wait_for_text(browser: &Browser, css: &str, wanted: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    // Read in one script, so a page reloading meanwhile (after an action) reads as empty
-    // instead of failing on an element that went away.
+/// The element's text, read in one script, so a page reloading meanwhile (after an action)
+/// reads as empty instead of failing on an element that went away.
+async fn read_text(browser: &Browser, css: &str) -> String {
     let read = format!(
         "var e = document.querySelector({}); return e ? e.innerText : '';",
         serde_json::to_string(css).unwrap()
     );
+    browser.eval(&read).await.as_str().unwrap_or("").to_owned()
+}
+
+/// Waits up to 30 s for the element's text to contain `wanted`, and returns it.
+async fn wait_for_text(browser: &Browser, css: &str, wanted: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let text = browser.eval(&read).await.as_str().unwrap_or("").to_owned();
+        let text = read_text(browser, css).await;
         if text.contains(wanted) {
             return text;
         }
