@@ -413,15 +413,6 @@ async fn an_operator_pulls_an_image_from_the_images_page_and_an_admin_removes_it
     browser.close();
 }
 
-/// Removes the daemon's containers however the test ends (they outlive the daemon).
-struct RemoveContainers(String);
-
-impl Drop for RemoveContainers {
-    fn drop(&mut self) {
-        harness::remove_all_containers(&self.0);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_admin_runs_a_container_from_the_form_follows_its_logs_and_a_viewer_only_looks() {
     let test =
@@ -434,7 +425,7 @@ async fn an_admin_runs_a_container_from_the_form_follows_its_logs_and_a_viewer_o
     };
     let daemon = TestDaemon::start();
     let host = format!("unix://{}", daemon.socket.display());
-    let _cleanup = RemoveContainers(host.clone());
+    let _cleanup = harness::RemoveContainers(host.clone());
     let archive = daemon.dir.path().join("busybox.tar");
     crate::fixtures::ImageBuilder::busybox(&busybox)
         .cmd(&["sh"])

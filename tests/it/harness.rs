@@ -446,6 +446,15 @@ pub fn remove_all_containers(host: &str) {
     }
 }
 
+/// Removes the containers of the daemon at `host` however the test ends.
+pub struct RemoveContainers(pub String);
+
+impl Drop for RemoveContainers {
+    fn drop(&mut self) {
+        remove_all_containers(&self.0);
+    }
+}
+
 /// Runs a `wharf` command with `input` on its standard input.
 pub fn run_wharf_input(cmd: &mut Command, input: &str) -> (ExitStatus, String, String) {
     cmd.stdin(Stdio::piped())

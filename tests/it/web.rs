@@ -394,3 +394,110 @@ async fn the_audit_page_is_for_admins() {
             .contains("immutable")
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_page_renders_empty_and_populated_and_escapes_what_users_gave() {
+    let test = "web::every_page_renders_empty_and_populated_and_escapes_what_users_gave";
+    if harness::skip_unless_root(test) {
+        return;
+    }
+    let Some(busybox) = crate::fixtures::busybox(test) else {
+        return;
+    };
+    let daemon = TestDaemon::start();
+    daemon.user_with_token("kim", "admin").await;
+    let client = daemon.tcp_client();
+    let kim = sign_in(&client, "kim", "kim-password").await;
+    let page = |path: &'static str| {
+        let (client, kim) = (&client, &kim);
+        async move {
+            let r = get(client, path, kim).await;
+            assert_eq!(r.status, StatusCode::OK, "{path}: {}", text(&r));
+            text(&r)
+        }
+    };
+    // Empty: each list says so.
+    for (path, empty) in [
+        ("/containers", "id=\"no-containers\""),
+        ("/images", "id=\"no-images\""),
+        ("/volumes", "id=\"no-volumes\""),
+        ("/networks", "id=\"no-networks\""),
+        ("/registry", "id=\"no-repositories\""),
+    ] {
+        assert!(page(path).await.contains(empty), "{path} empty");
+    }
+    for path in ["/", "/containers/new", "/users", "/audit", "/account"] {
+        page(path).await;
+    }
+
+    // Populated: an image, a volume, and a container whose command and environment carry markup.
+    let host = format!("unix://{}", daemon.socket.display());
+    let _cleanup = harness::RemoveContainers(host.clone());
+    let archive = daemon.dir.path().join("busybox.tar");
+    crate::fixtures::ImageBuilder::busybox(&busybox)
+        .cmd(&["sh"])
+        .build()
+        .write_docker_archive(&archive, "wharf-test/busybox:latest");
+    let (status, _, err) = harness::run_wharf(
+        harness::wharf_command()
+            .args(["-H", &host, "load", "-q", "-i"])
+            .arg(&archive),
+    );
+    assert!(status.success(), "{err}");
+    let socket = daemon.unix_client();
+    let _: serde_json::Value = socket
+        .send_json(
+            Method::POST,
+            "/api/v1/volumes",
+            &serde_json::json!({"name": "keep-me"}),
+        )
+        .await
+        .unwrap();
+    let created: serde_json::Value = socket
+        .send_json(
+            Method::POST,
+            "/api/v1/containers",
+            &serde_json::json!({
+                "name": "marked-up",
+                "image": "wharf-test/busybox:latest",
+                "cmd": ["echo", "<script>alert(1)</script>"],
+                "env": ["NOTE=<img src=x onerror=alert(2)>"],
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(page("/containers").await.contains("marked-up"));
+    assert!(page("/volumes").await.contains("keep-me"));
+    assert!(page("/images").await.contains("wharf-test/busybox"));
+    assert!(page("/registry").await.contains("wharf-test/busybox"));
+    assert!(
+        page("/")
+            .await
+            .contains("<a href=\"/containers?state=created\">1 created</a>")
+    );
+    let id = created["id"].as_str().unwrap();
+    let r = get(&client, &format!("/containers/{id}"), &kim).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let detail = text(&r);
+    assert!(
+        detail.contains("echo &#60;script&#62;alert(1)&#60;/script&#62;")
+            && !detail.contains("<script>alert"),
+        "{detail}"
+    );
+    assert!(!detail.contains("<img"), "{detail}");
+    let r = get(
+        &client,
+        "/images/detail?name=wharf-test/busybox:latest",
+        &kim,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(text(&r).contains("id=\"history\""));
+    // Unknown things are a clear 404 page.
+    let r = get(&client, "/containers/nope", &kim).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(text(&r).contains("nope"), "{}", text(&r));
+    let r = get(&client, "/registry/repository?name=absent/repo", &kim).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(text(&r).contains("repository absent/repo not found"));
+}
