@@ -298,11 +298,7 @@ async fn list(
         .require(Action::ContainerRead, &Target::Container("*".into()))
         .await?;
     let rows = state.db.list_containers(q.all).await?;
-    let mut views = Vec::with_capacity(rows.len());
-    for row in rows {
-        views.push(state.engine.view(row).await?);
-    }
-    Ok(Json(views))
+    Ok(Json(state.engine.views(rows).await?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -236,6 +236,27 @@ impl Db {
         }
     }
 
+    /// Every endpoint of every container (for lists: one query instead of one per row).
+    pub async fn all_endpoints(&self) -> Result<Vec<EndpointRow>, DbError> {
+        sqlx::query_as(
+            "SELECT network_id, container_id, ip, host_veth, aliases FROM endpoints \
+             ORDER BY container_id, host_veth",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql("listing endpoints"))
+    }
+
+    /// Every published port of every container, by container and host port.
+    pub async fn all_ports(&self) -> Result<Vec<PortRow>, DbError> {
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {PORT_COLUMNS} FROM port_mappings ORDER BY container_id, host_port"
+        )))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sql("listing published ports"))
+    }
+
     pub async fn ports_of_container(&self, container_id: &str) -> Result<Vec<PortRow>, DbError> {
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {PORT_COLUMNS} FROM port_mappings WHERE container_id = ? ORDER BY host_port"

@@ -61,12 +61,21 @@ pub struct ContainersPage {
     pub user: WebUser,
     pub rights: Rights,
     pub containers: Vec<ContainerRow>,
-    /// How many there are before the filter.
+    /// How many there are before the filter, and after it.
     pub total: usize,
+    pub matching: usize,
     pub filter_state: String,
     pub search: String,
     pub states: Vec<&'static str>,
+    /// This page's first row (from 1) and last, and the links to the others (empty for none).
+    pub first: usize,
+    pub last: usize,
+    pub previous: String,
+    pub next: String,
 }
+
+/// Rows on one page of the Containers list.
+const PAGE_ROWS: usize = 100;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct ListQuery {
@@ -76,6 +85,9 @@ pub struct ListQuery {
     /// A part of the name, id or image.
     #[serde(default)]
     q: String,
+    /// The page, from 1.
+    #[serde(default)]
+    page: Option<usize>,
 }
 
 pub async fn containers(
@@ -88,23 +100,51 @@ pub async fn containers(
     let rows = state.db.list_containers(true).await?;
     let total = rows.len();
     let search = query.q.trim().to_lowercase();
+    let matching_rows: Vec<_> = rows
+        .into_iter()
+        .filter(|row| query.state.is_empty() || row.state == query.state)
+        .filter(|row| {
+            search.is_empty()
+                || [&row.name, &row.id, &row.image]
+                    .iter()
+                    .any(|f| f.to_lowercase().contains(&search))
+        })
+        .collect();
+    let matching = matching_rows.len();
+    let pages = matching.div_ceil(PAGE_ROWS).max(1);
+    let page = query.page.unwrap_or(1).clamp(1, pages);
+    let shown: Vec<_> = matching_rows
+        .into_iter()
+        .skip((page - 1) * PAGE_ROWS)
+        .take(PAGE_ROWS)
+        .collect();
+    let link = |to: usize| {
+        format!(
+            "/containers?state={}&q={}&page={to}",
+            crate::domain::percent_encode(&query.state),
+            crate::domain::percent_encode(&query.q)
+        )
+    };
+    let (previous, next) = (
+        if page > 1 {
+            link(page - 1)
+        } else {
+            String::new()
+        },
+        if page < pages {
+            link(page + 1)
+        } else {
+            String::new()
+        },
+    );
+    let first = (page - 1) * PAGE_ROWS + usize::from(matching > 0);
     let mut containers = Vec::new();
-    for row in rows {
-        if !query.state.is_empty() && row.state != query.state {
-            continue;
-        }
-        if !search.is_empty()
-            && ![&row.name, &row.id, &row.image]
-                .iter()
-                .any(|f| f.to_lowercase().contains(&search))
-        {
-            continue;
-        }
-        let view = state
-            .engine
-            .view(row)
-            .await
-            .map_err(WebError::from_engine)?;
+    for view in state
+        .engine
+        .views(shown)
+        .await
+        .map_err(WebError::from_engine)?
+    {
         containers.push(ContainerRow {
             short_id: view.id[..12.min(view.id.len())].to_owned(),
             status: view.status_text(now),
@@ -119,6 +159,11 @@ pub async fn containers(
     Ok(ContainersPage {
         rights: Rights::of(&user),
         user,
+        last: first + containers.len().saturating_sub(1),
+        first,
+        previous,
+        next,
+        matching,
         containers,
         total,
         filter_state: query.state,

@@ -467,6 +467,19 @@ async fn every_page_renders_empty_and_populated_and_escapes_what_users_gave() {
         .await
         .unwrap();
     assert!(page("/containers").await.contains("marked-up"));
+    // A page past the last shows the last.
+    assert!(page("/containers?page=9").await.contains("1–1 of 1"));
+    // Pages go out compressed to a browser that accepts it.
+    let r = client
+        .request_with_headers(
+            Method::GET,
+            "/containers",
+            &[("cookie", &kim), ("accept-encoding", "gzip")],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.headers.get("content-encoding").unwrap(), "gzip");
     assert!(page("/volumes").await.contains("keep-me"));
     assert!(page("/images").await.contains("wharf-test/busybox"));
     assert!(page("/registry").await.contains("wharf-test/busybox"));
