@@ -6,7 +6,7 @@
 //! container start: measured 2.48 → 2.01 ms for a bare `wharf runtime state` on the 2-core
 //! build machine (see benches/runtime-start.sh).
 //!
-//! The browser libraries (xterm.js and its fit addon, uPlot) are fetched with `npm ci` from the
+//! The browser libraries (htmx, xterm.js and its fit addon, uPlot) are fetched with `npm ci` from the
 //! committed `static/package.json` and `static/package-lock.json` into `OUT_DIR`, where
 //! `src/web` embeds them in the binary (the lock file's hashes are checked; no package script
 //! runs). Nothing fetched is committed. npm's own cache is tried first (`--prefer-offline`), so

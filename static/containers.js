@@ -67,9 +67,14 @@
     return api("POST", path + "/" + action, csrf);
   }
 
-  // One container's buttons (in a table row, or on its own page).
-  document.querySelectorAll("button.act").forEach(function (button) {
-    button.addEventListener("click", async function () {
+  // One container's buttons (in a table row, or on its own page). Listened for on the
+  // document, so rows htmx puts in place work as the first ones did.
+  document.addEventListener("click", async function (event) {
+    const button = event.target.closest ? event.target.closest("button.act") : null;
+    if (!button) {
+      return;
+    }
+    {
       const owner = button.closest("[data-id]");
       const name = owner.dataset.name;
       const action = button.dataset.action;
@@ -89,8 +94,20 @@
         say(action + " " + name + " failed: " + e.message, true);
         button.disabled = false;
       }
-    });
+    }
   });
+
+  // The list's rows, fetched again every 5 s (by htmx: see the table body's hx-get) while the
+  // page is visible and nothing is selected or being confirmed.
+  const rows = document.getElementById("container-rows");
+  if (rows && window.htmx) {
+    window.setInterval(function () {
+      const busy = document.querySelector("input.pick:checked, button[data-armed='yes'], button:disabled");
+      if (document.visibilityState === "visible" && !busy) {
+        window.htmx.trigger(document.getElementById("container-rows"), "wharf-refresh");
+      }
+    }, 5000);
+  }
 
   // Bulk actions on the selected rows.
   const all = document.getElementById("select-all");

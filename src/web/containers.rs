@@ -72,6 +72,8 @@ pub struct ContainersPage {
     pub last: usize,
     pub previous: String,
     pub next: String,
+    /// This very page (filter, search, page), which htmx fetches again to refresh the rows.
+    pub refresh_url: String,
 }
 
 /// Rows on one page of the Containers list.
@@ -125,6 +127,7 @@ pub async fn containers(
             crate::domain::percent_encode(&query.q)
         )
     };
+    let refresh_url = link(page);
     let (previous, next) = (
         if page > 1 {
             link(page - 1)
@@ -163,6 +166,7 @@ pub async fn containers(
         first,
         previous,
         next,
+        refresh_url,
         matching,
         containers,
         total,

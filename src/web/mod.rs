@@ -46,6 +46,10 @@ const UPLOT_JS: &[u8] = include_bytes!(concat!(
     env!("OUT_DIR"),
     "/npm/node_modules/uplot/dist/uPlot.iife.min.js"
 ));
+const HTMX_JS: &[u8] = include_bytes!(concat!(
+    env!("OUT_DIR"),
+    "/npm/node_modules/htmx.org/dist/htmx.min.js"
+));
 const UPLOT_CSS: &[u8] = include_bytes!(concat!(
     env!("OUT_DIR"),
     "/npm/node_modules/uplot/dist/uPlot.min.css"
@@ -73,12 +77,14 @@ pub const XTERM_CSS_VERSION: &str = version_of!(XTERM_CSS);
 pub const XTERM_FIT_VERSION: &str = version_of!(XTERM_FIT_JS);
 pub const UPLOT_JS_VERSION: &str = version_of!(UPLOT_JS);
 pub const UPLOT_CSS_VERSION: &str = version_of!(UPLOT_CSS);
+pub const HTMX_VERSION: &str = version_of!(HTMX_JS);
 
 const JS: &str = "text/javascript; charset=utf-8";
 const STYLE: &str = "text/css; charset=utf-8";
 
 /// Every asset: (name without hash, hash, extension, content type, body).
-const ASSETS: [(&str, &str, &str, &str, &[u8]); 10] = [
+const ASSETS: [(&str, &str, &str, &str, &[u8]); 11] = [
+    ("htmx", HTMX_VERSION, "js", JS, HTMX_JS),
     ("users", USERS_JS_VERSION, "js", JS, USERS_JS),
     ("wharf", CSS_VERSION, "css", STYLE, CSS),
     ("images", JS_VERSION, "js", JS, IMAGES_JS),

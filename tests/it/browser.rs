@@ -711,6 +711,27 @@ async fn an_admin_runs_a_container_from_the_form_follows_its_logs_and_a_viewer_o
     browser.sign_in(&base, "vic", "vic-password").await;
     browser.goto(&format!("{base}/containers")).await;
     assert!(browser.text("#container-table").await.contains("shown"));
+    // The rows refresh themselves (htmx): a container made meanwhile appears without a reload.
+    browser
+        .eval("document.getElementById('container-table').dataset.marker = 'same-page';")
+        .await;
+    let _: Value = daemon
+        .unix_client()
+        .send_json(
+            Method::POST,
+            "/api/v1/containers",
+            &json!({"name": "later-one", "image": "wharf-test/busybox:latest", "cmd": ["true"]}),
+        )
+        .await
+        .unwrap();
+    wait_for_text(&browser, "#container-table", "later-one").await;
+    assert_eq!(
+        browser
+            .eval("return document.getElementById('container-table').dataset.marker;")
+            .await,
+        json!("same-page"),
+        "not reloaded"
+    );
     let buttons = browser
         .eval("return document.querySelectorAll('main button, #new-container').length;")
         .await;
