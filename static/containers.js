@@ -16,26 +16,7 @@
     }
   }
 
-  // Calls the API; resolves to the response, or throws with the daemon's message.
-  async function api(method, path, token, body) {
-    const headers = { "X-CSRF-Token": token };
-    if (body !== undefined) {
-      headers["Content-Type"] = "application/json";
-    }
-    const response = await fetch("/api/v1" + path, {
-      method: method,
-      credentials: "same-origin",
-      headers: headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    if (!response.ok) {
-      const failure = await response.json().catch(function () {
-        return { message: response.status + " " + response.statusText };
-      });
-      throw new Error(failure.message);
-    }
-    return response;
-  }
+  const api = window.wharf.api;
 
   // A button with a question asks it on the first press (its label becomes the question) and
   // acts on the second, as the Images page's Remove does.

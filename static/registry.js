@@ -4,25 +4,7 @@
 "use strict";
 
 (function () {
-  async function api(method, path, token, body) {
-    const headers = { "X-CSRF-Token": token };
-    if (body !== undefined) {
-      headers["Content-Type"] = "application/json";
-    }
-    const response = await fetch("/api/v1" + path, {
-      method: method,
-      credentials: "same-origin",
-      headers: headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    if (!response.ok) {
-      const failure = await response.json().catch(function () {
-        return { message: response.status + " " + response.statusText };
-      });
-      throw new Error(failure.message);
-    }
-    return response;
-  }
+  const api = window.wharf.api;
 
   function bytes(n) {
     const units = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -11,24 +11,8 @@
   const csrf = holder.dataset.csrf;
   const status = document.getElementById("user-status");
 
-  async function api(method, path, body) {
-    const headers = { "X-CSRF-Token": csrf };
-    if (body !== undefined) {
-      headers["Content-Type"] = "application/json";
-    }
-    const response = await fetch("/api/v1" + path, {
-      method: method,
-      credentials: "same-origin",
-      headers: headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    if (!response.ok) {
-      const failure = await response.json().catch(function () {
-        return { message: response.status + " " + response.statusText };
-      });
-      throw new Error(failure.message);
-    }
-    return response;
+  function api(method, path, body) {
+    return window.wharf.api(method, path, csrf, body);
   }
 
   function say(text, bad) {

@@ -118,15 +118,26 @@ fn parse_grants(grants: &[GrantView]) -> Result<Vec<RepositoryGrant>, ApiError> 
         .collect()
 }
 
+impl GrantView {
+    /// The rights it gives, by name: `pull`, `push`, `delete`.
+    pub fn rights(&self) -> Vec<&'static str> {
+        [
+            (self.pull, "pull"),
+            (self.push, "push"),
+            (self.delete, "delete"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect()
+    }
+}
+
 fn describe_grants(grants: &[RepositoryGrant]) -> String {
     grants
         .iter()
         .map(|g| {
-            let rights: Vec<&str> = [(g.pull, "pull"), (g.push, "push"), (g.delete, "delete")]
-                .into_iter()
-                .filter_map(|(on, name)| on.then_some(name))
-                .collect();
-            format!("{}={}", g.pattern, rights.join("+"))
+            let view = GrantView::from(g);
+            format!("{}={}", view.pattern, view.rights().join("+"))
         })
         .collect::<Vec<_>>()
         .join(",")

@@ -26,6 +26,7 @@ pub use session::WebUser;
 
 /// Our own stylesheet and scripts, and the browser libraries `src/build.rs` fetched with npm.
 const CSS: &[u8] = include_bytes!("../../static/wharf.css");
+const WHARF_JS: &[u8] = include_bytes!("../../static/wharf.js");
 const IMAGES_JS: &[u8] = include_bytes!("../../static/images.js");
 const CONTAINERS_JS: &[u8] = include_bytes!("../../static/containers.js");
 const REGISTRY_JS: &[u8] = include_bytes!("../../static/registry.js");
@@ -68,6 +69,7 @@ macro_rules! version_of {
 }
 
 pub const CSS_VERSION: &str = version_of!(CSS);
+pub const WHARF_JS_VERSION: &str = version_of!(WHARF_JS);
 pub const JS_VERSION: &str = version_of!(IMAGES_JS);
 pub const CONTAINERS_JS_VERSION: &str = version_of!(CONTAINERS_JS);
 pub const REGISTRY_JS_VERSION: &str = version_of!(REGISTRY_JS);
@@ -83,7 +85,8 @@ const JS: &str = "text/javascript; charset=utf-8";
 const STYLE: &str = "text/css; charset=utf-8";
 
 /// Every asset: (name without hash, hash, extension, content type, body).
-const ASSETS: [(&str, &str, &str, &str, &[u8]); 11] = [
+const ASSETS: [(&str, &str, &str, &str, &[u8]); 12] = [
+    ("wharf", WHARF_JS_VERSION, "js", JS, WHARF_JS),
     ("htmx", HTMX_VERSION, "js", JS, HTMX_JS),
     ("users", USERS_JS_VERSION, "js", JS, USERS_JS),
     ("wharf", CSS_VERSION, "css", STYLE, CSS),

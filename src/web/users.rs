@@ -45,13 +45,7 @@ pub async fn users(State(state): State<AppState>, user: WebUser) -> Result<Users
         let grants = view
             .grants
             .iter()
-            .map(|g| {
-                let rights: Vec<&str> = [(g.pull, "pull"), (g.push, "push"), (g.delete, "delete")]
-                    .into_iter()
-                    .filter_map(|(on, name)| on.then_some(name))
-                    .collect();
-                format!("{} ({})", g.pattern, rights.join(", "))
-            })
+            .map(|g| format!("{} ({})", g.pattern, g.rights().join(", ")))
             .collect::<Vec<_>>()
             .join("; ");
         rows.push(UserRow {

@@ -424,19 +424,9 @@ async fn an_admin_runs_a_container_from_the_form_follows_its_logs_and_a_viewer_o
         return;
     };
     let daemon = TestDaemon::start();
-    let host = format!("unix://{}", daemon.socket.display());
+    let host = daemon.host();
     let _cleanup = harness::RemoveContainers(host.clone());
-    let archive = daemon.dir.path().join("busybox.tar");
-    crate::fixtures::ImageBuilder::busybox(&busybox)
-        .cmd(&["sh"])
-        .build()
-        .write_docker_archive(&archive, "wharf-test/busybox:latest");
-    let (status, _, err) = harness::run_wharf(
-        harness::wharf_command()
-            .args(["-H", &host, "load", "-q", "-i"])
-            .arg(&archive),
-    );
-    assert!(status.success(), "{err}");
+    daemon.load_busybox(&busybox);
     daemon.user_with_token("ada", "admin").await;
     daemon.user_with_token("vic", "viewer").await;
     let Some(browser) = Browser::start(test).await else {

@@ -109,6 +109,26 @@ pub struct TestDaemon {
 }
 
 impl TestDaemon {
+    /// `unix://` and the daemon's socket, for the `wharf` client.
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    /// Loads the busybox test image as `wharf-test/busybox:latest` (its command `sh`).
+    pub fn load_busybox(&self, busybox: &[u8]) {
+        let archive = self.dir.path().join("busybox.tar");
+        crate::fixtures::ImageBuilder::busybox(busybox)
+            .cmd(&["sh"])
+            .build()
+            .write_docker_archive(&archive, "wharf-test/busybox:latest");
+        let (status, _, err) = run_wharf(
+            wharf_command()
+                .args(["-H", &self.host(), "load", "-q", "-i"])
+                .arg(&archive),
+        );
+        assert!(status.success(), "{err}");
+    }
+
     /// Starts a daemon with the [`test_config`] in a fresh temporary directory.
     pub fn start() -> TestDaemon {
         let dir = tempfile::tempdir().expect("temporary directory");

@@ -431,19 +431,9 @@ async fn every_page_renders_empty_and_populated_and_escapes_what_users_gave() {
     }
 
     // Populated: an image, a volume, and a container whose command and environment carry markup.
-    let host = format!("unix://{}", daemon.socket.display());
+    let host = daemon.host();
     let _cleanup = harness::RemoveContainers(host.clone());
-    let archive = daemon.dir.path().join("busybox.tar");
-    crate::fixtures::ImageBuilder::busybox(&busybox)
-        .cmd(&["sh"])
-        .build()
-        .write_docker_archive(&archive, "wharf-test/busybox:latest");
-    let (status, _, err) = harness::run_wharf(
-        harness::wharf_command()
-            .args(["-H", &host, "load", "-q", "-i"])
-            .arg(&archive),
-    );
-    assert!(status.success(), "{err}");
+    daemon.load_busybox(&busybox);
     let socket = daemon.unix_client();
     let _: serde_json::Value = socket
         .send_json(

@@ -1,0 +1,26 @@
+// What the dashboard's page scripts share: calls of the JSON API with the session's CSRF token,
+// resolving to the response or throwing with the daemon's message. Loaded as a file: the CSP
+// forbids inline scripts.
+"use strict";
+
+window.wharf = {
+  api: async function (method, path, token, body) {
+    const headers = { "X-CSRF-Token": token };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+    }
+    const response = await fetch("/api/v1" + path, {
+      method: method,
+      credentials: "same-origin",
+      headers: headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    if (!response.ok) {
+      const failure = await response.json().catch(function () {
+        return { message: response.status + " " + response.statusText };
+      });
+      throw new Error(failure.message);
+    }
+    return response;
+  },
+};
