@@ -18,16 +18,7 @@
 
   const api = window.wharf.api;
 
-  // A button with a question asks it on the first press (its label becomes the question) and
-  // acts on the second, as the Images page's Remove does.
-  function confirmed(button) {
-    if (!button.dataset.confirm || button.dataset.armed === "yes") {
-      return true;
-    }
-    button.dataset.armed = "yes";
-    button.textContent = button.dataset.confirm;
-    return false;
-  }
+  const confirmed = window.wharf.confirmed;
 
   // `sh -c "echo hi"` -> ["sh", "-c", "echo hi"]: words, with '…' and "…" kept whole.
   function words(text) {

@@ -21,9 +21,7 @@
     const status = document.getElementById("registry-status");
     document.querySelectorAll("button.delete-tag").forEach(function (button) {
       button.addEventListener("click", async function () {
-        if (button.dataset.armed !== "yes") {
-          button.dataset.armed = "yes";
-          button.textContent = button.dataset.confirm;
+        if (!window.wharf.confirmed(button)) {
           return;
         }
         const tag = button.closest("tr").dataset.tag;

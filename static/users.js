@@ -66,9 +66,7 @@
 
   document.querySelectorAll("button.remove-user").forEach(function (button) {
     button.addEventListener("click", async function () {
-      if (button.dataset.armed !== "yes") {
-        button.dataset.armed = "yes";
-        button.textContent = button.dataset.confirm;
+      if (!window.wharf.confirmed(button)) {
         return;
       }
       const name = button.closest("tr").dataset.user;

@@ -1,5 +1,5 @@
 // What the dashboard's page scripts share: calls of the JSON API with the session's CSRF token,
-// resolving to the response or throwing with the daemon's message. Loaded as a file: the CSP
+// resolving to the response or throwing with the daemon's message, and buttons that ask first. Loaded as a file: the CSP
 // forbids inline scripts.
 "use strict";
 
@@ -22,5 +22,16 @@ window.wharf = {
       throw new Error(failure.message);
     }
     return response;
+  },
+
+  // A button with a question (data-confirm) asks it on the first press, its label becoming
+  // the question, and acts on the second: true when it may act now.
+  confirmed: function (button) {
+    if (!button.dataset.confirm || button.dataset.armed === "yes") {
+      return true;
+    }
+    button.dataset.armed = "yes";
+    button.textContent = button.dataset.confirm;
+    return false;
   },
 };
