@@ -3,6 +3,40 @@
 // scripts.
 "use strict";
 
+// The list's prune buttons (asked once more): the outcome, then the list again.
+(function () {
+  const section = document.getElementById("prune");
+  if (!section) {
+    return;
+  }
+  const status = document.getElementById("image-status");
+  section.querySelectorAll("button.prune").forEach(function (button) {
+    button.addEventListener("click", async function () {
+      if (!window.wharf.confirmed(button)) {
+        return;
+      }
+      button.disabled = true;
+      status.className = "notice";
+      status.textContent = "Removing…";
+      try {
+        const response = await window.wharf.api("POST", "/images/prune?all=" + button.dataset.all, section.dataset.csrf);
+        const pruned = await response.json();
+        status.textContent = "Removed " + pruned.deleted.length + " images (" + pruned.freed_blobs +
+          " blobs, " + pruned.freed_layers + " unpacked layers freed).";
+        const again = document.createElement("a");
+        again.href = "/images";
+        again.id = "prune-refresh";
+        again.textContent = " Show the list again";
+        status.appendChild(again);
+      } catch (e) {
+        status.textContent = "Could not remove images: " + e.message;
+        status.className = "error";
+        button.disabled = false;
+      }
+    });
+  });
+})();
+
 // An image's page: give it another name.
 (function () {
   const form = document.getElementById("tag-form");

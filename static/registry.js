@@ -38,6 +38,25 @@
     });
   }
 
+  // A repository's anonymous pull, switched by admins.
+  const anonymous = document.getElementById("anonymous-pull");
+  if (table && anonymous) {
+    const status = document.getElementById("registry-status");
+    anonymous.addEventListener("change", async function () {
+      const repository = table.dataset.repository;
+      try {
+        await api("PUT", "/registry/settings?repository=" + encodeURIComponent(repository),
+          table.dataset.csrf, { anonymous_pull: anonymous.checked });
+        status.textContent = "Anonymous pull of " + repository + " is " + (anonymous.checked ? "on." : "off.");
+        status.className = "notice";
+      } catch (e) {
+        status.textContent = "Could not change anonymous pull: " + e.message;
+        status.className = "error";
+        anonymous.checked = !anonymous.checked;
+      }
+    });
+  }
+
   const registry = document.getElementById("registry");
   const preview = document.getElementById("gc-preview");
   if (registry && preview) {

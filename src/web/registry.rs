@@ -100,6 +100,9 @@ pub struct RepositoryPage {
     pub name: String,
     pub tags: Vec<TagRow>,
     pub can_delete: bool,
+    /// Admins set whether it can be pulled anonymously.
+    pub can_configure: bool,
+    pub anonymous_pull: bool,
     pub registry_host: String,
 }
 
@@ -138,6 +141,8 @@ pub async fn repository(
         .collect();
     Ok(RepositoryPage {
         can_delete: authorize(&user.principal, Action::RepositoryDelete, &target).is_ok(),
+        can_configure: authorize(&user.principal, Action::SettingsWrite, &Target::System).is_ok(),
+        anonymous_pull: state.db.anonymous_pull(&q.name).await?,
         registry_host: registry_host(&state, &headers),
         name: q.name,
         tags,

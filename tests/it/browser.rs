@@ -615,6 +615,27 @@ async fn an_admin_runs_a_container_from_the_form_follows_its_logs_and_a_viewer_o
     browser.click("tr[data-tag='v2'] button.delete-tag").await;
     browser.click("tr[data-tag='v2'] button.delete-tag").await;
     wait_for_text(&browser, "main", "No tags").await;
+    // Anonymous pull, switched on from the page.
+    browser.click("#anonymous-pull").await;
+    wait_for_text(
+        &browser,
+        "#registry-status",
+        "Anonymous pull of wharf-test/extra is on.",
+    )
+    .await;
+    let repositories: Value = daemon
+        .unix_client()
+        .get_json("/api/v1/registry/repositories")
+        .await
+        .unwrap();
+    assert!(
+        repositories
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "wharf-test/extra" && r["anonymous_pull"] == true),
+        "{repositories}"
+    );
     browser.goto(&format!("{base}/registry")).await;
     browser.click("#gc-preview").await;
     let preview = wait_for_text(&browser, "#gc-status", "Would free").await;
@@ -771,6 +792,21 @@ async fn an_admin_runs_a_container_from_the_form_follows_its_logs_and_a_viewer_o
         json!(0),
         "no action (and no logs: they take an operator)"
     );
+
+    // An admin prunes the images no container uses, once the containers are gone.
+    harness::remove_all_containers(&host);
+    browser.click("#logout").await;
+    browser
+        .wait_for_path(&base, "/login?message=signed-out")
+        .await;
+    browser.sign_in(&base, "ada", "ada-password").await;
+    browser.goto(&format!("{base}/images")).await;
+    browser.click("#prune-unused").await;
+    browser.click("#prune-unused").await;
+    let pruned = wait_for_text(&browser, "#image-status", "Removed").await;
+    assert!(pruned.starts_with("Removed 1 images"), "{pruned}");
+    browser.click("#prune-refresh").await;
+    wait_for_text(&browser, "main", "No images yet.").await;
     browser.close();
 }
 
