@@ -183,6 +183,8 @@ pub struct ContainerPage {
     pub rights: Rights,
     pub logs: bool,
     pub exec: bool,
+    /// Its processes while it runs: (pid, uid, command).
+    pub processes: Vec<(i32, String, String)>,
     pub id: String,
     pub name: String,
     pub image: String,
@@ -227,10 +229,27 @@ pub async fn container(
         .map(|(name, ip)| format!("{name} ({ip})"))
         .collect::<Vec<_>>()
         .join(", ");
+    let processes = if view.state == "running" {
+        // A container that ended meanwhile simply has none.
+        state
+            .engine
+            .top(&view.id)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| {
+                let uid = p.uid.map_or_else(|| "-".to_owned(), |u| u.to_string());
+                (p.pid, uid, p.command)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let page = ContainerPage {
         rights: Rights::of(&user),
         logs,
         exec,
+        processes,
         inspect: serde_json::to_string_pretty(&view).unwrap_or_default(),
         status: view.status_text(crate::db::now_secs()),
         ports: view.port_texts().join(", "),

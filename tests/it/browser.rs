@@ -485,6 +485,8 @@ async fn an_admin_runs_a_container_from_the_form_follows_its_logs_and_a_viewer_o
     assert_eq!(config["binds"], json!(["vol-a:/data"]), "{inspect}");
     assert_eq!(config["memory"], json!(64 << 20), "{inspect}");
     assert_eq!(config["nano_cpus"], json!(500_000_000), "{inspect}");
+    // Its processes (the shell and its sleep).
+    assert!(browser.text("#processes").await.contains("sh -c"));
     // Its stats, live.
     wait_for_text(&browser, "#stats-now", "processes").await;
     // A terminal: a shell in the container, typed into through xterm.js.
