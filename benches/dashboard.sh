@@ -4,6 +4,9 @@
 # connections, 15 s, gzip accepted as browsers do), and the page weight of a first visit (the
 # HTML and every stylesheet and script it loads, in bytes transferred).
 # Goal (issue 9): p99 under 50 ms at 200 requests per second; first load under 300 KB.
+# wrk runs flat out (Debian has no wrk2 for a fixed rate): its p99 is at the highest rate the
+# machine gives, so when that rate is 200/s or more, p99 at 200/s is no worse. The containers
+# are only created (no network here), so they have no ports or endpoints to show.
 # There is no peer to run beside it: Portainer is not packaged in Debian and this machine
 # cannot fetch its image.
 #
@@ -19,7 +22,10 @@ work=$(mktemp -d)
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    sleep 1
+    for pid in "${pids[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+    done
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -87,8 +93,10 @@ def ms(text):
 p = {m.group(1): ms(m.group(2)) for m in re.finditer(r"^\s+(50|75|90|99)%\s+(\S+)", report, re.M)}
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", report).group(1))
 print(f"Containers page with {count} containers ({rows} rows on its first page), wrk: 2 threads, 4 connections, 15 s")
-print(f"  latency p50 {p['50']:.1f} ms, p90 {p['90']:.1f} ms, p99 {p['99']:.1f} ms; {rps:.0f} requests/s"
+print(f"  flat out: latency p50 {p['50']:.1f} ms, p90 {p['90']:.1f} ms, p99 {p['99']:.1f} ms; {rps:.0f} requests/s"
       f"   (goal: p99 under 50 ms at 200 requests/s)")
+if rps < 200:
+    print("  the machine did not reach 200 requests/s: the goal is not met here")
 print(f"  first load (gzip): {html / 1024:.0f} KiB HTML + {assets / 1024:.0f} KiB styles and scripts = "
       f"{(html + assets) / 1024:.0f} KiB   (goal: under 300 KB)")
 PY

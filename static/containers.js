@@ -69,14 +69,29 @@
     }
   });
 
-  // The list's rows, fetched again every 5 s (by htmx: see the table body's hx-get) while the
-  // page is visible and nothing is selected or being confirmed.
-  const rows = document.getElementById("container-rows");
-  if (rows && window.htmx) {
-    window.setInterval(function () {
-      const busy = document.querySelector("input.pick:checked, button[data-armed='yes'], button:disabled");
-      if (document.visibilityState === "visible" && !busy) {
-        window.htmx.trigger(document.getElementById("container-rows"), "wharf-refresh");
+  // The list (rows, counts, page links), fetched again every 5 s by htmx (see its hx-get)
+  // while the page is visible and nothing is selected or being confirmed, and swapped in only
+  // if that is still so when the answer comes. An answer that is not the list (the session
+  // ended: the sign-in page) leads to signing in instead.
+  const busy = function () {
+    return document.querySelector("input.pick:checked, button[data-armed='yes'], button:disabled") !== null;
+  };
+  if (document.getElementById("container-list") && window.htmx) {
+    document.body.addEventListener("htmx:beforeSwap", function (event) {
+      const answer = event.detail.xhr;
+      if (busy()) {
+        event.detail.shouldSwap = false;
+      } else if (answer.status !== 200 || answer.responseText.indexOf('id="container-list"') === -1) {
+        event.detail.shouldSwap = false;
+        window.location.assign("/login");
+      }
+    });
+    const timer = window.setInterval(function () {
+      const list = document.getElementById("container-list");
+      if (!list) {
+        window.clearInterval(timer);
+      } else if (document.visibilityState === "visible" && !busy()) {
+        window.htmx.trigger(list, "wharf-refresh");
       }
     }, 5000);
   }

@@ -77,8 +77,11 @@
     preview.addEventListener("click", function () {
       run(true);
     });
-    document.getElementById("gc-run").addEventListener("click", function () {
-      run(false);
+    const collect = document.getElementById("gc-run");
+    collect.addEventListener("click", function () {
+      if (window.wharf.confirmed(collect)) {
+        run(false);
+      }
     });
   }
 })();

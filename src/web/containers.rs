@@ -87,9 +87,9 @@ pub struct ListQuery {
     /// A part of the name, id or image.
     #[serde(default)]
     q: String,
-    /// The page, from 1.
+    /// The page, from 1 (anything else: the first).
     #[serde(default)]
-    page: Option<usize>,
+    page: String,
 }
 
 pub async fn containers(
@@ -114,7 +114,7 @@ pub async fn containers(
         .collect();
     let matching = matching_rows.len();
     let pages = matching.div_ceil(PAGE_ROWS).max(1);
-    let page = query.page.unwrap_or(1).clamp(1, pages);
+    let page = query.page.parse().unwrap_or(1).clamp(1, pages);
     let shown: Vec<_> = matching_rows
         .into_iter()
         .skip((page - 1) * PAGE_ROWS)

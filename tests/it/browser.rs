@@ -726,7 +726,7 @@ async fn an_admin_runs_a_container_from_the_form_follows_its_logs_and_a_viewer_o
     assert!(browser.text("#container-table").await.contains("shown"));
     // The rows refresh themselves (htmx): a container made meanwhile appears without a reload.
     browser
-        .eval("document.getElementById('container-table').dataset.marker = 'same-page';")
+        .eval("document.body.dataset.marker = 'same-page';")
         .await;
     let _: Value = daemon
         .unix_client()
@@ -739,9 +739,7 @@ async fn an_admin_runs_a_container_from_the_form_follows_its_logs_and_a_viewer_o
         .unwrap();
     wait_for_text(&browser, "#container-table", "later-one").await;
     assert_eq!(
-        browser
-            .eval("return document.getElementById('container-table').dataset.marker;")
-            .await,
+        browser.eval("return document.body.dataset.marker;").await,
         json!("same-page"),
         "not reloaded"
     );

@@ -457,8 +457,9 @@ async fn every_page_renders_empty_and_populated_and_escapes_what_users_gave() {
         .await
         .unwrap();
     assert!(page("/containers").await.contains("marked-up"));
-    // A page past the last shows the last.
+    // A page past the last shows the last; a page that is no number, the first.
     assert!(page("/containers?page=9").await.contains("1–1 of 1"));
+    assert!(page("/containers?page=abc").await.contains("1–1 of 1"));
     // Pages go out compressed to a browser that accepts it.
     let r = client
         .request_with_headers(
@@ -496,6 +497,36 @@ async fn every_page_renders_empty_and_populated_and_escapes_what_users_gave() {
     .await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(text(&r).contains("id=\"history\""));
+    // 100 rows a page, the filter and search kept in the links (and encoded).
+    for i in 0..101 {
+        let _: serde_json::Value = socket
+            .send_json(
+                Method::POST,
+                "/api/v1/containers",
+                &serde_json::json!({"name": format!("p{i:03}"), "image": "wharf-test/busybox:latest", "cmd": ["true"]}),
+            )
+            .await
+            .unwrap();
+    }
+    let first = page("/containers").await;
+    assert!(first.contains("1–100 of 102"), "{first}");
+    assert!(
+        first.contains("href=\"/containers?state=&#38;q=&#38;page=2\" id=\"next-page\"")
+            && !first.contains("id=\"previous-page\""),
+        "{first}"
+    );
+    let second = page("/containers?page=2").await;
+    assert!(second.contains("101–102 of 102") && second.contains("id=\"previous-page\""));
+    assert_eq!(second.matches("class=\"container-name\"").count(), 2);
+    let searched = page("/containers?state=created&q=p0%26x").await;
+    assert!(searched.contains("No container matches."), "{searched}");
+    let searched = page("/containers?state=created&q=p0").await;
+    assert!(searched.contains("1–100 of 100 (of 102)"), "{searched}");
+    assert!(
+        searched.contains("hx-get=\"/containers?state=created&#38;q=p0&#38;page=1\""),
+        "the refresh keeps filter and search: {searched}"
+    );
+
     // Unknown things are a clear 404 page.
     let r = get(&client, "/containers/nope", &kim).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
