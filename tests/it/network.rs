@@ -351,6 +351,14 @@ fn published_ports_reach_containers_and_outlive_a_daemon_restart() {
         ],
     );
     assert!(status.success(), "{err}");
+    // The list and inspect agree on its ports and address.
+    let (_, list, _) = wharf(&d, &["ps", "--format", "json"]);
+    let (_, one, _) = wharf(&d, &["inspect", "auto"]);
+    let one: serde_json::Value = serde_json::from_str(&one).unwrap();
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&list).unwrap();
+    let listed = listed.iter().find(|c| c["name"] == "auto").unwrap();
+    assert_eq!(listed["network_settings"], one["network_settings"]);
+    assert_eq!(one["network_settings"]["ports"][0]["container_port"], 80);
     let (_, out, _) = wharf(&d, &["port", "auto"]);
     let auto_port = out.trim().rsplit(':').next().unwrap().to_owned();
     assert!(
@@ -468,6 +476,21 @@ fn network_connect_adds_an_interface_that_stays_until_disconnect() {
     assert!(status.success(), "{err}");
     let out = reach();
     assert!(out.contains("from-back") && out.contains("eth1"), "{out}");
+    // The list (read in a few queries for all containers) tells the same as inspect (one
+    // container's own queries): both networks and their addresses.
+    let (_, list, _) = wharf(&d, &["ps", "--format", "json"]);
+    let (_, one, _) = wharf(&d, &["inspect", "cli"]);
+    let one: serde_json::Value = serde_json::from_str(&one).unwrap();
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&list).unwrap();
+    let listed = listed.iter().find(|c| c["name"] == "cli").unwrap();
+    assert_eq!(listed["network_settings"], one["network_settings"]);
+    assert_eq!(
+        one["network_settings"]["networks"]
+            .as_object()
+            .map(|n| n.len()),
+        Some(2),
+        "{one}"
+    );
     let (_, hosts, _) = wharf(&d, &["exec", "srv", "cat", "/etc/hosts"]);
     assert!(hosts.contains("cli") && hosts.contains("client"), "{hosts}");
     let (status, _, err) = wharf(&d, &["network", "connect", "back", "cli"]);
