@@ -197,6 +197,13 @@ impl Browser {
     }
 
     /// Waits until the page's path (and query) is `expected`.
+    /// Signs out through the header's button, then in as `user`.
+    pub async fn sign_out_and_in(&self, base: &str, user: &str, password: &str) {
+        self.click("#logout").await;
+        self.wait_for_path(base, "/login?message=signed-out").await;
+        self.sign_in(base, user, password).await;
+    }
+
     pub async fn wait_for_path(&self, base: &str, expected: &str) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -386,11 +393,7 @@ async fn an_operator_pulls_an_image_from_the_images_page_and_an_admin_removes_it
         json!(0)
     );
     daemon.user_with_token("ada", "admin").await;
-    browser.click("#logout").await;
-    browser
-        .wait_for_path(&base, "/login?message=signed-out")
-        .await;
-    browser.sign_in(&base, "ada", "ada-password").await;
+    browser.sign_out_and_in(&base, "ada", "ada-password").await;
     browser.goto(&format!("{base}/images")).await;
 
     // Remove asks once more, then the name and the image go.
@@ -717,11 +720,7 @@ async fn an_admin_runs_a_container_from_the_form_follows_its_logs_and_a_viewer_o
         )
         .await
         .unwrap();
-    browser.click("#logout").await;
-    browser
-        .wait_for_path(&base, "/login?message=signed-out")
-        .await;
-    browser.sign_in(&base, "vic", "vic-password").await;
+    browser.sign_out_and_in(&base, "vic", "vic-password").await;
     browser.goto(&format!("{base}/containers")).await;
     assert!(browser.text("#container-table").await.contains("shown"));
     // The rows refresh themselves (htmx): a container made meanwhile appears without a reload.
@@ -795,11 +794,7 @@ async fn an_admin_runs_a_container_from_the_form_follows_its_logs_and_a_viewer_o
 
     // An admin prunes the images no container uses, once the containers are gone.
     harness::remove_all_containers(&host);
-    browser.click("#logout").await;
-    browser
-        .wait_for_path(&base, "/login?message=signed-out")
-        .await;
-    browser.sign_in(&base, "ada", "ada-password").await;
+    browser.sign_out_and_in(&base, "ada", "ada-password").await;
     browser.goto(&format!("{base}/images")).await;
     browser.click("#prune-unused").await;
     browser.click("#prune-unused").await;
