@@ -30,6 +30,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list))
         .routes(routes!(load_archive))
+        .routes(routes!(import))
         .routes(routes!(inspect))
         .routes(routes!(history))
         .routes(routes!(tag))
@@ -590,11 +591,93 @@ async fn load_archive(
     if let Some(repo) = &q.repository {
         ImageRef::parse(repo)?;
     }
+    let repository = q.repository.clone();
+    Ok(store_from_body(
+        state,
+        caller,
+        request,
+        "image.load",
+        move |reader, blobs, layers, report| {
+            load::load(
+                reader,
+                blobs,
+                layers,
+                repository.as_deref(),
+                Limits::default(),
+                report,
+            )
+        },
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ImportQuery {
+    /// The new image's name, `name[:tag]` (tag `latest` when none is given).
+    pub repository: String,
+}
+
+/// Makes a one-layer image from the tar of a file system (`docker import`, e.g. of a container
+/// that `export` wrote); progress streams back as NDJSON lines, like load.
+#[utoipa::path(post, path = "/images/import", tag = "images", params(ImportQuery), request_body(content = Vec<u8>, content_type = "application/x-tar"),
+    responses((status = 200, description = "NDJSON progress", content_type = "application/x-ndjson"), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn import(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ImportQuery>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    caller
+        .require(Action::ImagePull, &Target::Image(q.repository.clone()))
+        .await?;
+    let reference = ImageRef::parse(&q.repository)?;
+    if reference.digest.is_some() {
+        return Err(ApiError::BadRequest(format!(
+            "the new image's name {} must be name[:tag], not a digest",
+            q.repository
+        )));
+    }
+    let name = reference.to_string();
+    let architecture = state.host.architecture.clone();
+    Ok(store_from_body(
+        state,
+        caller,
+        request,
+        "image.import",
+        move |reader, blobs, layers, report| {
+            load::import(
+                reader,
+                &name,
+                &architecture,
+                blobs,
+                layers,
+                Limits::default(),
+                report,
+            )
+            .map(|loaded| vec![loaded])
+        },
+    ))
+}
+
+/// Runs `store` on the request's body (a tar) off the async threads, records the images it
+/// made, and streams its progress and outcome back as NDJSON.
+fn store_from_body(
+    state: AppState,
+    caller: Caller,
+    request: Request,
+    audit_action: &'static str,
+    store: impl FnOnce(
+        ChannelReader,
+        &BlobStore,
+        &LayerStore,
+        &mut dyn FnMut(Progress),
+    ) -> Result<Vec<load::Loaded>, load::LoadError>
+    + Send
+    + 'static,
+) -> Response {
     let (out_tx, out_rx) = mpsc::unbounded_channel::<Result<Bytes, std::io::Error>>();
     let reader = ChannelReader::of(request.into_body());
     let layout = state.config.layout();
     let progress_tx = out_tx.clone();
-    let repository = q.repository.clone();
     tokio::spawn(async move {
         let loaded = tokio::task::spawn_blocking(move || {
             let blobs = BlobStore::new(layout.blobs());
@@ -603,14 +686,7 @@ async fn load_archive(
                 let _ =
                     progress_tx.send(line(serde_json::to_value(p).expect("progress serializes")));
             };
-            load::load(
-                reader,
-                &blobs,
-                &layers,
-                repository.as_deref(),
-                Limits::default(),
-                &mut report,
-            )
+            store(reader, &blobs, &layers, &mut report)
         })
         .await;
         let result = match loaded {
@@ -627,7 +703,7 @@ async fn load_archive(
                 match failure {
                     None => {
                         let record =
-                            caller_audit(&caller, "image.load", "image:*", &names.join(","));
+                            caller_audit(&caller, audit_action, "image:*", &names.join(","));
                         let _ = state.db.record_audit(&record).await;
                         Ok(images.len())
                     }
@@ -635,14 +711,14 @@ async fn load_archive(
                 }
             }
             Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(format!("the load task failed: {e}")),
+            Err(e) => Err(format!("the task failed: {e}")),
         };
         let _ = out_tx.send(line(match result {
             Ok(count) => serde_json::json!({"status": "done", "images": count}),
             Err(message) => serde_json::json!({"error": message}),
         }));
     });
-    Ok(ndjson(out_rx))
+    ndjson(out_rx)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -1,4 +1,4 @@
-//! `wharf load`, `wharf images` and `wharf image inspect`.
+//! `wharf load`, `wharf import`, `wharf images` and `wharf image inspect`.
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -12,12 +12,45 @@ use crate::db::ImageSummary;
 use crate::domain::percent_encode;
 use crate::host::human_bytes;
 
-/// Streams a tar (a file, or stdin) to the daemon and shows the progress it reports.
+/// `wharf load`: streams an archive (a file, or stdin) to the daemon and shows its progress.
 pub(super) async fn load(
     client: ApiClient,
     input: Option<PathBuf>,
     repository: Option<String>,
     quiet: bool,
+) -> Result<(), ClientError> {
+    let path = match &repository {
+        Some(repo) => format!("/api/v1/images/load?repository={}", percent_encode(repo)),
+        None => "/api/v1/images/load".to_owned(),
+    };
+    send_tar(client, input, &path, quiet, "Loaded image", "load").await
+}
+
+/// `wharf import`: streams the tar of a file system (a file, or `-` for stdin) to the daemon,
+/// which makes it a one-layer image named `repository`.
+pub(super) async fn import(
+    client: ApiClient,
+    source: PathBuf,
+    repository: String,
+    quiet: bool,
+) -> Result<(), ClientError> {
+    let input = (source.as_os_str() != "-").then_some(source);
+    let path = format!(
+        "/api/v1/images/import?repository={}",
+        percent_encode(&repository)
+    );
+    send_tar(client, input, &path, quiet, "Imported image", "import").await
+}
+
+/// Streams a tar (a file, or stdin) to `path` and shows the progress the daemon reports;
+/// `done` labels each image made, `what` names the operation in errors.
+async fn send_tar(
+    client: ApiClient,
+    input: Option<PathBuf>,
+    path: &str,
+    quiet: bool,
+    done: &str,
+    what: &str,
 ) -> Result<(), ClientError> {
     let mut total = 0;
     let mut source: Box<dyn Read + Send> = match &input {
@@ -31,7 +64,9 @@ pub(super) async fn load(
         None => {
             if std::io::stdin().is_terminal() {
                 return Err(ClientError::Input {
-                    reason: "give the archive with --input, or pipe it in (docker save IMAGE | wharf load)".into(),
+                    reason: format!(
+                        "give the tar as a file, or pipe it in (docker save IMAGE | wharf load, wharf export C | wharf import - NAME); wharf {what} does not read a terminal"
+                    ),
                 });
             }
             Box::new(std::io::stdin())
@@ -70,10 +105,6 @@ pub(super) async fn load(
         }
     });
     let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-    let path = match &repository {
-        Some(repo) => format!("/api/v1/images/load?repository={}", percent_encode(repo)),
-        None => "/api/v1/images/load".to_owned(),
-    };
     let mut failure = None;
     let mut on_line = |line: &str| {
         let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
@@ -97,15 +128,12 @@ pub(super) async fn load(
                 "unpacked {}",
                 short(event["layer"].as_str().unwrap_or_default())
             ),
-            Some("loaded") => println!(
-                "Loaded image: {}",
-                event["image"].as_str().unwrap_or_default()
-            ),
+            Some("loaded") => println!("{done}: {}", event["image"].as_str().unwrap_or_default()),
             _ => {}
         }
     };
     let sent = client
-        .upload_streaming(&path, "application/x-tar", body, &mut on_line)
+        .upload_streaming(path, "application/x-tar", body, &mut on_line)
         .await;
     if let Ok(mut bar) = bar.lock() {
         bar.clear();
@@ -113,7 +141,7 @@ pub(super) async fn load(
     sent?;
     match failure {
         Some(reason) => Err(ClientError::Input {
-            reason: format!("load failed: {reason}"),
+            reason: format!("{what} failed: {reason}"),
         }),
         None => Ok(()),
     }

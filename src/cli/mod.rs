@@ -90,6 +90,16 @@ pub enum Command {
         #[arg(long, short = 'q')]
         quiet: bool,
     },
+    /// Make an image of one layer from the tar of a file system (such as `wharf export` writes)
+    Import {
+        /// The tar, or - for standard input
+        source: PathBuf,
+        /// The new image's name, NAME[:TAG]
+        repository: String,
+        /// Print only the image's name
+        #[arg(long, short = 'q')]
+        quiet: bool,
+    },
     /// Pull an image from a registry (plain http only for loopback registries)
     Pull {
         reference: String,
@@ -544,6 +554,13 @@ pub fn run(cli: Cli) -> ExitCode {
             quiet,
         } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
             images::load(c, input, repository, quiet)
+        }),
+        Command::Import {
+            source,
+            repository,
+            quiet,
+        } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            images::import(c, source, repository, quiet)
         }),
         Command::Images(args) | Command::Image(ImageCommand::Ls(args)) => {
             client_command(&cli.host, cli.token, cli.tls_ca, |c| {

@@ -223,6 +223,71 @@ pub fn load(
     Ok(images)
 }
 
+/// `docker import`: the tar of a file system becomes a one-layer image named `reference`, for
+/// this host's `architecture`, with the import in its history. The layer goes through the same
+/// store and the same hardened unpacking as a loaded image's.
+pub fn import(
+    filesystem: impl Read,
+    reference: &str,
+    architecture: &str,
+    blobs: &BlobStore,
+    layers: &LayerStore,
+    limits: Limits,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Loaded, LoadError> {
+    let mut filesystem = filesystem;
+    let (layer, size) = blobs
+        .put(
+            &mut filesystem,
+            &Expect {
+                limit: Some(limits.max_bytes),
+                ..Expect::default()
+            },
+        )
+        .map_err(|e| LoadError::Entry {
+            name: "the imported file system".into(),
+            reason: e.to_string(),
+        })?;
+    progress(Progress::Stored {
+        path: "layer.tar".into(),
+        digest: layer.to_string(),
+        size,
+    });
+    let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": architecture,
+        "os": "linux",
+        "created": created,
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [layer.to_string()]},
+        "history": [{"created": created, "created_by": "wharf import", "comment": "imported from a tar of a file system"}],
+    }))
+    .expect("JSON");
+    let manifest = serde_json::to_vec(&serde_json::json!([
+        {"Config": "config.json", "RepoTags": [reference], "Layers": ["layer.tar"]}
+    ]))
+    .expect("JSON");
+    let mut files = Files::default();
+    files.blobs.insert(
+        "config.json".into(),
+        blobs.put(&mut &config[..], &Expect::default())?,
+    );
+    files.json.insert("config.json".into(), config);
+    files.json.insert("manifest.json".into(), manifest);
+    files.blobs.insert("layer.tar".into(), (layer, size));
+    let loaded = docker_images(&files, blobs)?
+        .pop()
+        .ok_or_else(|| doc("manifest.json", "no image"))?;
+    unpack_layers(&loaded.image, blobs, layers, limits, progress)?;
+    for (repo, tag) in &loaded.tags {
+        progress(Progress::Loaded {
+            image: format!("{repo}:{tag}"),
+            digest: loaded.image.digest.clone(),
+        });
+    }
+    Ok(loaded)
+}
+
 fn unpack_layers(
     image: &NewImage,
     blobs: &BlobStore,

@@ -1469,6 +1469,35 @@ fn cp_export_and_diff_stay_inside_the_container() {
         "{:?}",
         mounts_under(&daemon)
     );
+    // The exported file system, imported again, is an image that runs with the changes.
+    let (status, out, err) = wharf(
+        &daemon,
+        &["import", tarball.to_str().unwrap(), "wharf-test/moved:v1"],
+    );
+    assert!(status.success(), "{err}");
+    assert!(out.contains("Imported image: wharf-test/moved:v1"), "{out}");
+    let (status, out, err) = wharf(
+        &daemon,
+        &["run", "--rm", "wharf-test/moved:v1", "cat", "/srv/sub/deep"],
+    );
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "deep\n");
+    let (_, history, _) = wharf(&daemon, &["history", "wharf-test/moved:v1"]);
+    assert!(history.contains("wharf import"), "{history}");
+    // What is not a tar is refused with the reason, and no image is made.
+    let garbage = work.join("garbage.tar");
+    std::fs::write(&garbage, vec![0x5a; 4096]).unwrap();
+    let (status, _, err) = wharf(
+        &daemon,
+        &["import", garbage.to_str().unwrap(), "wharf-test/garbage:v1"],
+    );
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("import failed: the layer is not a readable tar"),
+        "{err}"
+    );
+    let (_, images, _) = wharf(&daemon, &["images"]);
+    assert!(!images.contains("wharf-test/garbage"), "{images}");
     let (status, _, err) = wharf(&daemon, &["rm", "-f", "files"]);
     assert!(status.success(), "{err}");
 }
