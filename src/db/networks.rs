@@ -132,32 +132,46 @@ impl Db {
         }
     }
 
+    /// The endpoints `rest` of the query selects (`WHERE …` with at most one `?`, bound to
+    /// `value`, and `ORDER BY …`; always a literal of this module).
+    async fn select_endpoints(
+        &self,
+        rest: &'static str,
+        value: Option<&str>,
+        action: &'static str,
+    ) -> Result<Vec<EndpointRow>, DbError> {
+        let query = sqlx::AssertSqlSafe(format!(
+            "SELECT network_id, container_id, ip, host_veth, aliases FROM endpoints {rest}"
+        ));
+        let mut query = sqlx::query_as(query);
+        if let Some(value) = value {
+            query = query.bind(value.to_owned());
+        }
+        query.fetch_all(&self.pool).await.map_err(sql(action))
+    }
+
     pub async fn endpoints_of_network(
         &self,
         network_id: &str,
     ) -> Result<Vec<EndpointRow>, DbError> {
-        sqlx::query_as(
-            "SELECT network_id, container_id, ip, host_veth, aliases FROM endpoints \
-             WHERE network_id = ? ORDER BY ip",
+        self.select_endpoints(
+            "WHERE network_id = ? ORDER BY ip",
+            Some(network_id),
+            "listing a network's endpoints",
         )
-        .bind(network_id)
-        .fetch_all(&self.pool)
         .await
-        .map_err(sql("listing a network's endpoints"))
     }
 
     pub async fn endpoints_of_container(
         &self,
         container_id: &str,
     ) -> Result<Vec<EndpointRow>, DbError> {
-        sqlx::query_as(
-            "SELECT network_id, container_id, ip, host_veth, aliases FROM endpoints \
-             WHERE container_id = ? ORDER BY host_veth",
+        self.select_endpoints(
+            "WHERE container_id = ? ORDER BY host_veth",
+            Some(container_id),
+            "listing a container's endpoints",
         )
-        .bind(container_id)
-        .fetch_all(&self.pool)
         .await
-        .map_err(sql("listing a container's endpoints"))
     }
 
     pub async fn delete_endpoint(
@@ -238,13 +252,12 @@ impl Db {
 
     /// Every endpoint of every container (for lists: one query instead of one per row).
     pub async fn all_endpoints(&self) -> Result<Vec<EndpointRow>, DbError> {
-        sqlx::query_as(
-            "SELECT network_id, container_id, ip, host_veth, aliases FROM endpoints \
-             ORDER BY container_id, host_veth",
+        self.select_endpoints(
+            "ORDER BY container_id, host_veth",
+            None,
+            "listing endpoints",
         )
-        .fetch_all(&self.pool)
         .await
-        .map_err(sql("listing endpoints"))
     }
 
     /// Every published port of every container, by container and host port.

@@ -15,17 +15,7 @@ fn daemon_with_busybox(test: &str) -> Option<DaemonProcess> {
     }
     let busybox = fixtures::busybox(test)?;
     let daemon = DaemonProcess::start();
-    let archive = daemon.dir.path().join("busybox.tar");
-    ImageBuilder::busybox(&busybox)
-        .cmd(&["sh"])
-        .build()
-        .write_docker_archive(&archive, IMAGE);
-    let (status, _, err) = run_wharf(
-        wharf_command()
-            .args(["-H", &host(&daemon), "load", "-q", "-i"])
-            .arg(&archive),
-    );
-    assert!(status.success(), "{err}");
+    harness::load_busybox(&host(&daemon), daemon.dir.path(), &busybox);
     Some(daemon)
 }
 

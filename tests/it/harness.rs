@@ -114,19 +114,9 @@ impl TestDaemon {
         format!("unix://{}", self.socket.display())
     }
 
-    /// Loads the busybox test image as `wharf-test/busybox:latest` (its command `sh`).
+    /// Loads the busybox test image (see [`load_busybox`]).
     pub fn load_busybox(&self, busybox: &[u8]) {
-        let archive = self.dir.path().join("busybox.tar");
-        crate::fixtures::ImageBuilder::busybox(busybox)
-            .cmd(&["sh"])
-            .build()
-            .write_docker_archive(&archive, "wharf-test/busybox:latest");
-        let (status, _, err) = run_wharf(
-            wharf_command()
-                .args(["-H", &self.host(), "load", "-q", "-i"])
-                .arg(&archive),
-        );
-        assert!(status.success(), "{err}");
+        load_busybox(&self.host(), self.dir.path(), busybox);
     }
 
     /// Starts a daemon with the [`test_config`] in a fresh temporary directory.
@@ -464,6 +454,22 @@ pub fn remove_all_containers(host: &str) {
     for id in ids.split_whitespace() {
         let _ = run_wharf(wharf_command().args(["-H", host, "rm", "-f", id]));
     }
+}
+
+/// Loads the busybox test image as `wharf-test/busybox:latest` (its command `sh`) into the
+/// daemon at `host`, through an archive written in `dir`.
+pub fn load_busybox(host: &str, dir: &Path, busybox: &[u8]) {
+    let archive = dir.join("busybox.tar");
+    crate::fixtures::ImageBuilder::busybox(busybox)
+        .cmd(&["sh"])
+        .build()
+        .write_docker_archive(&archive, "wharf-test/busybox:latest");
+    let (status, _, err) = run_wharf(
+        wharf_command()
+            .args(["-H", host, "load", "-q", "-i"])
+            .arg(&archive),
+    );
+    assert!(status.success(), "{err}");
 }
 
 /// Removes the containers of the daemon at `host` however the test ends.

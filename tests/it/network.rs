@@ -19,17 +19,7 @@ fn daemon(test: &str) -> Option<(harness::Netns, DaemonProcess)> {
     }
     let netns = harness::Netns::new();
     let daemon = DaemonProcess::start_in(&netns);
-    let archive = daemon.dir.path().join("busybox.tar");
-    ImageBuilder::busybox(&busybox)
-        .cmd(&["sh"])
-        .build()
-        .write_docker_archive(&archive, IMAGE);
-    let (status, _, err) = run_wharf(
-        wharf_command()
-            .args(["-H", &host(&daemon), "load", "-q", "-i"])
-            .arg(&archive),
-    );
-    assert!(status.success(), "{err}");
+    harness::load_busybox(&host(&daemon), daemon.dir.path(), &busybox);
     Some((netns, daemon))
 }
 
