@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::fixtures::{self, ImageBuilder};
-use crate::harness::{self, DaemonProcess, run_wharf, wharf_command};
+use crate::harness::{self, DaemonProcess, run_wharf, wait_until, wharf_command};
 
 const IMAGE: &str = "wharf-test/busybox:latest";
 
@@ -36,14 +36,6 @@ fn mounts_under(daemon: &DaemonProcess) -> Vec<String> {
         .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
         .filter(|m| m.starts_with(&root))
         .collect()
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

@@ -456,6 +456,15 @@ pub fn remove_all_containers(host: &str) {
     }
 }
 
+/// Waits up to 20 s for `done`, looking every 50 ms; fails naming `what`.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Loads the busybox test image as `wharf-test/busybox:latest` (its command `sh`) into the
 /// daemon at `host`, through an archive written in `dir`.
 pub fn load_busybox(host: &str, dir: &Path, busybox: &[u8]) {

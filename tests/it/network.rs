@@ -1,10 +1,8 @@
 //! Networking with a daemon inside a network namespace the test makes: its bridges, veth
 //! pairs and nftables table live and die there, and no address outside it is contacted.
 
-use std::time::{Duration, Instant};
-
 use crate::fixtures::{self, ImageBuilder};
-use crate::harness::{self, DaemonProcess, run_wharf, wharf_command};
+use crate::harness::{self, DaemonProcess, run_wharf, wait_until, wharf_command};
 
 const IMAGE: &str = "wharf-test/busybox:latest";
 
@@ -71,14 +69,6 @@ impl Drop for RemoveAll {
         for name in &self.1 {
             let _ = run_wharf(wharf_command().args(["-H", &self.0, "rm", "-f", name]));
         }
-    }
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
