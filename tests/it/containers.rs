@@ -1990,3 +1990,37 @@ fn system_df_counts_and_system_prune_frees() {
     );
     wharf(&daemon, &["rm", "-f", "up"]);
 }
+
+#[test]
+fn a_shim_that_let_go_of_its_memory_while_quiet_still_logs_and_records_the_exit() {
+    let test =
+        "containers::a_shim_that_let_go_of_its_memory_while_quiet_still_logs_and_records_the_exit";
+    let Some(daemon) = daemon_with_busybox(test) else {
+        return;
+    };
+    let _gone = RemoveEvery(&daemon);
+    // Quiet for longer than the shim's 2 s (it drops its unused mappings and heap then), then
+    // output, then an exit code: all of it handled by the shim after the drop.
+    let (status, _, err) = wharf(
+        &daemon,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "quiet",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo before; sleep 3; i=0; while [ $i -lt 200 ]; do echo after $i; i=$((i+1)); done; exit 5",
+        ],
+    );
+    assert!(status.success(), "{err}");
+    let (_, out, _) = wharf(&daemon, &["wait", "quiet"]);
+    assert_eq!(out.trim(), "5");
+    let (_, logs, _) = wharf(&daemon, &["logs", "quiet"]);
+    assert!(
+        logs.starts_with("before\n") && logs.ends_with("after 199\n"),
+        "{logs}"
+    );
+    assert_eq!(logs.lines().count(), 201, "{logs}");
+}
