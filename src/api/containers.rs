@@ -15,6 +15,7 @@ use utoipa_axum::routes;
 use super::auth::{audited, caller_audit};
 use super::error::{ApiError, Body as JsonBody, ErrorBody};
 use crate::auth::{Action, Caller, Target};
+use crate::engine::commit::CommitRequest;
 use crate::engine::logs::{self, LogQuery};
 use crate::engine::{ContainerConfig, ContainerView, EngineError};
 use crate::startup::AppState;
@@ -35,6 +36,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(pause))
         .routes(routes!(unpause))
         .routes(routes!(rename))
+        .routes(routes!(commit))
         .routes(routes!(prune))
 }
 
@@ -107,6 +109,42 @@ async fn rename(
     )
     .await?;
     Ok(Json(row.into()))
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Committed {
+    /// The new image's manifest digest.
+    pub digest: String,
+}
+
+/// Makes an image of a container's changes (`docker commit`): its writable layer on top of its
+/// image, with the container's command, environment and settings as the image's config. A
+/// running container is paused while its files are read unless `no_pause` is set.
+#[utoipa::path(post, path = "/containers/{id}/commit", tag = "containers", request_body = CommitRequest,
+    responses((status = 201, body = Committed), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn commit(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(request): JsonBody<CommitRequest>,
+) -> Result<(StatusCode, Json<Committed>), ApiError> {
+    caller
+        .require(Action::ContainerRead, &Target::Container(id.clone()))
+        .await?;
+    let target = request.repository.clone().unwrap_or_else(|| "*".into());
+    caller
+        .require(Action::ImageBuild, &Target::Image(target.clone()))
+        .await?;
+    let name = state.engine.get(&id).await?.name;
+    let digest = state.engine.commit(&id, &request).await?;
+    audited(
+        &state,
+        &caller,
+        "container.commit",
+        &format!("{name} -> {target} {digest}"),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(Committed { digest })))
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

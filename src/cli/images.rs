@@ -42,6 +42,31 @@ pub(super) async fn import(
     send_tar(client, input, &path, quiet, "Imported image", "import").await
 }
 
+/// `wharf commit`: prints the new image's digest.
+pub(super) async fn commit(
+    client: ApiClient,
+    container: String,
+    repository: Option<String>,
+    message: Option<String>,
+    author: Option<String>,
+    pause: bool,
+) -> Result<(), ClientError> {
+    let made: serde_json::Value = client
+        .send_json(
+            hyper::Method::POST,
+            &format!("/api/v1/containers/{}/commit", percent_encode(&container)),
+            &serde_json::json!({
+                "repository": repository,
+                "comment": message,
+                "author": author,
+                "no_pause": !pause,
+            }),
+        )
+        .await?;
+    println!("{}", made["digest"].as_str().unwrap_or_default());
+    Ok(())
+}
+
 /// Streams a tar (a file, or stdin) to `path` and shows the progress the daemon reports;
 /// `done` labels each image made, `what` names the operation in errors.
 async fn send_tar(

@@ -301,6 +301,21 @@ pub enum Command {
     },
     /// Give a container another name
     Rename { container: String, new_name: String },
+    /// Make an image of a container's changes (its writable layer on top of its image)
+    Commit {
+        container: String,
+        /// The new image's name, NAME[:TAG] (none: an untagged image)
+        repository: Option<String>,
+        /// A message for the image's history
+        #[arg(long, short = 'm')]
+        message: Option<String>,
+        /// The image's author
+        #[arg(long, short = 'a')]
+        author: Option<String>,
+        /// Pause the container while its files are read (--pause=false to leave it running)
+        #[arg(long, short = 'p', default_value_t = true, action = clap::ArgAction::Set)]
+        pause: bool,
+    },
     /// Container commands
     #[command(subcommand)]
     Container(ContainerCommand),
@@ -699,6 +714,15 @@ pub fn run(cli: Cli) -> ExitCode {
                 vec![container],
                 format!("?name={}", crate::domain::percent_encode(&new_name)),
             )
+        }),
+        Command::Commit {
+            container,
+            repository,
+            message,
+            author,
+            pause,
+        } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            images::commit(c, container, repository, message, author, pause)
         }),
         Command::Network(command) => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
             containers::network_command(c, command)

@@ -185,6 +185,9 @@ struct TarWriter<W: Write> {
     builder: tar::Builder<W>,
     /// (dev, inode) of files with several links, to the name first written.
     links: HashMap<(u64, u64), PathBuf>,
+    /// Writing an image layer from an overlay upper directory: whiteouts (0/0 character
+    /// devices) become `.wh.NAME` files and opaque directories get a `.wh..wh..opq` entry.
+    layer: bool,
 }
 
 /// How deep a tree may go (a loop of bind mounts would otherwise never end).
@@ -252,6 +255,13 @@ impl<W: Write> TarWriter<W> {
                 };
                 b.append_data(&mut h, tar_name, data)?;
             }
+            SFlag::S_IFCHR if self.layer && st.st_rdev == 0 => {
+                let mut whiteout = OsString::from(WHITEOUT_PREFIX);
+                whiteout.push(name);
+                let mut h = Self::header(&st, tar::EntryType::Regular);
+                h.set_mode(0o600);
+                b.append_data(&mut h, tar_name.with_file_name(whiteout), io::empty())?;
+            }
             SFlag::S_IFDIR => {
                 let sub = match step(dir, name, libc::O_RDONLY | libc::O_DIRECTORY) {
                     Ok(f) => f,
@@ -261,6 +271,11 @@ impl<W: Write> TarWriter<W> {
                 let st = nix::sys::stat::fstat(&sub).map_err(nix_at(shown()))?;
                 let mut h = Self::header(&st, tar::EntryType::Directory);
                 b.append_data(&mut h, tar_name, io::empty())?;
+                if self.layer && is_opaque(&sub) {
+                    let mut h = Self::header(&st, tar::EntryType::Regular);
+                    h.set_mode(0o600);
+                    b.append_data(&mut h, tar_name.join(OPAQUE_MARKER), io::empty())?;
+                }
                 if depth >= MAX_DEPTH {
                     return Err(ArchiveError::Path {
                         path: shown(),
@@ -335,6 +350,7 @@ pub fn copy_dir_contents(from: &Root, path: &Path, to: &Root) -> Result<(), Arch
             let mut w = TarWriter {
                 builder: tar::Builder::new(io::BufWriter::with_capacity(1 << 20, writer)),
                 links: HashMap::new(),
+                layer: false,
             };
             w.add_children(from, path)?;
             w.builder.into_inner()?.flush()?;
@@ -381,6 +397,7 @@ pub fn write_tar(root: &Root, path: &Path, out: impl Write) -> Result<(), Archiv
     let mut w = TarWriter {
         builder: tar::Builder::new(out),
         links: HashMap::new(),
+        layer: false,
     };
     if name == "." {
         // The whole root: its entries at the top of the archive.
@@ -391,6 +408,102 @@ pub fn write_tar(root: &Root, path: &Path, out: impl Write) -> Result<(), Archiv
     }
     w.builder.finish()?;
     Ok(())
+}
+
+const WHITEOUT_PREFIX: &str = ".wh.";
+const OPAQUE_MARKER: &str = ".wh..wh..opq";
+
+/// Whether overlayfs marked the directory opaque (what was below it in the image is hidden).
+fn is_opaque(dir: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut value = [0u8; 1];
+    // SAFETY: the descriptor is open for the call and the buffer is valid for its length.
+    let n = unsafe {
+        libc::fgetxattr(
+            dir.as_raw_fd(),
+            c"trusted.overlay.opaque".as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    n == 1 && value[0] == b'y'
+}
+
+/// The directories the runtime mounts over at the top of a root filesystem, and the files it
+/// mounts over in `/etc`: when one is empty in an upper directory, the runtime made it, not
+/// the container.
+const MOUNT_DIRS: [&str; 3] = ["proc", "sys", "dev"];
+const MOUNT_FILES_IN_ETC: [&str; 3] = ["hosts", "hostname", "resolv.conf"];
+
+/// Writes the overlay upper directory `upper` as an image layer (an OCI layer tar): its
+/// whiteouts and opaque directories in the OCI form, and without the empty mount points the
+/// runtime left. Every step is taken from a descriptor, never through a symlink, so a running
+/// container cannot point the walk outside its layer.
+pub fn write_layer(upper: &Path, out: impl Write) -> Result<(), ArchiveError> {
+    let top = File::open(upper).map_err(at(upper))?;
+    let mut w = TarWriter {
+        builder: tar::Builder::new(out),
+        links: HashMap::new(),
+        layer: true,
+    };
+    let mut names = list(&top).map_err(at(upper))?;
+    names.sort();
+    for name in names {
+        if name == "etc" {
+            w.add_except(&top, &name, &MOUNT_FILES_IN_ETC)?;
+        } else if !(MOUNT_DIRS.iter().any(|d| name == *d) && empty_dir(&top, &name)) {
+            w.add(&top, &name, Path::new(&name), 1)?;
+        }
+    }
+    w.builder.into_inner()?.flush()?;
+    Ok(())
+}
+
+/// Whether `name` in `dir` is a directory with nothing in it.
+fn empty_dir(dir: &File, name: &OsStr) -> bool {
+    step(dir, name, libc::O_RDONLY | libc::O_DIRECTORY)
+        .ok()
+        .and_then(|d| list(&d).ok())
+        .is_some_and(|names| names.is_empty())
+}
+
+impl<W: Write> TarWriter<W> {
+    /// Adds directory `name` of `dir` with its contents, leaving out the empty regular files
+    /// among `except` (the runtime's mount points); a directory left with nothing is left out.
+    fn add_except(
+        &mut self,
+        dir: &File,
+        name: &OsStr,
+        except: &[&str],
+    ) -> Result<(), ArchiveError> {
+        let sub = match step(dir, name, libc::O_RDONLY | libc::O_DIRECTORY) {
+            Ok(f) => f,
+            Err(_) => return self.add(dir, name, Path::new(name), 1),
+        };
+        let mut children = list(&sub).map_err(at(name))?;
+        children.sort();
+        children.retain(|c| {
+            !(except.iter().any(|e| c == *e)
+                && stat_at(&sub, c).is_ok_and(|st| kind(&st) == SFlag::S_IFREG && st.st_size == 0))
+        });
+        if children.is_empty() && !is_opaque(&sub) {
+            return Ok(());
+        }
+        let st = nix::sys::stat::fstat(&sub).map_err(nix_at(name))?;
+        let mut h = Self::header(&st, tar::EntryType::Directory);
+        self.builder
+            .append_data(&mut h, Path::new(name), io::empty())?;
+        if is_opaque(&sub) {
+            let mut h = Self::header(&st, tar::EntryType::Regular);
+            h.set_mode(0o600);
+            self.builder
+                .append_data(&mut h, Path::new(name).join(OPAQUE_MARKER), io::empty())?;
+        }
+        for child in children {
+            self.add(&sub, &child, &Path::new(name).join(&child), 2)?;
+        }
+        Ok(())
+    }
 }
 
 /// A tar entry's path as relative components; `..`, absolute paths and empty names are refused.

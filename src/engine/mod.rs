@@ -8,6 +8,7 @@
 //! awaits to record the exit and release the rootfs.
 
 pub mod archive;
+pub mod commit;
 pub mod health;
 pub mod logs;
 pub mod seccomp;

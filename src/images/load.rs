@@ -288,7 +288,7 @@ pub fn import(
     Ok(loaded)
 }
 
-fn unpack_layers(
+pub(crate) fn unpack_layers(
     image: &NewImage,
     blobs: &BlobStore,
     layers: &LayerStore,

@@ -5,6 +5,7 @@
 //! registry credentials ([`credentials`], checked by [`login`]). It must not run
 //! containers (that is `runtime` via `engine`) nor serve HTTP.
 
+pub mod compose;
 pub mod credentials;
 pub mod load;
 pub mod login;

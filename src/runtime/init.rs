@@ -200,10 +200,15 @@ fn prepare(args: &mut InitArgs) -> Result<Prepared, String> {
     let env = process.env().as_deref().unwrap_or_default();
     let program =
         process::find_executable(&argv[0], env).map_err(|e| format!("exec failed: {e}"))?;
-    if !process.cwd().exists() {
+    // A missing working directory is made, as runc and docker make it (the root is the
+    // container's own now, so nothing here can lead outside it).
+    if !process.cwd().exists()
+        && let Err(e) = std::fs::create_dir_all(process.cwd())
+    {
         return Err(format!(
-            "cwd {} does not exist in the container",
-            process.cwd().display()
+            "cwd {} does not exist in the container and cannot be made: {}",
+            process.cwd().display(),
+            process::io_message(&e)
         ));
     }
     Ok(Prepared { fifo, program })

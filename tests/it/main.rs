@@ -12,6 +12,7 @@ mod registry;
 mod api;
 mod auth;
 mod browser;
+mod build;
 mod cli;
 mod config;
 mod containers;
