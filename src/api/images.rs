@@ -559,7 +559,7 @@ pub struct LoadQuery {
 }
 
 /// A streamed NDJSON answer fed by `rx`.
-fn ndjson(rx: mpsc::UnboundedReceiver<Result<Bytes, std::io::Error>>) -> Response {
+pub(super) fn ndjson(rx: mpsc::UnboundedReceiver<Result<Bytes, std::io::Error>>) -> Response {
     let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
     (
         [(header::CONTENT_TYPE, "application/x-ndjson")],
@@ -568,7 +568,7 @@ fn ndjson(rx: mpsc::UnboundedReceiver<Result<Bytes, std::io::Error>>) -> Respons
         .into_response()
 }
 
-fn line(value: serde_json::Value) -> Result<Bytes, std::io::Error> {
+pub(super) fn line(value: serde_json::Value) -> Result<Bytes, std::io::Error> {
     let mut text = value.to_string();
     text.push('\n');
     Ok(Bytes::from(text))

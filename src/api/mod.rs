@@ -7,6 +7,7 @@
 mod attach;
 mod audit;
 pub mod auth;
+mod build;
 mod containers;
 mod error;
 mod events;
@@ -57,6 +58,7 @@ pub fn router() -> Router<AppState> {
                 .merge(tokens::routes())
                 .merge(audit::routes())
                 .merge(containers::routes())
+                .merge(build::routes())
                 .merge(files::routes())
                 .merge(attach::routes())
                 .merge(events::routes())

@@ -6,6 +6,7 @@
 //! run inside a multi-threaded process (the shim, the OCI runtime) can be dispatched first.
 
 mod auth;
+mod build;
 pub mod client;
 mod containers;
 mod files;
@@ -87,6 +88,29 @@ pub enum Command {
         #[arg(long)]
         repository: Option<String>,
         /// Print only the loaded images' names
+        #[arg(long, short = 'q')]
+        quiet: bool,
+    },
+    /// Build an image from a Dockerfile and a context directory
+    Build {
+        /// The context directory (what COPY and ADD can read)
+        context: PathBuf,
+        /// Names for the image, NAME[:TAG] (repeatable)
+        #[arg(long = "tag", short = 't')]
+        tags: Vec<String>,
+        /// The Dockerfile (default: CONTEXT/Dockerfile); it must be inside the context
+        #[arg(long, short = 'f')]
+        file: Option<PathBuf>,
+        /// KEY=VALUE for an ARG (repeatable; KEY alone takes the value from the environment)
+        #[arg(long = "build-arg")]
+        build_args: Vec<String>,
+        /// Run every step, without the cache
+        #[arg(long)]
+        no_cache: bool,
+        /// Build up to this stage
+        #[arg(long)]
+        target: Option<String>,
+        /// Print only the image's digest
         #[arg(long, short = 'q')]
         quiet: bool,
     },
@@ -713,6 +737,28 @@ pub fn run(cli: Cli) -> ExitCode {
                 "rename",
                 vec![container],
                 format!("?name={}", crate::domain::percent_encode(&new_name)),
+            )
+        }),
+        Command::Build {
+            context,
+            tags,
+            file,
+            build_args,
+            no_cache,
+            target,
+            quiet,
+        } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            build::build(
+                c,
+                build::BuildArgs {
+                    context,
+                    tags,
+                    file,
+                    build_args,
+                    no_cache,
+                    target,
+                    quiet,
+                },
             )
         }),
         Command::Commit {

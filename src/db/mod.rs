@@ -18,6 +18,7 @@ use utoipa::ToSchema;
 
 pub mod audit;
 pub mod auth;
+pub mod build;
 pub mod containers;
 pub mod images;
 pub mod networks;

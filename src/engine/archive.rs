@@ -375,6 +375,46 @@ pub fn copy_dir_contents(from: &Root, path: &Path, to: &Root) -> Result<(), Arch
     Ok(())
 }
 
+/// Copies `src` of `from` into directory `dest_dir` of `to`: a directory's contents, or
+/// anything else under `name` (its own name when `None`), with owners as `owners`; the number
+/// of entries written. Both sides resolve inside their roots, and a link is copied as a link.
+pub fn copy_between(
+    from: &Root,
+    src: &Path,
+    to: &Root,
+    dest_dir: &Path,
+    name: Option<&OsStr>,
+    owners: Owners,
+) -> Result<u64, ArchiveError> {
+    let (dir, own_name) = parent_of(from, src)?;
+    let st = stat_at(&dir, &own_name).map_err(nix_at(src))?;
+    let (reader, writer) = io::pipe()?;
+    std::thread::scope(|scope| {
+        let producer = scope.spawn(move || -> Result<(), ArchiveError> {
+            let mut w = TarWriter {
+                builder: tar::Builder::new(io::BufWriter::with_capacity(1 << 20, writer)),
+                links: HashMap::new(),
+                layer: false,
+            };
+            if kind(&st) == SFlag::S_IFDIR {
+                w.add_children(from, src)?;
+            } else {
+                let tar_name = name.unwrap_or(&own_name);
+                w.add(&dir, &own_name, Path::new(tar_name), 0)?;
+            }
+            w.builder.into_inner()?.flush()?;
+            Ok(())
+        });
+        let consumed = extract_tar(to, dest_dir, reader, owners);
+        let produced = producer
+            .join()
+            .unwrap_or_else(|_| Err(ArchiveError::Tar("the copying thread failed".into())));
+        // The reader's error is the consequence when the writer failed first.
+        produced?;
+        consumed
+    })
+}
+
 /// The names in a directory (without `.` and `..`).
 fn list(dir: &File) -> io::Result<Vec<OsString>> {
     let fd: OwnedFd = dir.as_fd().try_clone_to_owned()?;
@@ -529,6 +569,8 @@ fn entry_path(raw: &Path) -> Result<PathBuf, ArchiveError> {
 pub enum Owners {
     Keep,
     Root,
+    /// Every entry gets this uid and gid (a build's `COPY --chown`).
+    Set(u32, u32),
 }
 
 /// Unpacks `input` into the directory `dest` of the container. Every entry is created from a
@@ -569,12 +611,21 @@ pub fn extract_tar(
             continue;
         }
         let target = dest.join(&rel);
-        let (parent, name) = parent_of(root, &target)?;
+        let (parent, name) = match parent_of(root, &target) {
+            // An archive need not list the directories above its files: tar makes them.
+            Err(ArchiveError::NotFound { .. }) => {
+                let above = target.parent().unwrap_or(Path::new("/"));
+                root.resolve(above, inroot::Make::Dir).map_err(at(above))?;
+                parent_of(root, &target)?
+            }
+            other => other?,
+        };
         let h = entry.header();
         let mode = Mode::from_bits_truncate(h.mode().unwrap_or(0o644) & 0o7777);
         let (uid, gid) = match owners {
             Owners::Keep => (h.uid().unwrap_or(0) as u32, h.gid().unwrap_or(0) as u32),
             Owners::Root => (0, 0),
+            Owners::Set(uid, gid) => (uid, gid),
         };
         let mtime = h.mtime().unwrap_or(0) as i64;
         let shown = target.display().to_string();

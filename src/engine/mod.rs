@@ -532,8 +532,17 @@ impl Engine {
         name: Option<&str>,
         config: ContainerConfig,
     ) -> Result<ContainerRow, EngineError> {
-        let reference =
-            ImageRef::parse(&config.image).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        // A bare digest names an image by its manifest, as `name@digest` does.
+        let reference = match Digest::parse(&config.image) {
+            Ok(digest) => ImageRef {
+                repository: String::new(),
+                tag: None,
+                digest: Some(digest),
+            },
+            Err(_) => {
+                ImageRef::parse(&config.image).map_err(|e| EngineError::Invalid(e.to_string()))?
+            }
+        };
         let policy = RestartPolicy::parse(config.restart.as_deref())?;
         if config.auto_remove && policy != RestartPolicy::No {
             return Err(EngineError::Invalid(

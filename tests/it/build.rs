@@ -231,3 +231,324 @@ fn commit_keeps_a_containers_changes_deletions_and_settings() {
     assert!(!status.success());
     assert!(err.contains("not a digest"), "{err}");
 }
+
+/// A context directory with a Dockerfile, files, a gzip tar and a link.
+fn write_context(dir: &std::path::Path, dockerfile: &str) {
+    std::fs::create_dir_all(dir.join("files")).unwrap();
+    std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
+    std::fs::write(dir.join("files/a.txt"), "file a\n").unwrap();
+    std::fs::write(dir.join("files/b.txt"), "file b\n").unwrap();
+    std::fs::write(dir.join("files/skip.md"), "not copied\n").unwrap();
+    std::fs::write(dir.join("secret.key"), "never sent\n").unwrap();
+    std::fs::write(dir.join(".dockerignore"), "*.key\n").unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    {
+        let mut tar = tar::Builder::new(&mut gz);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(7);
+        h.set_mode(0o644);
+        tar.append_data(&mut h, "inner/file.txt", &b"inside\n"[..])
+            .unwrap();
+        tar.finish().unwrap();
+    }
+    std::fs::write(dir.join("bundle.tar.gz"), gz.finish().unwrap()).unwrap();
+}
+
+const MULTI_STAGE: &str = r#"# syntax=docker/dockerfile:1
+ARG BASE=wharf-test/busybox:latest
+ARG GREETING=hello
+FROM ${BASE} AS tools
+ARG GREETING
+# a comment inside the stage
+RUN echo "$GREETING from the tools stage" > /greeting.txt \
+ && mkdir -p /out && echo tool > /out/tool.txt
+
+FROM $BASE
+LABEL org.example.title="wharf test" version=1
+ENV APP_HOME=/app PATH=/app/bin:/usr/bin:/bin
+WORKDIR $APP_HOME
+COPY --from=tools /greeting.txt ./
+COPY --from=tools /out /app/out
+COPY files/*.txt notes/
+ADD bundle.tar.gz /app/unpacked/
+ADD ["files/a.txt", "/app/added.txt"]
+COPY --chown=1000 files/a.txt owned.txt
+RUN ["sh", "-c", "echo exec-form > /app/exec.txt"]
+SHELL ["/bin/sh", "-c"]
+RUN rm /etc/group && echo "$APP_HOME" > /app/home.txt
+USER 1000:1000
+EXPOSE 8080 53/udp
+VOLUME /data
+STOPSIGNAL SIGINT
+HEALTHCHECK --interval=5s --timeout=2s --retries=4 CMD ["true"]
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["cat /app/greeting.txt"]
+"#;
+
+fn build(
+    daemon: &DaemonProcess,
+    context: &std::path::Path,
+    extra: &[&str],
+) -> (bool, String, String) {
+    let mut args = vec!["build"];
+    args.extend_from_slice(extra);
+    args.push(context.to_str().unwrap());
+    let (status, out, err) = wharf(daemon, &args);
+    (status.success(), out, err)
+}
+
+#[test]
+fn a_multi_stage_dockerfile_builds_runs_and_rebuilds_from_the_cache() {
+    let test = "build::a_multi_stage_dockerfile_builds_runs_and_rebuilds_from_the_cache";
+    let Some(daemon) = daemon_with_busybox(test) else {
+        return;
+    };
+    let _gone = harness::RemoveContainers(host(&daemon));
+    let context = daemon.dir.path().join("context");
+    write_context(&context, MULTI_STAGE);
+
+    let (ok_, out, err) = build(
+        &daemon,
+        &context,
+        &[
+            "-t",
+            "wharf-test/built:v1",
+            "--build-arg",
+            "GREETING=bonjour",
+        ],
+    );
+    assert!(ok_, "{out}\n{err}");
+    assert!(out.contains("Step 1/"), "{out}");
+    assert!(
+        out.contains("Successfully tagged wharf-test/built:v1"),
+        "{out}"
+    );
+    assert!(!out.contains("Using cache"), "{out}");
+
+    // The image runs with its ENTRYPOINT and CMD, as its USER.
+    let out = ok(&daemon, &["run", "--rm", "wharf-test/built:v1"]);
+    assert_eq!(out, "bonjour from the tools stage\n");
+    let out = ok(
+        &daemon,
+        &["run", "--rm", "wharf-test/built:v1", "id -u; pwd"],
+    );
+    assert_eq!(out, "1000\n/app\n");
+    let check = "cat out/tool.txt; ls notes; cat unpacked/inner/file.txt added.txt exec.txt home.txt; \
+                 stat -c %u:%g owned.txt notes/a.txt; test -e /etc/group || echo no-group; \
+                 test -e secret.key || echo no-key";
+    let out = ok(
+        &daemon,
+        &["run", "--rm", "--user", "0", "wharf-test/built:v1", check],
+    );
+    assert_eq!(
+        out,
+        "tool\na.txt\nb.txt\ninside\nfile a\nexec-form\n/app\n1000:1000\n0:0\nno-group\nno-key\n"
+    );
+
+    // The config, history and layers are what the Dockerfile says.
+    let detail = inspect(&daemon, "wharf-test/built:v1");
+    let config = &detail["config"]["config"];
+    let env = config["Env"].as_array().unwrap();
+    assert!(env.contains(&"APP_HOME=/app".into()), "{config}");
+    assert!(
+        env.contains(&"PATH=/app/bin:/usr/bin:/bin".into()),
+        "{config}"
+    );
+    assert!(
+        !env.iter()
+            .any(|e| e.as_str().unwrap().starts_with("GREETING")),
+        "build args are not kept: {config}"
+    );
+    assert_eq!(config["WorkingDir"], "/app");
+    assert_eq!(config["User"], "1000:1000");
+    assert_eq!(config["Labels"]["org.example.title"], "wharf test");
+    assert_eq!(config["Labels"]["version"], "1");
+    assert_eq!(
+        config["ExposedPorts"],
+        serde_json::json!({"8080/tcp": {}, "53/udp": {}})
+    );
+    assert_eq!(config["Volumes"], serde_json::json!({"/data": {}}));
+    assert_eq!(config["StopSignal"], "SIGINT");
+    assert_eq!(
+        config["Healthcheck"]["Test"],
+        serde_json::json!(["CMD", "true"])
+    );
+    assert_eq!(config["Healthcheck"]["Interval"], 5_000_000_000u64);
+    assert_eq!(config["Healthcheck"]["Retries"], 4);
+    assert_eq!(config["Entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
+    assert_eq!(config["Cmd"], serde_json::json!(["cat /app/greeting.txt"]));
+    assert_eq!(config["Shell"], serde_json::json!(["/bin/sh", "-c"]));
+    // The base's layer and one per COPY, ADD and RUN of the last stage.
+    assert_eq!(detail["layers"].as_array().unwrap().len(), 9, "{detail}");
+    let history = detail["config"]["history"].as_array().unwrap();
+    let made: Vec<&str> = history
+        .iter()
+        .map(|h| h["created_by"].as_str().unwrap())
+        .collect();
+    let with_layers = history.iter().filter(|h| h["empty_layer"] != true).count();
+    assert_eq!(with_layers, 9, "{made:#?}");
+    assert!(
+        made.iter()
+            .any(|m| m.starts_with("RUN sh -c echo exec-form")),
+        "{made:#?}"
+    );
+    assert!(made.contains(&"WORKDIR /app"), "{made:#?}");
+    assert!(
+        made.iter()
+            .any(|m| m.starts_with("COPY files/*.txt")
+                || m.starts_with("COPY files/a.txt files/b.txt")),
+        "{made:#?}"
+    );
+
+    // Unchanged: every step from the cache.
+    let (ok_, out, err) = build(
+        &daemon,
+        &context,
+        &[
+            "-t",
+            "wharf-test/built:v2",
+            "--build-arg",
+            "GREETING=bonjour",
+        ],
+    );
+    assert!(ok_, "{out}\n{err}");
+    assert_eq!(out.matches("Using cache").count(), 9, "{out}");
+    assert_eq!(
+        ok(&daemon, &["run", "--rm", "wharf-test/built:v2"]),
+        "bonjour from the tools stage\n"
+    );
+
+    // One copied file changed: the steps before it come from the cache, the rest run again.
+    std::fs::write(context.join("files/b.txt"), "file b, changed\n").unwrap();
+    let (ok_, out, err) = build(
+        &daemon,
+        &context,
+        &[
+            "-t",
+            "wharf-test/built:v3",
+            "--build-arg",
+            "GREETING=bonjour",
+        ],
+    );
+    assert!(ok_, "{out}\n{err}");
+    assert_eq!(out.matches("Using cache").count(), 3, "{out}");
+    let out = ok(
+        &daemon,
+        &[
+            "run",
+            "--rm",
+            "--user",
+            "0",
+            "wharf-test/built:v3",
+            "cat notes/b.txt",
+        ],
+    );
+    assert_eq!(out, "file b, changed\n");
+
+    // Another build arg changes the RUN of the first stage, and all after it.
+    let (ok_, out, err) = build(&daemon, &context, &["-t", "wharf-test/built:v4"]);
+    assert!(ok_, "{out}\n{err}");
+    assert_eq!(out.matches("Using cache").count(), 0, "{out}");
+    assert_eq!(
+        ok(&daemon, &["run", "--rm", "wharf-test/built:v4"]),
+        "hello from the tools stage\n"
+    );
+    // --target stops at a stage; -q prints only the digest.
+    let (ok_, out, err) = build(
+        &daemon,
+        &context,
+        &["-q", "--target", "tools", "-t", "wharf-test/tools"],
+    );
+    assert!(ok_, "{out}\n{err}");
+    assert!(
+        out.trim().starts_with("sha256:") && out.lines().count() == 1,
+        "{out}"
+    );
+    assert_eq!(
+        ok(
+            &daemon,
+            &["run", "--rm", "wharf-test/tools", "cat", "/greeting.txt"]
+        ),
+        "hello from the tools stage\n"
+    );
+}
+
+#[test]
+fn bad_dockerfiles_and_escaping_sources_fail_naming_the_line() {
+    let test = "build::bad_dockerfiles_and_escaping_sources_fail_naming_the_line";
+    let Some(daemon) = daemon_with_busybox(test) else {
+        return;
+    };
+    let _gone = harness::RemoveContainers(host(&daemon));
+    let context = daemon.dir.path().join("bad");
+    write_context(&context, "");
+    // A link out of the context, and a file beside it that must never be read.
+    let outside = daemon.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret"), "OUTSIDE").unwrap();
+    std::os::unix::fs::symlink(&outside, context.join("abs-link")).unwrap();
+    std::os::unix::fs::symlink("../outside", context.join("rel-link")).unwrap();
+    let cases: &[(&str, &str)] = &[
+        ("FROM\n", "Dockerfile line 1: FROM needs arguments"),
+        (
+            &format!("FROM {IMAGE}\nFOO bar\n"),
+            "Dockerfile line 2: unknown instruction: FOO",
+        ),
+        (
+            &format!("FROM {IMAGE}\nRUN true\nCOPY ../outside/secret /x\n"),
+            "Dockerfile line 3: COPY: ../outside/secret: the path leaves the build context",
+        ),
+        (
+            &format!("FROM {IMAGE}\nCOPY {}/secret /x\n", outside.display()),
+            "Dockerfile line 2: COPY:",
+        ),
+        (
+            &format!("FROM {IMAGE}\nCOPY abs-link/secret /x\n"),
+            "outside the build context",
+        ),
+        (
+            &format!("FROM {IMAGE}\nCOPY rel-link/secret /x\n"),
+            "rel-link is a symbolic link to ../outside, outside the build context",
+        ),
+        (
+            &format!("FROM {IMAGE}\nENV A=1\nRUN exit 3\n"),
+            "Dockerfile line 3: RUN: the command '/bin/sh -c exit 3' returned a non-zero code: 3",
+        ),
+        (
+            &format!("FROM {IMAGE}\nCOPY nope.txt /x\n"),
+            "Dockerfile line 2: COPY: nope.txt: no such file or directory in the build context",
+        ),
+        (
+            "FROM wharf-test/absent:1\n",
+            "Dockerfile line 1: FROM: no such image: wharf-test/absent:1",
+        ),
+    ];
+    for (dockerfile, wanted) in cases {
+        std::fs::write(context.join("Dockerfile"), dockerfile).unwrap();
+        let (ok_, out, err) = build(&daemon, &context, &["-t", "wharf-test/bad:1"]);
+        assert!(!ok_, "{dockerfile}: built\n{out}");
+        assert!(
+            err.contains(wanted),
+            "{dockerfile}: wanted {wanted:?}\n{err}"
+        );
+        assert!(!out.contains("OUTSIDE") && !err.contains("OUTSIDE"));
+    }
+    // Nothing was tagged, and no step's container or mount is left.
+    let (status, _, err) = wharf(&daemon, &["image", "inspect", "wharf-test/bad:1"]);
+    assert!(!status.success(), "{err}");
+    let listed = ok(&daemon, &["ps", "-a", "-q"]);
+    assert!(listed.trim().is_empty(), "{listed}");
+    let root = daemon.data_root.to_string_lossy().into_owned();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts
+            .lines()
+            .any(|l| l.contains(&format!("{root}/builds"))),
+        "{mounts}"
+    );
+    let builds = daemon.data_root.join("builds");
+    let left: Vec<_> = std::fs::read_dir(&builds)
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -1,0 +1,1377 @@
+//! The builder: runs a parsed Dockerfile's stages step by step. `RUN` runs in a container of
+//! the engine and its writable layer becomes the step's layer; `COPY`/`ADD` copy into an
+//! overlay of the image so far, whose upper directory becomes the layer; every other
+//! instruction changes only the config. A step that makes a layer is looked up in the build
+//! cache first, by a key that chains the parent state, the instruction (after substitution),
+//! the build arguments in scope and the content of what is copied.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use utoipa::ToSchema;
+
+use super::context;
+use super::dockerfile::{self, Args, Instruction, Keyword};
+use crate::config::DataRoot;
+use crate::db::Db;
+use crate::db::build::CachedLayer;
+use crate::domain::{Digest, ImageRef};
+use crate::engine::archive::{self, Owners, Root};
+use crate::engine::{ContainerConfig, Engine, EngineError};
+use crate::images::compose::{Draft, NewLayer, store_layer};
+use crate::images::snapshot::{LayerStore, chain_ids};
+use crate::images::store::{BlobStore, sha256};
+
+/// What to build, besides the context.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct BuildRequest {
+    /// Names for the result, `name[:tag]`.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The Dockerfile's path in the context (default `Dockerfile`).
+    pub dockerfile: Option<String>,
+    /// `ARG` values.
+    #[serde(default)]
+    pub build_args: BTreeMap<String, String>,
+    /// Run every step, the cache unread.
+    #[serde(default)]
+    pub no_cache: bool,
+    /// Build up to this stage (default: the last).
+    pub target: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{0}")]
+    Parse(#[from] dockerfile::ParseError),
+    /// A step failed; the message names the line.
+    #[error("Dockerfile line {line}: {keyword}: {reason}")]
+    Step {
+        line: usize,
+        keyword: &'static str,
+        reason: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Engine(#[from] EngineError),
+    #[error("the build was cancelled: the client went away")]
+    Cancelled,
+}
+
+/// Where the build's output goes: lines for the client, as NDJSON objects.
+#[derive(Clone)]
+pub struct Log(pub mpsc::UnboundedSender<Value>);
+
+impl Log {
+    pub fn say(&self, text: impl Into<String>) {
+        let mut text = text.into();
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        let _ = self.0.send(json!({ "stream": text }));
+    }
+
+    fn gone(&self) -> bool {
+        self.0.is_closed()
+    }
+}
+
+/// The image a build made.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Built {
+    pub digest: String,
+    pub tags: Vec<String>,
+    /// Steps that made a layer, and how many of them came from the cache.
+    pub layer_steps: usize,
+    pub cached_steps: usize,
+}
+
+/// One stage as it stands.
+struct Stage {
+    name: Option<String>,
+    draft: Draft,
+    /// The cache key of the state so far.
+    key: String,
+    /// `ARG`s declared in the stage, with their values.
+    args: BTreeMap<String, String>,
+    shell: Vec<String>,
+    /// Whether this stage set CMD (an ENTRYPOINT then keeps it).
+    cmd_set: bool,
+}
+
+impl Stage {
+    fn env(&self) -> Vec<String> {
+        self.draft.config["config"]["Env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// The value of `name` for substitution: the environment first, then the build args.
+    fn lookup(&self, name: &str) -> Option<String> {
+        self.env()
+            .iter()
+            .find_map(|e| {
+                e.split_once('=')
+                    .filter(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_owned())
+            })
+            .or_else(|| self.args.get(name).cloned())
+    }
+
+    fn workdir(&self) -> String {
+        self.draft.config["config"]["WorkingDir"]
+            .as_str()
+            .filter(|w| !w.is_empty())
+            .unwrap_or("/")
+            .to_owned()
+    }
+
+    fn advance(&mut self, text: &str) {
+        self.key = sha256(format!("{}\n{text}", self.key).as_bytes()).to_string();
+    }
+}
+
+/// Everything a build works with.
+pub struct Builder<'a> {
+    pub engine: &'a Engine,
+    pub db: &'a Db,
+    pub layout: &'a DataRoot,
+    pub architecture: &'a str,
+    pub log: Log,
+}
+
+/// Removes a build's working directory however the build ends.
+struct WorkDir(PathBuf);
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An overlay mounted for a step, unmounted when dropped.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+fn step_error(i: &Instruction, reason: impl std::fmt::Display) -> BuildError {
+    BuildError::Step {
+        line: i.line,
+        keyword: i.keyword.name(),
+        reason: reason.to_string(),
+    }
+}
+
+fn blocking_failed(e: tokio::task::JoinError) -> BuildError {
+    BuildError::Invalid(format!("a build task failed: {e}"))
+}
+
+impl Builder<'_> {
+    /// Runs the build over the context in `context_tar` (a tar, read off the async threads).
+    pub async fn build(
+        &self,
+        context_tar: impl std::io::Read + Send + 'static,
+        request: &BuildRequest,
+    ) -> Result<Built, BuildError> {
+        let tags = request
+            .tags
+            .iter()
+            .map(|t| {
+                let r = ImageRef::parse(t).map_err(|e| BuildError::Invalid(e.to_string()))?;
+                if r.digest.is_some() {
+                    return Err(BuildError::Invalid(format!(
+                        "the tag {t} must be name[:tag], not a digest"
+                    )));
+                }
+                Ok((r.repository, r.tag.unwrap_or_else(|| "latest".into())))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let dir = self
+            .layout
+            .root()
+            .join("builds")
+            .join(uuid::Uuid::new_v4().simple().to_string());
+        let work = WorkDir(dir.clone());
+        let context_dir = dir.join("context");
+        let dockerfile_name = request
+            .dockerfile
+            .clone()
+            .unwrap_or_else(|| "Dockerfile".into());
+        let text = {
+            let context_dir = context_dir.clone();
+            tokio::task::spawn_blocking(move || -> Result<String, BuildError> {
+                std::fs::create_dir_all(&context_dir)
+                    .map_err(|e| BuildError::Invalid(format!("make the build directory: {e}")))?;
+                let root = Root::open(&context_dir)
+                    .map_err(|e| BuildError::Invalid(format!("open the build directory: {e}")))?;
+                archive::extract_tar(&root, Path::new("/"), context_tar, Owners::Keep)
+                    .map_err(|e| BuildError::Invalid(format!("the build context: {e}")))?;
+                let path = context::resolve(&context_dir, &dockerfile_name)
+                    .map_err(|e| BuildError::Invalid(format!("the Dockerfile: {e}")))?;
+                let bytes = std::fs::read(context_dir.join(&path)).map_err(|e| {
+                    BuildError::Invalid(format!("the Dockerfile {dockerfile_name}: {e}"))
+                })?;
+                if bytes.len() > 1 << 20 {
+                    return Err(BuildError::Invalid(format!(
+                        "the Dockerfile {dockerfile_name} is larger than 1 MiB"
+                    )));
+                }
+                String::from_utf8(bytes).map_err(|_| {
+                    BuildError::Invalid(format!("the Dockerfile {dockerfile_name} is not UTF-8"))
+                })
+            })
+            .await
+            .map_err(blocking_failed)??
+        };
+        let parsed = dockerfile::parse(&text)?;
+        let built = self.run(&parsed, request, &tags, &dir).await;
+        drop(work);
+        built
+    }
+
+    async fn run(
+        &self,
+        parsed: &dockerfile::Parsed,
+        request: &BuildRequest,
+        tags: &[(String, String)],
+        dir: &Path,
+    ) -> Result<Built, BuildError> {
+        let escape = parsed.escape;
+        let mut used_args: HashSet<String> = HashSet::new();
+        // ARGs before the first FROM: for FROM lines, and as defaults of ARGs redeclared.
+        let mut global: BTreeMap<String, String> = BTreeMap::new();
+        let first_from = parsed
+            .instructions
+            .iter()
+            .position(|i| i.keyword == Keyword::From)
+            .ok_or_else(|| BuildError::Invalid("the Dockerfile has no FROM".into()))?;
+        for i in &parsed.instructions[..first_from] {
+            let lookup = |n: &str| global.get(n).cloned();
+            for (name, default) in dockerfile::key_values(&text_of(i), escape, &lookup)
+                .map_err(|e| step_error(i, e))?
+            {
+                let value = request.build_args.get(&name).cloned().or(default);
+                if request.build_args.contains_key(&name) {
+                    used_args.insert(name.clone());
+                }
+                if let Some(v) = value {
+                    global.insert(name, v);
+                } else {
+                    global.remove(&name);
+                }
+            }
+        }
+        // The stages: each FROM and what follows it.
+        let mut blocks: Vec<&[Instruction]> = Vec::new();
+        let rest = &parsed.instructions[first_from..];
+        let mut start = 0;
+        for (n, i) in rest.iter().enumerate().skip(1) {
+            if i.keyword == Keyword::From {
+                blocks.push(&rest[start..n]);
+                start = n;
+            }
+        }
+        blocks.push(&rest[start..]);
+        let names: Vec<Option<String>> = blocks
+            .iter()
+            .map(|b| stage_name(&b[0], escape, &global).ok().flatten())
+            .collect();
+        let last = match &request.target {
+            Some(t) => names
+                .iter()
+                .position(|n| n.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(t)))
+                .ok_or_else(|| {
+                    BuildError::Invalid(format!("the target stage {t} is not in the Dockerfile"))
+                })?,
+            None => blocks.len() - 1,
+        };
+        let total: usize = blocks[..=last].iter().map(|b| b.len()).sum();
+        let mut number = 0;
+        let mut stages: Vec<Stage> = Vec::new();
+        let mut layer_steps = 0;
+        let mut cached_steps = 0;
+        for block in &blocks[..=last] {
+            let from = &block[0];
+            number += 1;
+            self.log
+                .say(format!("Step {number}/{total} : {}", from.original));
+            let mut stage = self.from(from, escape, &global, &stages).await?;
+            for i in &block[1..] {
+                if self.log.gone() {
+                    return Err(BuildError::Cancelled);
+                }
+                number += 1;
+                self.log
+                    .say(format!("Step {number}/{total} : {}", i.original));
+                match self
+                    .step(
+                        &mut stage,
+                        i,
+                        escape,
+                        request,
+                        &global,
+                        &stages,
+                        &mut used_args,
+                        dir,
+                    )
+                    .await?
+                {
+                    StepOutcome::Config => {}
+                    StepOutcome::Layer { cached } => {
+                        layer_steps += 1;
+                        if cached {
+                            cached_steps += 1;
+                            self.log.say(" ---> Using cache");
+                        }
+                    }
+                }
+            }
+            stages.push(stage);
+        }
+        let unused: Vec<&String> = request
+            .build_args
+            .keys()
+            .filter(|k| !used_args.contains(*k))
+            .collect();
+        if !unused.is_empty() {
+            self.log.say(format!(
+                "[Warning] One or more build-args {unused:?} were not consumed"
+            ));
+        }
+        let result = stages.pop().expect("at least one stage was built");
+        let image = self.engine.record_draft(result.draft, tags).await?;
+        let short = image.digest.trim_start_matches("sha256:");
+        self.log.say(format!(
+            "Successfully built {}",
+            &short[..12.min(short.len())]
+        ));
+        let names: Vec<String> = tags.iter().map(|(r, t)| format!("{r}:{t}")).collect();
+        for name in &names {
+            self.log.say(format!("Successfully tagged {name}"));
+        }
+        Ok(Built {
+            digest: image.digest,
+            tags: names,
+            layer_steps,
+            cached_steps,
+        })
+    }
+
+    /// `FROM image [AS name]`: a stage's start.
+    async fn from(
+        &self,
+        i: &Instruction,
+        escape: char,
+        global: &BTreeMap<String, String>,
+        stages: &[Stage],
+    ) -> Result<Stage, BuildError> {
+        let words = expand_args(i, escape, &|n| global.get(n).cloned())?;
+        let (image, name) = match words.as_slice() {
+            [image] => (image.clone(), None),
+            [image, r#as, name] if r#as.eq_ignore_ascii_case("as") => {
+                (image.clone(), Some(name.to_lowercase()))
+            }
+            _ => return Err(step_error(i, "give FROM IMAGE [AS NAME]")),
+        };
+        let shell = vec!["/bin/sh".to_owned(), "-c".to_owned()];
+        if image == "scratch" {
+            return Ok(Stage {
+                name,
+                draft: Draft::scratch(self.architecture),
+                key: sha256(b"FROM scratch").to_string(),
+                args: BTreeMap::new(),
+                shell,
+                cmd_set: false,
+            });
+        }
+        if let Some(earlier) = stages.iter().find(|s| {
+            s.name
+                .as_deref()
+                .is_some_and(|n| n.eq_ignore_ascii_case(&image))
+        }) {
+            return Ok(Stage {
+                name,
+                draft: earlier.draft.clone(),
+                key: earlier.key.clone(),
+                args: BTreeMap::new(),
+                shell: earlier.shell.clone(),
+                cmd_set: false,
+            });
+        }
+        let summary = self.image(&image).await.map_err(|e| step_error(i, e))?;
+        let draft = self.engine.draft_of(&summary).await?;
+        let shell = draft.config["config"]["Shell"]
+            .as_array()
+            .map(|s| {
+                s.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .filter(|s: &Vec<String>| !s.is_empty())
+            .unwrap_or(shell);
+        Ok(Stage {
+            name,
+            draft,
+            key: sha256(format!("FROM {}", summary.digest).as_bytes()).to_string(),
+            args: BTreeMap::new(),
+            shell,
+            cmd_set: false,
+        })
+    }
+
+    /// A local image by reference.
+    async fn image(&self, reference: &str) -> Result<crate::db::ImageSummary, String> {
+        let r = ImageRef::parse(reference).map_err(|e| e.to_string())?;
+        self.db
+            .find_image(
+                &r.repository,
+                r.tag
+                    .as_deref()
+                    .or(Some("latest"))
+                    .filter(|_| r.digest.is_none()),
+                r.digest.as_ref().map(|d| d.as_str()),
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no such image: {reference} (pull or load it first)"))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn step(
+        &self,
+        stage: &mut Stage,
+        i: &Instruction,
+        escape: char,
+        request: &BuildRequest,
+        global: &BTreeMap<String, String>,
+        stages: &[Stage],
+        used_args: &mut HashSet<String>,
+        dir: &Path,
+    ) -> Result<StepOutcome, BuildError> {
+        let expanded_text = |stage: &Stage| -> Result<String, BuildError> {
+            dockerfile::expand_word(&text_of(i), escape, &|n| stage.lookup(n))
+                .map_err(|e| step_error(i, e))
+        };
+        let note = |stage: &mut Stage, text: String| {
+            stage.draft.note(&text);
+            stage.advance(&text);
+            Ok(StepOutcome::Config)
+        };
+        match i.keyword {
+            Keyword::From => unreachable!("stages start at FROM"),
+            Keyword::Run => self.run_step(stage, i, request).await,
+            Keyword::Copy | Keyword::Add => {
+                self.copy_step(stage, i, escape, request, stages, dir).await
+            }
+            Keyword::Env => {
+                let pairs = dockerfile::key_values(&text_of(i), escape, &|n| stage.lookup(n))
+                    .map_err(|e| step_error(i, e))?;
+                let mut env = stage.env();
+                let mut shown = Vec::new();
+                for (k, v) in pairs {
+                    let v = v.ok_or_else(|| step_error(i, format!("{k} needs a value")))?;
+                    env.retain(|e| e.split('=').next() != Some(k.as_str()));
+                    env.push(format!("{k}={v}"));
+                    shown.push(format!("{k}={v}"));
+                }
+                stage
+                    .draft
+                    .runtime_config()
+                    .insert("Env".into(), json!(env));
+                note(stage, format!("ENV {}", shown.join(" ")))
+            }
+            Keyword::Arg => {
+                let pairs = dockerfile::key_values(&text_of(i), escape, &|n| stage.lookup(n))
+                    .map_err(|e| step_error(i, e))?;
+                let mut shown = Vec::new();
+                for (k, default) in pairs {
+                    let value = request
+                        .build_args
+                        .get(&k)
+                        .cloned()
+                        .or(default)
+                        .or_else(|| global.get(&k).cloned());
+                    if request.build_args.contains_key(&k) {
+                        used_args.insert(k.clone());
+                    }
+                    if let Some(v) = value {
+                        shown.push(format!("{k}={v}"));
+                        stage.args.insert(k, v);
+                    } else {
+                        shown.push(k.clone());
+                    }
+                }
+                // An ARG changes what later steps see, not the image: no history entry.
+                stage.advance(&format!("ARG {}", shown.join(" ")));
+                Ok(StepOutcome::Config)
+            }
+            Keyword::Workdir => {
+                let dir = expanded_text(stage)?;
+                let joined = normalize(&Path::new(&stage.workdir()).join(&dir));
+                stage
+                    .draft
+                    .runtime_config()
+                    .insert("WorkingDir".into(), joined.clone().into());
+                note(stage, format!("WORKDIR {joined}"))
+            }
+            Keyword::User => {
+                let user = expanded_text(stage)?;
+                crate::engine::user::check(&user).map_err(|e| step_error(i, e))?;
+                stage
+                    .draft
+                    .runtime_config()
+                    .insert("User".into(), user.clone().into());
+                note(stage, format!("USER {user}"))
+            }
+            Keyword::Cmd | Keyword::Entrypoint => {
+                let command = match &i.args {
+                    Args::Json(v) => v.clone(),
+                    Args::Text(t) => [stage.shell.clone(), vec![t.clone()]].concat(),
+                };
+                let key = if i.keyword == Keyword::Cmd {
+                    stage.cmd_set = true;
+                    "Cmd"
+                } else {
+                    if !stage.cmd_set {
+                        stage
+                            .draft
+                            .runtime_config()
+                            .insert("Cmd".into(), Value::Null);
+                    }
+                    "Entrypoint"
+                };
+                stage
+                    .draft
+                    .runtime_config()
+                    .insert(key.into(), json!(command));
+                note(stage, format!("{} {}", i.keyword.name(), json!(command)))
+            }
+            Keyword::Expose => {
+                let words = expand_args(i, escape, &|n| stage.lookup(n))?;
+                let mut ports = stage.draft.config["config"]["ExposedPorts"]
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default();
+                let mut shown = Vec::new();
+                for w in words {
+                    let (port, proto) = w.split_once('/').unwrap_or((&w, "tcp"));
+                    let proto = proto.to_lowercase();
+                    if port.parse::<u16>().is_err()
+                        || !matches!(proto.as_str(), "tcp" | "udp" | "sctp")
+                    {
+                        return Err(step_error(i, format!("{w} is not a port (PORT[/tcp|udp])")));
+                    }
+                    ports.insert(format!("{port}/{proto}"), json!({}));
+                    shown.push(format!("{port}/{proto}"));
+                }
+                stage
+                    .draft
+                    .runtime_config()
+                    .insert("ExposedPorts".into(), ports.into());
+                note(stage, format!("EXPOSE {}", shown.join(" ")))
+            }
+            Keyword::Label => {
+                let pairs = dockerfile::key_values(&text_of(i), escape, &|n| stage.lookup(n))
+                    .map_err(|e| step_error(i, e))?;
+                let mut labels = stage.draft.config["config"]["Labels"]
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default();
+                let mut shown = Vec::new();
+                for (k, v) in pairs {
+                    let v = v.ok_or_else(|| step_error(i, format!("{k} needs a value")))?;
+                    shown.push(format!("{k}={v}"));
+                    labels.insert(k, v.into());
+                }
+                stage
+                    .draft
+                    .runtime_config()
+                    .insert("Labels".into(), labels.into());
+                note(stage, format!("LABEL {}", shown.join(" ")))
+            }
+            Keyword::Volume => {
+                let paths = match &i.args {
+                    Args::Json(v) => v
+                        .iter()
+                        .map(|p| {
+                            dockerfile::expand_word(p, escape, &|n| stage.lookup(n))
+                                .map_err(|e| step_error(i, e))
+                        })
+                        .collect::<Result<Vec<_>, _>>()?,
+                    Args::Text(_) => expand_args(i, escape, &|n| stage.lookup(n))?,
+                };
+                let mut volumes = stage.draft.config["config"]["Volumes"]
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default();
+                for p in &paths {
+                    if !p.starts_with('/') {
+                        return Err(step_error(
+                            i,
+                            format!("{p}: a volume must be an absolute path"),
+                        ));
+                    }
+                    volumes.insert(p.clone(), json!({}));
+                }
+                stage
+                    .draft
+                    .runtime_config()
+                    .insert("Volumes".into(), volumes.into());
+                note(stage, format!("VOLUME {}", json!(paths)))
+            }
+            Keyword::Stopsignal => {
+                let signal = expanded_text(stage)?;
+                crate::runtime::container::parse_signal(&signal).map_err(|e| step_error(i, e))?;
+                stage
+                    .draft
+                    .runtime_config()
+                    .insert("StopSignal".into(), signal.clone().into());
+                note(stage, format!("STOPSIGNAL {signal}"))
+            }
+            Keyword::Healthcheck => {
+                let check = healthcheck(i).map_err(|e| step_error(i, e))?;
+                stage
+                    .draft
+                    .runtime_config()
+                    .insert("Healthcheck".into(), check);
+                note(stage, i.original.clone())
+            }
+            Keyword::Shell => {
+                let Args::Json(shell) = &i.args else {
+                    return Err(step_error(i, "SHELL needs the JSON form"));
+                };
+                if shell.is_empty() {
+                    return Err(step_error(i, "SHELL needs at least a program"));
+                }
+                stage.shell = shell.clone();
+                stage
+                    .draft
+                    .runtime_config()
+                    .insert("Shell".into(), json!(shell));
+                note(stage, format!("SHELL {}", json!(shell)))
+            }
+            Keyword::Maintainer => {
+                let who = expanded_text(stage)?;
+                stage.draft.config["author"] = who.clone().into();
+                note(stage, format!("MAINTAINER {who}"))
+            }
+            Keyword::Onbuild => {
+                let trigger = text_of(i);
+                let mut triggers: Vec<Value> = stage.draft.config["config"]["OnBuild"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                triggers.push(trigger.clone().into());
+                stage
+                    .draft
+                    .runtime_config()
+                    .insert("OnBuild".into(), triggers.into());
+                note(stage, format!("ONBUILD {trigger}"))
+            }
+        }
+    }
+
+    /// Looks a step up in the cache: the layer, when its blob is still stored.
+    async fn cached(
+        &self,
+        key: &str,
+        request: &BuildRequest,
+    ) -> Result<Option<NewLayer>, BuildError> {
+        if request.no_cache {
+            return Ok(None);
+        }
+        let Some(hit) = self
+            .db
+            .build_cache_get(key)
+            .await
+            .map_err(EngineError::from)?
+        else {
+            return Ok(None);
+        };
+        let (Ok(blob), Ok(diff_id)) =
+            (Digest::parse(&hit.blob_digest), Digest::parse(&hit.diff_id))
+        else {
+            return Ok(None);
+        };
+        if !BlobStore::new(self.layout.blobs()).exists(&blob) {
+            return Ok(None);
+        }
+        Ok(Some(NewLayer {
+            blob,
+            diff_id,
+            size: hit.size.max(0) as u64,
+        }))
+    }
+
+    async fn remember(&self, key: &str, layer: &NewLayer) -> Result<(), BuildError> {
+        self.db
+            .build_cache_put(
+                key,
+                &CachedLayer {
+                    blob_digest: layer.blob.to_string(),
+                    diff_id: layer.diff_id.to_string(),
+                    size: layer.size as i64,
+                },
+            )
+            .await
+            .map_err(EngineError::from)?;
+        Ok(())
+    }
+
+    async fn run_step(
+        &self,
+        stage: &mut Stage,
+        i: &Instruction,
+        request: &BuildRequest,
+    ) -> Result<StepOutcome, BuildError> {
+        let argv = match &i.args {
+            Args::Json(v) if !v.is_empty() => v.clone(),
+            Args::Json(_) => return Err(step_error(i, "RUN [] runs nothing")),
+            Args::Text(t) => [stage.shell.clone(), vec![t.clone()]].concat(),
+        };
+        // The build args in scope reach the command as environment (ENV wins over them).
+        let env_keys: HashSet<String> = stage
+            .env()
+            .iter()
+            .filter_map(|e| e.split('=').next().map(str::to_owned))
+            .collect();
+        let arg_env: Vec<String> = stage
+            .args
+            .iter()
+            .filter(|(k, _)| !env_keys.contains(*k))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let created_by = if arg_env.is_empty() {
+            format!("RUN {}", argv.join(" "))
+        } else {
+            format!(
+                "RUN |{} {} {}",
+                arg_env.len(),
+                arg_env.join(" "),
+                argv.join(" ")
+            )
+        };
+        stage.advance(&format!("{created_by}\n{}", json!(argv)));
+        if let Some(layer) = self.cached(&stage.key, request).await? {
+            stage.draft.add_layer(&layer, &created_by, None);
+            return Ok(StepOutcome::Layer { cached: true });
+        }
+        let layer = self.run_in_container(stage, i, &argv, &arg_env).await?;
+        self.remember(&stage.key, &layer).await?;
+        stage.draft.add_layer(&layer, &created_by, None);
+        Ok(StepOutcome::Layer { cached: false })
+    }
+
+    /// Runs `argv` in a container of the image so far; its writable layer.
+    async fn run_in_container(
+        &self,
+        stage: &Stage,
+        i: &Instruction,
+        argv: &[String],
+        arg_env: &[String],
+    ) -> Result<NewLayer, BuildError> {
+        let image = self.engine.record_draft(stage.draft.clone(), &[]).await?;
+        let config = ContainerConfig {
+            image: image.digest.clone(),
+            entrypoint: vec![argv[0].clone()],
+            cmd: argv[1..].to_vec(),
+            env: arg_env.to_vec(),
+            healthcheck: Some(crate::engine::health::Healthcheck {
+                test: vec!["NONE".into()],
+                ..Default::default()
+            }),
+            labels: [("wharf.build.step".to_owned(), i.line.to_string())].into(),
+            ..ContainerConfig::default()
+        };
+        let made = self.engine.create(None, config).await;
+        let row = match made {
+            Ok(row) => row,
+            Err(e) => {
+                self.forget_intermediate(&image.digest).await;
+                return Err(step_error(i, e));
+            }
+        };
+        let outcome = self.run_container(&row.id, i, argv).await;
+        let layer = match outcome {
+            Ok(()) => self
+                .engine
+                .capture_layer(&row.id)
+                .await
+                .map_err(|e| step_error(i, e)),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = self.engine.remove(&row.id, true, true).await {
+            tracing::warn!(container = %row.id, error = %e, "could not remove a build step's container");
+        }
+        self.forget_intermediate(&image.digest).await;
+        layer
+    }
+
+    /// Starts the step's container, streams its output, and checks its exit code.
+    async fn run_container(
+        &self,
+        id: &str,
+        i: &Instruction,
+        argv: &[String],
+    ) -> Result<(), BuildError> {
+        self.engine.start(id).await.map_err(|e| step_error(i, e))?;
+        let path = self.engine.log_path(id);
+        let query = crate::engine::logs::LogQuery {
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        };
+        let mut position = crate::engine::logs::Position::default();
+        let mut exited = self.engine.exit_watch(id).await;
+        loop {
+            let done = exited.as_ref().is_none_or(|rx| rx.borrow().is_some());
+            if let Ok((entries, next)) =
+                crate::engine::logs::read_from(&path, position, &query).await
+            {
+                position = next;
+                for e in entries {
+                    let _ = self.log.0.send(json!({ "stream": e.log }));
+                }
+            }
+            if done {
+                break;
+            }
+            if self.log.gone() {
+                let _ = self.engine.kill(id, "KILL").await;
+                return Err(BuildError::Cancelled);
+            }
+            match &mut exited {
+                Some(rx) => {
+                    tokio::select! {
+                        _ = rx.changed() => {}
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                    }
+                }
+                None => break,
+            }
+        }
+        let code = self.engine.wait(id).await.map_err(|e| step_error(i, e))?;
+        if code != 0 {
+            return Err(step_error(
+                i,
+                format!(
+                    "the command '{}' returned a non-zero code: {code}",
+                    argv.join(" ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Removes the untagged image a step's container ran from (kept if anything names it).
+    async fn forget_intermediate(&self, digest: &str) {
+        if let Ok(Some(image)) = self.db.find_image("", None, Some(digest)).await
+            && image.tags.is_empty()
+            && self
+                .db
+                .containers_of_image(digest)
+                .await
+                .is_ok_and(|c| c.is_empty())
+        {
+            let _ = self.db.untag_image("", None, Some(digest)).await;
+        }
+    }
+
+    async fn copy_step(
+        &self,
+        stage: &mut Stage,
+        i: &Instruction,
+        escape: char,
+        request: &BuildRequest,
+        stages: &[Stage],
+        dir: &Path,
+    ) -> Result<StepOutcome, BuildError> {
+        let mut from = None;
+        let mut chown = None;
+        for (flag, value) in &i.flags {
+            match flag.as_str() {
+                "from" if i.keyword == Keyword::Copy => from = Some(value.clone()),
+                "chown" => {
+                    chown = Some(
+                        dockerfile::expand_word(value, escape, &|n| stage.lookup(n))
+                            .map_err(|e| step_error(i, e))?,
+                    )
+                }
+                "link" => {}
+                other => {
+                    return Err(step_error(
+                        i,
+                        format!("the flag --{other} is not supported here"),
+                    ));
+                }
+            }
+        }
+        let mut words = match &i.args {
+            Args::Json(v) => v
+                .iter()
+                .map(|w| {
+                    dockerfile::expand_word(w, escape, &|n| stage.lookup(n))
+                        .map_err(|e| step_error(i, e))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            Args::Text(_) => expand_args(i, escape, &|n| stage.lookup(n))?,
+        };
+        if words.len() < 2 {
+            return Err(step_error(i, "give at least one source and a destination"));
+        }
+        let dest_text = words.pop().expect("two words at least");
+        if i.keyword == Keyword::Add
+            && let Some(url) = words
+                .iter()
+                .find(|w| w.starts_with("http://") || w.starts_with("https://"))
+        {
+            return Err(step_error(
+                i,
+                format!("{url}: ADD from a URL is not supported; fetch it with RUN wget instead"),
+            ));
+        }
+        // Where the sources come from: the context, an earlier stage, or an image.
+        let build_dir = dir.to_owned();
+        let context_dir = build_dir.join("context");
+        let source_root: SourceRoot = match &from {
+            None => SourceRoot::Context(context_dir.clone()),
+            Some(name) => {
+                let earlier = stages.iter().enumerate().find(|(n, s)| {
+                    s.name
+                        .as_deref()
+                        .is_some_and(|s| s.eq_ignore_ascii_case(name))
+                        || n.to_string() == *name
+                });
+                let draft = match earlier {
+                    Some((_, s)) => s.draft.clone(),
+                    None => {
+                        let summary = self.image(name).await.map_err(|e| {
+                            step_error(i, format!("--from={name}: no such stage, and {e}"))
+                        })?;
+                        self.engine.draft_of(&summary).await?
+                    }
+                };
+                SourceRoot::Layers(draft)
+            }
+        };
+        let workdir = stage.workdir();
+        let dest_is_dir = dest_text.ends_with('/') || words.len() > 1;
+        let dest = PathBuf::from(normalize(&Path::new(&workdir).join(&dest_text)));
+        let step_dir = build_dir.join(format!("step-{}", i.line));
+        let blobs = BlobStore::new(self.layout.blobs());
+        let layers = LayerStore::new(self.layout.layers());
+        let target = stage.draft.clone();
+        let keyword = i.keyword;
+        let line = i.line;
+        let sources = words.clone();
+        let prev_key = stage.key.clone();
+        let chown_text = chown.clone();
+        let dest_for_task = dest.clone();
+        // 1. Mount the source (for --from) and resolve the sources; hash them for the key.
+        let prepared = tokio::task::spawn_blocking(move || -> Result<Prepared, String> {
+            std::fs::create_dir_all(&step_dir).map_err(|e| e.to_string())?;
+            let (root_dir, source_mount, identity) = match &source_root {
+                SourceRoot::Context(dir) => (dir.clone(), None, "context".to_owned()),
+                SourceRoot::Layers(draft) => {
+                    let mounted = mount_draft(draft, &blobs, &layers, &step_dir.join("from"))?;
+                    let top = chain_ids(
+                        &draft
+                            .layers
+                            .iter()
+                            .map(|l| l.diff_id.clone())
+                            .collect::<Vec<_>>(),
+                    )
+                    .last()
+                    .map_or("empty".to_owned(), |c| c.to_string());
+                    (mounted.0.clone(), Some(mounted), top)
+                }
+            };
+            let mut resolved = Vec::new();
+            for source in &sources {
+                let matched = if context::has_wildcard(source) {
+                    let m = context::glob(&root_dir, source)?;
+                    if m.is_empty() {
+                        return Err(format!("{source}: no file in the build context matches"));
+                    }
+                    m
+                } else {
+                    vec![source.clone()]
+                };
+                for m in matched {
+                    let path = match &source_root {
+                        SourceRoot::Context(_) => context::resolve(&root_dir, &m)?,
+                        // An image's own links are its business: they resolve inside it.
+                        SourceRoot::Layers(_) => PathBuf::from(m.trim_start_matches('/')),
+                    };
+                    resolved.push(path);
+                }
+            }
+            let mut key_text = format!(
+                "{} {identity} chown={chown_text:?} dest={}",
+                keyword.name(),
+                dest_for_task.display()
+            );
+            if matches!(source_root, SourceRoot::Context(_)) {
+                for path in &resolved {
+                    key_text.push_str(&format!(
+                        "\n{} {}",
+                        path.display(),
+                        context::content_digest(&root_dir, path)?
+                    ));
+                }
+            } else {
+                for path in &resolved {
+                    key_text.push_str(&format!("\n{}", path.display()));
+                }
+            }
+            let key = sha256(format!("{prev_key}\n{key_text}").as_bytes()).to_string();
+            Ok(Prepared {
+                root_dir,
+                _source_mount: source_mount,
+                resolved,
+                key,
+                target,
+                step_dir,
+            })
+        })
+        .await
+        .map_err(blocking_failed)?
+        .map_err(|e| step_error(i, e))?;
+        let created_by = format!(
+            "{} {}{} {}",
+            i.keyword.name(),
+            chown
+                .as_ref()
+                .map(|c| format!("--chown={c} "))
+                .unwrap_or_default(),
+            words.join(" "),
+            dest.display()
+        );
+        stage.key = prepared.key.clone();
+        if let Some(layer) = self.cached(&stage.key, request).await? {
+            stage.draft.add_layer(&layer, &created_by, None);
+            return Ok(StepOutcome::Layer { cached: true });
+        }
+        // 2. Copy into an overlay of the image so far; its upper directory is the layer.
+        let blobs = BlobStore::new(self.layout.blobs());
+        let layers = LayerStore::new(self.layout.layers());
+        let layer = tokio::task::spawn_blocking(move || -> Result<NewLayer, String> {
+            let p = prepared;
+            let upper = p.step_dir.join("upper");
+            let mounted = mount_draft_writable(&p.target, &blobs, &layers, &p.step_dir)?;
+            let to = Root::open(&mounted.0).map_err(|e| e.to_string())?;
+            let from = Root::open(&p.root_dir).map_err(|e| e.to_string())?;
+            let owners = match &chown {
+                None => Owners::Root,
+                Some(spec) => chown_ids(spec, &mounted.0)?,
+            };
+            let single_file = p.resolved.len() == 1
+                && !dest_is_dir
+                && !std::fs::metadata(p.root_dir.join(&p.resolved[0]))
+                    .map_err(|e| e.to_string())?
+                    .is_dir()
+                && to.open_at(&dest, libc::O_PATH | libc::O_DIRECTORY).is_err();
+            if single_file
+                && !(keyword == Keyword::Add && is_archive(&p.root_dir.join(&p.resolved[0])))
+            {
+                let parent = dest.parent().unwrap_or(Path::new("/"));
+                make_dirs(&to, parent)?;
+                let name = dest.file_name().ok_or("the destination has no file name")?;
+                archive::copy_between(&from, &p.resolved[0], &to, parent, Some(name), owners)
+                    .map_err(|e| format!("copy {}: {e}", p.resolved[0].display()))?;
+            } else {
+                make_dirs(&to, &dest)?;
+                for source in &p.resolved {
+                    let full = p.root_dir.join(source);
+                    if keyword == Keyword::Add && full.is_file() && is_archive(&full) {
+                        let file = std::fs::File::open(&full).map_err(|e| e.to_string())?;
+                        let reader = crate::images::unpack::decompressed(file)
+                            .map_err(|e| format!("{}: {e}", source.display()))?;
+                        let owners = if chown.is_some() {
+                            owners
+                        } else {
+                            Owners::Keep
+                        };
+                        archive::extract_tar(&to, &dest, reader, owners)
+                            .map_err(|e| format!("extract {}: {e}", source.display()))?;
+                        continue;
+                    }
+                    archive::copy_between(&from, source, &to, &dest, None, owners)
+                        .map_err(|e| format!("copy {}: {e}", source.display()))?;
+                }
+            }
+            drop(to);
+            drop(mounted);
+            let layer = store_layer(&blobs, |w| archive::write_layer(&upper, w))
+                .map_err(|e| e.to_string())?;
+            let step_dir = p.step_dir.clone();
+            drop(p); // unmounts the --from source first
+            let _ = std::fs::remove_dir_all(&step_dir);
+            Ok(layer)
+        })
+        .await
+        .map_err(blocking_failed)?
+        .map_err(|e| BuildError::Step {
+            line,
+            keyword: keyword.name(),
+            reason: e,
+        })?;
+        self.remember(&stage.key, &layer).await?;
+        stage.draft.add_layer(&layer, &created_by, None);
+        Ok(StepOutcome::Layer { cached: false })
+    }
+}
+
+enum StepOutcome {
+    Config,
+    Layer { cached: bool },
+}
+
+enum SourceRoot {
+    Context(PathBuf),
+    Layers(Draft),
+}
+
+struct Prepared {
+    root_dir: PathBuf,
+    _source_mount: Option<Mounted>,
+    resolved: Vec<PathBuf>,
+    key: String,
+    target: Draft,
+    step_dir: PathBuf,
+}
+
+/// The text of an instruction's arguments.
+fn text_of(i: &Instruction) -> String {
+    match &i.args {
+        Args::Text(t) => t.clone(),
+        Args::Json(v) => v.join(" "),
+    }
+}
+
+fn expand_args(
+    i: &Instruction,
+    escape: char,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<String>, BuildError> {
+    dockerfile::expand_words(&text_of(i), escape, lookup).map_err(|e| step_error(i, e))
+}
+
+/// The `AS name` of a FROM line.
+fn stage_name(
+    i: &Instruction,
+    escape: char,
+    global: &BTreeMap<String, String>,
+) -> Result<Option<String>, BuildError> {
+    let words = expand_args(i, escape, &|n| global.get(n).cloned())?;
+    Ok(match words.as_slice() {
+        [_, r#as, name] if r#as.eq_ignore_ascii_case("as") => Some(name.to_lowercase()),
+        _ => None,
+    })
+}
+
+/// `/a/./b/../c` as `/a/c` (never above `/`).
+fn normalize(path: &Path) -> String {
+    let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::Normal(n) => parts.push(n),
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            _ => {}
+        }
+    }
+    let joined: PathBuf = parts.iter().collect();
+    format!("/{}", joined.display())
+}
+
+/// HEALTHCHECK `[flags] CMD command` or `NONE`, as the image config holds it.
+fn healthcheck(i: &Instruction) -> Result<Value, String> {
+    let text = text_of(i);
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(json!({"Test": ["NONE"]}));
+    }
+    let Some(command) = text
+        .strip_prefix("CMD")
+        .or_else(|| text.strip_prefix("cmd"))
+        .filter(|rest| rest.starts_with(char::is_whitespace) || rest.starts_with('['))
+    else {
+        return Err("give HEALTHCHECK [OPTIONS] CMD command, or HEALTHCHECK NONE".into());
+    };
+    let test = match dockerfile::command_form(command) {
+        Args::Json(v) => [vec!["CMD".to_owned()], v].concat(),
+        Args::Text(t) => vec!["CMD-SHELL".to_owned(), t],
+    };
+    let mut check = json!({ "Test": test });
+    for (flag, value) in &i.flags {
+        let field = match flag.as_str() {
+            "interval" => "Interval",
+            "timeout" => "Timeout",
+            "start-period" => "StartPeriod",
+            "start-interval" => "StartInterval",
+            "retries" => {
+                let n: u32 = value
+                    .parse()
+                    .map_err(|_| format!("--retries={value} is not a number"))?;
+                check["Retries"] = n.into();
+                continue;
+            }
+            other => return Err(format!("the flag --{other} is not a HEALTHCHECK option")),
+        };
+        let d = humantime::parse_duration(value).map_err(|e| format!("--{flag}={value}: {e}"))?;
+        check[field] = (d.as_nanos() as u64).into();
+    }
+    Ok(check)
+}
+
+/// Makes sure every layer of `draft` is unpacked; their directories, top first.
+fn draft_lowers(
+    draft: &Draft,
+    blobs: &BlobStore,
+    layers: &LayerStore,
+) -> Result<Vec<PathBuf>, String> {
+    let diff_ids: Vec<Digest> = draft.layers.iter().map(|l| l.diff_id.clone()).collect();
+    let mut lowers = Vec::new();
+    for (layer, chain) in draft.layers.iter().zip(chain_ids(&diff_ids)) {
+        if !layers.exists(&chain) {
+            let blob = blobs.open(&layer.blob).map_err(|e| e.to_string())?;
+            layers
+                .ensure(
+                    &chain,
+                    &layer.diff_id,
+                    blob,
+                    crate::images::unpack::Limits::default(),
+                )
+                .map_err(|e| e.to_string())?;
+        }
+        lowers.push(layers.path(&chain));
+    }
+    lowers.reverse();
+    Ok(lowers)
+}
+
+/// Mounts the image `draft` at `dir/rootfs` with `dir/upper` as its writable layer.
+fn mount_draft_writable(
+    draft: &Draft,
+    blobs: &BlobStore,
+    layers: &LayerStore,
+    dir: &Path,
+) -> Result<Mounted, String> {
+    let mut lowers = draft_lowers(draft, blobs, layers)?;
+    for sub in ["upper", "work", "rootfs", "empty"] {
+        std::fs::create_dir_all(dir.join(sub)).map_err(|e| e.to_string())?;
+    }
+    if lowers.is_empty() {
+        lowers.push(dir.join("empty"));
+    }
+    let rootfs = dir.join("rootfs");
+    crate::images::snapshot::mount_overlay(&lowers, &dir.join("upper"), &dir.join("work"), &rootfs)
+        .map_err(|e| e.to_string())?;
+    Ok(Mounted(rootfs))
+}
+
+/// Mounts the image `draft` at `dir/rootfs` to read from (writes go to a scratch layer).
+fn mount_draft(
+    draft: &Draft,
+    blobs: &BlobStore,
+    layers: &LayerStore,
+    dir: &Path,
+) -> Result<Mounted, String> {
+    mount_draft_writable(draft, blobs, layers, dir)
+}
+
+/// `mkdir -p` of `path` inside `root` (mode 0755, root's).
+fn make_dirs(root: &Root, path: &Path) -> Result<(), String> {
+    root.resolve(path, crate::runtime::inroot::Make::Dir)
+        .map(|_| ())
+        .map_err(|e| format!("make {}: {e}", path.display()))
+}
+
+/// `--chown=user[:group]`: numbers as they are (a lone uid is its own gid), names from the
+/// image's /etc/passwd and /etc/group.
+fn chown_ids(spec: &str, rootfs: &Path) -> Result<Owners, String> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let numeric = |s: &str| s.parse::<u32>().ok();
+    if let (Some(uid), None) = (numeric(user), group) {
+        return Ok(Owners::Set(uid, uid));
+    }
+    if let (Some(uid), Some(Some(gid))) = (numeric(user), group.map(numeric)) {
+        return Ok(Owners::Set(uid, gid));
+    }
+    let identity = crate::engine::user::resolve_in(rootfs, spec)
+        .map_err(|e| format!("--chown={spec}: {e}"))?;
+    Ok(Owners::Set(identity.uid, identity.gid))
+}
+
+/// Whether a file is a tar (plain, gzip, or zstd) that ADD extracts.
+fn is_archive(path: &Path) -> bool {
+    use std::io::Read;
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut head = [0u8; 262];
+    let n = file.read(&mut head).unwrap_or(0);
+    if n >= 2 && head[..2] == [0x1f, 0x8b] {
+        return true;
+    }
+    if n >= 4 && head[..4] == [0x28, 0xb5, 0x2f, 0xfd] {
+        return true;
+    }
+    n >= 262 && &head[257..262] == b"ustar"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_normalize_under_the_root() {
+        assert_eq!(normalize(Path::new("/app/./src/../bin")), "/app/bin");
+        assert_eq!(normalize(Path::new("/../../x")), "/x");
+        assert_eq!(normalize(Path::new("/")), "/");
+    }
+
+    #[test]
+    fn chown_takes_numbers_as_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            chown_ids("1000", dir.path()).unwrap(),
+            Owners::Set(1000, 1000)
+        );
+        assert_eq!(chown_ids("10:20", dir.path()).unwrap(), Owners::Set(10, 20));
+    }
+
+    #[test]
+    fn archives_are_told_by_their_first_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let gz = dir.path().join("a.tgz");
+        std::fs::write(&gz, [0x1f, 0x8b, 8, 0]).unwrap();
+        assert!(is_archive(&gz));
+        let text = dir.path().join("a.txt");
+        std::fs::write(&text, "hello").unwrap();
+        assert!(!is_archive(&text));
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(1);
+        b.append_data(&mut h, "x", &b"x"[..]).unwrap();
+        let t = dir.path().join("a.tar");
+        std::fs::write(&t, b.into_inner().unwrap()).unwrap();
+        assert!(is_archive(&t));
+    }
+}
