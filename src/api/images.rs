@@ -18,7 +18,7 @@ use super::auth::caller_audit;
 use super::error::{ApiError, ErrorBody};
 use super::stream::{ChannelReader, tar_response};
 use crate::auth::{Action, Caller, Target};
-use crate::db::{ImageSummary, LayerRecord};
+use crate::db::{ImageSummary, LayerRecord, Outcome};
 use crate::domain::ImageRef;
 use crate::images::load::{self, Progress};
 use crate::images::snapshot::LayerStore;
@@ -38,6 +38,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(save_archive))
         .routes(routes!(prune))
         .routes(routes!(pull_image))
+        .routes(routes!(push_image))
         .routes(routes!(disk_usage))
 }
 
@@ -772,6 +773,72 @@ async fn pull_image(
         let _ = out_tx.send(line(match result {
             Ok(digest) => serde_json::json!({"status": "done", "digest": digest}),
             Err(message) => serde_json::json!({"error": message}),
+        }));
+    });
+    Ok(ndjson(out_rx))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PushRequest {
+    /// The local image: `name[:tag]` or `name@digest`.
+    pub name: String,
+    /// Where it goes, e.g. `registry.example:5000/team/app:v1` (default: `name` itself, which
+    /// then names its registry, as with `docker push`).
+    pub reference: Option<String>,
+}
+
+/// Pushes a local image to a registry (a login from `wharf login` is used when there is one);
+/// progress streams back as NDJSON lines (`uploading`, `pushed`), then `done` or an error.
+#[utoipa::path(post, path = "/images/push", tag = "images", request_body = PushRequest,
+    responses((status = 200, description = "NDJSON progress", content_type = "application/x-ndjson"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn push_image(
+    State(state): State<AppState>,
+    caller: Caller,
+    super::error::Body(req): super::error::Body<PushRequest>,
+) -> Result<Response, ApiError> {
+    caller
+        .require(Action::ImageRead, &Target::Image(req.name.clone()))
+        .await?;
+    let reference = req.reference.clone().unwrap_or_else(|| req.name.clone());
+    caller
+        .require(Action::ImagePush, &Target::Image(reference.clone()))
+        .await?;
+    let (_, summary) = find(&state, &req.name).await?;
+    let layers = state.db.image_layers(&summary.digest).await?;
+    let (out_tx, out_rx) = mpsc::unbounded_channel::<Result<Bytes, std::io::Error>>();
+    tokio::spawn(async move {
+        let layout = state.config.layout();
+        let blobs = BlobStore::new(layout.blobs());
+        let credentials =
+            crate::images::credentials::CredentialStore::new(layout.registry_credentials());
+        let source = crate::images::push::PushSource {
+            blobs: &blobs,
+            credentials: &credentials,
+            insecure_registries: &state.config.insecure_registries,
+        };
+        let progress_tx = out_tx.clone();
+        let mut report = move |p: Progress| {
+            let _ = progress_tx.send(line(serde_json::to_value(p).expect("progress serializes")));
+        };
+        let result =
+            crate::images::push::push(&summary, &layers, &reference, &source, &mut report).await;
+        let (outcome, detail) = match &result {
+            Ok(digest) => (Outcome::Ok, format!("{} digest={digest}", req.name)),
+            Err(e) => (Outcome::Failed, format!("{}: {e}", req.name)),
+        };
+        let mut record = caller_audit(
+            &caller,
+            "image.push",
+            &format!("image:{reference}"),
+            &detail,
+        );
+        record.outcome = outcome;
+        let _ = state.db.record_audit(&record).await;
+        let _ = out_tx.send(line(match result {
+            Ok(digest) => {
+                serde_json::json!({"status": "done", "digest": digest, "reference": reference})
+            }
+            Err(e) => serde_json::json!({"error": e.to_string()}),
         }));
     });
     Ok(ndjson(out_rx))

@@ -406,6 +406,71 @@ impl DownloadBar {
     }
 }
 
+/// `wharf push`: sends a local image to a registry, with progress on stderr.
+pub(super) async fn push(
+    client: ApiClient,
+    name: String,
+    reference: Option<String>,
+    quiet: bool,
+) -> Result<(), ClientError> {
+    let body = serde_json::to_vec(&serde_json::json!({"name": name, "reference": reference}))
+        .expect("JSON serializes");
+    let body = http_body_util::Full::new(Bytes::from(body));
+    let mut failure = None;
+    let mut bar = DownloadBar::labelled(!quiet && std::io::stderr().is_terminal(), "pushing");
+    let mut on_line = |line: &str| {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+            return;
+        };
+        if let Some(error) = event["error"].as_str() {
+            bar.clear();
+            failure = Some(error.to_owned());
+            return;
+        }
+        if event["status"] == "uploading" {
+            bar.update(
+                event["digest"].as_str().unwrap_or_default(),
+                event["current"].as_u64().unwrap_or(0),
+                event["total"].as_u64().unwrap_or(0),
+            );
+            return;
+        }
+        bar.clear();
+        match event["status"].as_str() {
+            Some("pushed") if !quiet => eprintln!(
+                "{} {} ({})",
+                if event["existed"] == true {
+                    "exists"
+                } else {
+                    "pushed"
+                },
+                short(event["digest"].as_str().unwrap_or_default()),
+                human_bytes(event["size"].as_u64().unwrap_or(0))
+            ),
+            Some("done") => println!(
+                "Pushed: {} {}",
+                event["reference"].as_str().unwrap_or_default(),
+                event["digest"].as_str().unwrap_or_default()
+            ),
+            _ => {}
+        }
+    };
+    client
+        .upload_streaming(
+            "/api/v1/images/push",
+            "application/json",
+            body,
+            &mut on_line,
+        )
+        .await?;
+    match failure {
+        Some(reason) => Err(ClientError::Input {
+            reason: format!("push failed: {reason}"),
+        }),
+        None => Ok(()),
+    }
+}
+
 pub(super) async fn pull(
     client: ApiClient,
     reference: String,

@@ -124,6 +124,15 @@ pub enum Command {
         #[arg(long, short = 'q')]
         quiet: bool,
     },
+    /// Push a local image to a registry (its name's, or REFERENCE's)
+    Push {
+        /// The local image, NAME[:TAG]
+        name: String,
+        /// Where to push it (default: NAME, whose first part names the registry)
+        reference: Option<String>,
+        #[arg(long, short = 'q')]
+        quiet: bool,
+    },
     /// Pull an image from a registry (plain http only for loopback registries)
     Pull {
         reference: String,
@@ -606,6 +615,13 @@ pub fn run(cli: Cli) -> ExitCode {
                 images::list(c, args.format, args.quiet)
             })
         }
+        Command::Push {
+            name,
+            reference,
+            quiet,
+        } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
+            images::push(c, name, reference, quiet)
+        }),
         Command::Pull { reference, quiet } => {
             client_command(&cli.host, cli.token, cli.tls_ca, |c| {
                 images::pull(c, reference, quiet)

@@ -73,6 +73,18 @@ pub enum Progress {
         image: String,
         digest: String,
     },
+    /// Bytes of a blob sent so far (push), every [`DOWNLOAD_REPORT_BYTES`] or so.
+    Uploading {
+        digest: String,
+        current: u64,
+        total: u64,
+    },
+    /// A blob the registry has now (`existed`: it had it before the push).
+    Pushed {
+        digest: String,
+        size: u64,
+        existed: bool,
+    },
 }
 
 /// An image ready for the database.

@@ -10,6 +10,7 @@ pub mod credentials;
 pub mod load;
 pub mod login;
 pub mod pull;
+pub mod push;
 pub mod save;
 pub mod snapshot;
 pub mod store;

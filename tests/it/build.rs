@@ -552,3 +552,85 @@ fn bad_dockerfiles_and_escaping_sources_fail_naming_the_line() {
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// A build moved to another wharf host with `push`, run there, and pulled by a real dockerd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_built_image_is_pushed_to_another_wharf_and_runs_there_and_in_docker() {
+    let test = "build::a_built_image_is_pushed_to_another_wharf_and_runs_there_and_in_docker";
+    let Some(daemon) = daemon_with_busybox(test) else {
+        return;
+    };
+    let Some(docker) = crate::dockerd::Dockerd::start(test, serde_json::json!({})) else {
+        return;
+    };
+    let _gone = harness::RemoveContainers(host(&daemon));
+    let context = daemon.dir.path().join("moved");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(context.join("note.txt"), "moved between hosts\n").unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!(
+            "FROM {IMAGE}\nCOPY note.txt /note.txt\nRUN echo built-here >> /note.txt\nCMD [\"cat\", \"/note.txt\"]\n"
+        ),
+    )
+    .unwrap();
+    let (built, out, err) = build(&daemon, &context, &["-t", "wharf-test/moved:v1"]);
+    assert!(built, "{out}\n{err}");
+
+    let other = harness::TestDaemon::start();
+    other.user_with_token("pusher", "operator").await;
+    let addr = other.registry.unwrap().to_string();
+    let remote = format!("{addr}/team/moved:v1");
+    // Without a login the other registry refuses, and says what to do.
+    let (status, _, err) = wharf(&daemon, &["push", "wharf-test/moved:v1", &remote]);
+    assert!(!status.success());
+    assert!(err.contains(&format!("wharf login {addr}")), "{err}");
+    let (status, _, err) = harness::run_wharf_input(
+        wharf_command()
+            .args(["-H", &host(&daemon), "login", &addr, "-u", "pusher"])
+            .arg("--password-stdin"),
+        "pusher-password\n",
+    );
+    assert!(status.success(), "{err}");
+    let (status, out, err) = wharf(&daemon, &["push", "wharf-test/moved:v1", &remote]);
+    assert!(status.success(), "{err}");
+    assert!(out.contains(&format!("Pushed: {remote}")), "{out}");
+    assert_eq!(
+        err.matches("pushed ").count(),
+        4,
+        "three layers and the config: {err}"
+    );
+    // Again: the registry has every blob.
+    let (status, _, err) = wharf(&daemon, &["push", "wharf-test/moved:v1", &remote]);
+    assert!(status.success(), "{err}");
+    assert_eq!(err.matches("exists ").count(), 4, "{err}");
+
+    // The other host runs it at once.
+    let other_host = other.host();
+    let _gone_there = harness::RemoveContainers(other_host.clone());
+    let (status, out, err) =
+        run_wharf(wharf_command().args(["-H", &other_host, "run", "--rm", "team/moved:v1"]));
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "moved between hosts\nbuilt-here\n");
+
+    // And a real dockerd pulls it from there and runs it.
+    let ok_ = |out: std::process::Output, what: &str| {
+        assert!(
+            out.status.success(),
+            "{what}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ok_(
+        docker.docker(&["login", &addr, "-u", "pusher", "-p", "pusher-password"]),
+        "login",
+    );
+    ok_(docker.docker(&["pull", &remote]), "pull");
+    let said = ok_(
+        docker.docker(&["run", "--rm", "--network", "none", &remote]),
+        "run",
+    );
+    assert_eq!(said, "moved between hosts\nbuilt-here\n");
+}

@@ -1,0 +1,176 @@
+//! Pushing a local image to a registry with `oci-client`: each layer and the config are sent
+//! unless the registry has them already (streamed from the content store, with progress), then
+//! the manifest as stored, under the target tag. Logins come from `wharf login`, and plain
+//! `http://` is used only where pull would use it.
+
+use futures_util::StreamExt;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference, RegistryOperation};
+
+use super::credentials::CredentialStore;
+use super::load::Progress;
+use super::pull::plain_http_allowed;
+use super::store::BlobStore;
+use crate::db::{ImageSummary, LayerRecord};
+use crate::domain::Digest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("invalid image reference {reference:?}: {reason}")]
+    Reference { reference: String, reason: String },
+    #[error("registry {registry}: {reason}")]
+    Registry { registry: String, reason: String },
+    #[error("the image's {what} is missing from the store: {reason}")]
+    Missing { what: String, reason: String },
+    #[error(transparent)]
+    Credentials(#[from] super::credentials::CredentialError),
+}
+
+/// Where a push goes and with what.
+pub struct PushSource<'a> {
+    pub blobs: &'a BlobStore,
+    pub credentials: &'a CredentialStore,
+    pub insecure_registries: &'a [String],
+}
+
+/// Pushes `image` (its manifest, config and `layers`) as `reference`; the manifest digest.
+pub async fn push(
+    image: &ImageSummary,
+    layers: &[LayerRecord],
+    reference: &str,
+    source: &PushSource<'_>,
+    progress: &mut (dyn FnMut(Progress) + Send),
+) -> Result<String, PushError> {
+    let parsed: Reference =
+        reference
+            .parse()
+            .map_err(|e: oci_client::ParseError| PushError::Reference {
+                reference: reference.to_owned(),
+                reason: e.to_string(),
+            })?;
+    let registry = parsed.resolve_registry().to_owned();
+    let insecure = if plain_http_allowed(&registry, source.insecure_registries) {
+        vec![registry.clone()]
+    } else {
+        Vec::new()
+    };
+    let client = Client::new(ClientConfig {
+        protocol: ClientProtocol::HttpsExcept(insecure),
+        ..ClientConfig::default()
+    });
+    let auth = match source.credentials.get(parsed.registry())? {
+        Some(login) => RegistryAuth::Basic(login.username, login.password),
+        None => RegistryAuth::Anonymous,
+    };
+    let has_login = !matches!(auth, RegistryAuth::Anonymous);
+    let remote = |e: OciDistributionError| {
+        // A refusal comes as UnauthorizedError or, from a HEAD, as a bare 401 status.
+        let unauthorized = matches!(e, OciDistributionError::UnauthorizedError { .. })
+            || e.to_string().contains("401 Unauthorized");
+        let hint = match (unauthorized, has_login) {
+            (true, false) => format!(
+                " (the registry wants a login; give the daemon one with `wharf login {}`)",
+                parsed.registry()
+            ),
+            (true, true) => format!(
+                " (the registry refused the stored login, or it grants no push to {})",
+                parsed.repository()
+            ),
+            _ => String::new(),
+        };
+        PushError::Registry {
+            registry: registry.clone(),
+            reason: format!("{e}{hint}"),
+        }
+    };
+    client
+        .auth(&parsed, &auth, RegistryOperation::Push)
+        .await
+        .map_err(remote)?;
+    let missing = |what: &str| {
+        let what = what.to_owned();
+        move |e: String| PushError::Missing { what, reason: e }
+    };
+    let mut blobs: Vec<(String, u64)> = layers
+        .iter()
+        .map(|l| (l.blob_digest.clone(), l.size.max(0) as u64))
+        .collect();
+    let config_digest = Digest::parse(&image.config_digest).map_err(|e| PushError::Missing {
+        what: "config".into(),
+        reason: e.to_string(),
+    })?;
+    let config_size = source
+        .blobs
+        .size(&config_digest)
+        .map_err(|e| missing("config")(e.to_string()))?;
+    blobs.push((image.config_digest.clone(), config_size));
+    for (digest, size) in blobs {
+        if client.blob_exists(&parsed, &digest).await.map_err(remote)? {
+            progress(Progress::Pushed {
+                digest,
+                size,
+                existed: true,
+            });
+            continue;
+        }
+        let d = Digest::parse(&digest).map_err(|e| missing(&digest)(e.to_string()))?;
+        let path = source.blobs.path(&d);
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| missing(&digest)(e.to_string()))?;
+        let size = file
+            .metadata()
+            .await
+            .map_err(|e| missing(&digest)(e.to_string()))?
+            .len();
+        let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20).map(move |chunk| {
+            if let Ok(bytes) = &chunk {
+                let _ = sent_tx.send(bytes.len() as u64);
+            }
+            chunk.map_err(OciDistributionError::from)
+        });
+        let result = {
+            let upload = client.push_blob_stream(&parsed, stream, &digest, Some(size));
+            tokio::pin!(upload);
+            let mut current = 0u64;
+            let mut reported = 0u64;
+            loop {
+                tokio::select! {
+                    done = &mut upload => break done,
+                    Some(n) = sent_rx.recv() => {
+                        current += n;
+                        if current - reported >= super::load::DOWNLOAD_REPORT_BYTES || current == size {
+                            reported = current;
+                            progress(Progress::Uploading { digest: digest.clone(), current, total: size });
+                        }
+                    }
+                }
+            }
+        };
+        result.map_err(remote)?;
+        progress(Progress::Pushed {
+            digest,
+            size,
+            existed: false,
+        });
+    }
+    let manifest_digest = Digest::parse(&image.digest).map_err(|e| PushError::Missing {
+        what: "manifest".into(),
+        reason: e.to_string(),
+    })?;
+    let manifest = tokio::fs::read(source.blobs.path(&manifest_digest))
+        .await
+        .map_err(|e| missing("manifest")(e.to_string()))?;
+    let content_type = image
+        .media_type
+        .parse()
+        .map_err(|_| missing("manifest")(format!("bad media type {}", image.media_type)))?;
+    client
+        .push_manifest_raw(&parsed, manifest, content_type)
+        .await
+        .map_err(remote)?;
+    Ok(image.digest.clone())
+}
