@@ -105,6 +105,7 @@ async fn build(
             db: &state.db,
             layout: &layout,
             architecture: &state.host.architecture,
+            insecure_registries: &state.config.insecure_registries,
             log: Log(log_tx),
         };
         let result = builder.build(reader, &request_body).await;

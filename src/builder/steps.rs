@@ -144,6 +144,8 @@ pub struct Builder<'a> {
     pub db: &'a Db,
     pub layout: &'a DataRoot,
     pub architecture: &'a str,
+    /// Registries a base image may be pulled from over plain HTTP (besides loopback ones).
+    pub insecure_registries: &'a [String],
     pub log: Log,
 }
 
@@ -433,7 +435,8 @@ impl Builder<'_> {
     /// A local image by reference.
     async fn image(&self, reference: &str) -> Result<crate::db::ImageSummary, String> {
         let r = ImageRef::parse(reference).map_err(|e| e.to_string())?;
-        self.db
+        let found = self
+            .db
             .find_image(
                 &r.repository,
                 r.tag
@@ -443,8 +446,48 @@ impl Builder<'_> {
                 r.digest.as_ref().map(|d| d.as_str()),
             )
             .await
+            .map_err(|e| e.to_string())?;
+        if let Some(found) = found {
+            return Ok(found);
+        }
+        self.pull(reference)
+            .await
+            .map_err(|e| format!("no such image: {reference}, and pulling it failed: {e}"))
+    }
+
+    /// Pulls a base image that is not here, as `docker build` does.
+    async fn pull(&self, reference: &str) -> Result<crate::db::ImageSummary, String> {
+        self.log.say(format!("Pulling {reference}"));
+        let target = crate::images::pull::PullTarget {
+            blobs: BlobStore::new(self.layout.blobs()),
+            layers: LayerStore::new(self.layout.layers()),
+            credentials: crate::images::credentials::CredentialStore::new(
+                self.layout.registry_credentials(),
+            ),
+            insecure_registries: self.insecure_registries.to_vec(),
+        };
+        let log = self.log.clone();
+        let mut report = move |p: crate::images::load::Progress| {
+            if let crate::images::load::Progress::Stored { digest, size, .. } = p {
+                let short = digest.trim_start_matches("sha256:");
+                log.say(format!(
+                    " ---> downloaded {} ({size} bytes)",
+                    &short[..12.min(short.len())]
+                ));
+            }
+        };
+        let loaded = crate::images::pull::pull(reference, &target, &mut report)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.db
+            .record_image(&loaded.image, &loaded.tags)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.db
+            .find_image("", None, Some(&loaded.image.digest))
+            .await
             .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("no such image: {reference} (pull or load it first)"))
+            .ok_or_else(|| format!("{reference} was pulled but is not recorded"))
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -518,9 +518,10 @@ fn bad_dockerfiles_and_escaping_sources_fail_naming_the_line() {
             &format!("FROM {IMAGE}\nCOPY nope.txt /x\n"),
             "Dockerfile line 2: COPY: nope.txt: no such file or directory in the build context",
         ),
+        // Not here, and its registry (a closed port on loopback) cannot give it.
         (
-            "FROM wharf-test/absent:1\n",
-            "Dockerfile line 1: FROM: no such image: wharf-test/absent:1",
+            "FROM 127.0.0.1:1/wharf-test/absent:1\n",
+            "Dockerfile line 1: FROM: no such image: 127.0.0.1:1/wharf-test/absent:1, and pulling it failed: registry 127.0.0.1:1",
         ),
     ];
     for (dockerfile, wanted) in cases {
@@ -604,6 +605,22 @@ async fn a_built_image_is_pushed_to_another_wharf_and_runs_there_and_in_docker()
     let (status, _, err) = wharf(&daemon, &["push", "wharf-test/moved:v1", &remote]);
     assert!(status.success(), "{err}");
     assert_eq!(err.matches("exists ").count(), 4, "{err}");
+
+    // A build here FROM the other host's image pulls it (with the stored login).
+    let again = daemon.dir.path().join("again");
+    std::fs::create_dir_all(&again).unwrap();
+    std::fs::write(
+        again.join("Dockerfile"),
+        format!("FROM {remote}\nRUN echo and-back >> /note.txt\n"),
+    )
+    .unwrap();
+    let (built, out, err) = build(&daemon, &again, &["-t", "wharf-test/again:v1"]);
+    assert!(built, "{out}\n{err}");
+    assert!(out.contains(&format!("Pulling {remote}")), "{out}");
+    assert_eq!(
+        ok(&daemon, &["run", "--rm", "wharf-test/again:v1"]),
+        "moved between hosts\nbuilt-here\nand-back\n"
+    );
 
     // The other host runs it at once.
     let other_host = other.host();
