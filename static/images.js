@@ -234,3 +234,150 @@
     }
   });
 })();
+
+// The build page: the context (a chosen tar, or a tar made here of the pasted Dockerfile) goes
+// to the JSON API, and the build's log streams into the page as the daemon writes it.
+(function () {
+  const form = document.getElementById("build-form");
+  if (!form) {
+    return;
+  }
+  const status = document.getElementById("build-status");
+  const log = document.getElementById("build-log");
+  const button = document.getElementById("build-button");
+
+  // One ustar header field: text, NUL-padded to its width.
+  function field(header, offset, width, text) {
+    const bytes = new TextEncoder().encode(text);
+    header.set(bytes.slice(0, width), offset);
+  }
+
+  function octal(value, width) {
+    return value.toString(8).padStart(width - 1, "0") + "\0";
+  }
+
+  // A tar holding one file, "Dockerfile" (or the path given), with `text` in it.
+  function tarOf(name, text) {
+    const body = new TextEncoder().encode(text);
+    const header = new Uint8Array(512);
+    field(header, 0, 100, name);
+    field(header, 100, 8, octal(0o644, 8));
+    field(header, 108, 8, octal(0, 8));
+    field(header, 116, 8, octal(0, 8));
+    field(header, 124, 12, octal(body.length, 12));
+    field(header, 136, 12, octal(Math.floor(Date.now() / 1000), 12));
+    field(header, 148, 8, "        ");
+    field(header, 156, 1, "0");
+    field(header, 257, 6, "ustar\0");
+    field(header, 263, 2, "00");
+    let sum = 0;
+    header.forEach(function (b) {
+      sum += b;
+    });
+    field(header, 148, 8, sum.toString(8).padStart(6, "0") + "\0 ");
+    const padded = Math.ceil(body.length / 512) * 512;
+    const tar = new Uint8Array(512 + padded + 1024);
+    tar.set(header, 0);
+    tar.set(body, 512);
+    return tar;
+  }
+
+  form.addEventListener("submit", async function (submitted) {
+    submitted.preventDefault();
+    const tag = document.getElementById("build-tag").value.trim();
+    const file = document.getElementById("build-context").files[0];
+    const path = document.getElementById("build-file").value.trim() || "Dockerfile";
+    const dockerfile = document.getElementById("build-dockerfile").value;
+    if (!file && !dockerfile.trim()) {
+      status.textContent = "Give a context tar or a Dockerfile.";
+      status.className = "error";
+      return;
+    }
+    const args = {};
+    document.getElementById("build-args").value.split("\n").forEach(function (line) {
+      const at = line.indexOf("=");
+      if (at > 0) {
+        args[line.slice(0, at).trim()] = line.slice(at + 1);
+      }
+    });
+    let query = "?dockerfile=" + encodeURIComponent(path) + "&buildargs=" + encodeURIComponent(JSON.stringify(args));
+    if (tag) {
+      query += "&t=" + encodeURIComponent(tag);
+    }
+    if (document.getElementById("build-no-cache").checked) {
+      query += "&nocache=true";
+    }
+    button.disabled = true;
+    log.textContent = "";
+    status.textContent = "Building…";
+    status.className = "";
+    // Stay at the bottom while the reader is there; leave them be when they scrolled up.
+    function append(text) {
+      const atEnd = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+      log.textContent += text;
+      if (atEnd) {
+        log.scrollTop = log.scrollHeight;
+      }
+    }
+    try {
+      const response = await fetch("/api/v1/build" + query, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/x-tar", "X-CSRF-Token": form.dataset.csrf },
+        body: file ? file : tarOf(path, dockerfile),
+      });
+      if (!response.ok) {
+        const failure = await response.json().catch(function () {
+          return { message: response.status + " " + response.statusText };
+        });
+        throw new Error(failure.message);
+      }
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let pending = "";
+      let outcome = null;
+      for (;;) {
+        const chunk = await reader.read();
+        if (chunk.done) {
+          break;
+        }
+        pending += decoder.decode(chunk.value, { stream: true });
+        let end;
+        while ((end = pending.indexOf("\n")) >= 0) {
+          const line = pending.slice(0, end);
+          pending = pending.slice(end + 1);
+          if (!line.trim()) {
+            continue;
+          }
+          const event = JSON.parse(line);
+          if (event.stream !== undefined) {
+            append(event.stream);
+          } else {
+            outcome = event;
+          }
+        }
+      }
+      if (!outcome) {
+        throw new Error("the daemon ended the build without a result");
+      }
+      if (outcome.error) {
+        throw new Error(outcome.error);
+      }
+      status.textContent = "Built " + outcome.digest + " (" + outcome.cached_steps + " of " +
+        outcome.layer_steps + " layer steps from the cache).";
+      status.className = "ok";
+      if (outcome.tags && outcome.tags.length > 0) {
+        const link = document.createElement("a");
+        link.href = "/images/detail?name=" + encodeURIComponent(outcome.tags[0]);
+        link.id = "build-image-link";
+        link.textContent = " Open " + outcome.tags[0];
+        status.appendChild(link);
+      }
+    } catch (e) {
+      status.textContent = "The build failed: " + e.message;
+      status.className = "error";
+    } finally {
+      button.disabled = false;
+    }
+  });
+})();

@@ -217,6 +217,9 @@ impl Builder<'_> {
                     .map_err(|e| BuildError::Invalid(format!("make the build directory: {e}")))?;
                 let root = Root::open(&context_dir)
                     .map_err(|e| BuildError::Invalid(format!("open the build directory: {e}")))?;
+                // A context may come compressed (gzip or zstd), as docker allows.
+                let context_tar = crate::images::unpack::decompressed(context_tar)
+                    .map_err(|e| BuildError::Invalid(format!("the build context: {e}")))?;
                 archive::extract_tar(&root, Path::new("/"), context_tar, Owners::Keep)
                     .map_err(|e| BuildError::Invalid(format!("the build context: {e}")))?;
                 let path = context::resolve(&context_dir, &dockerfile_name)

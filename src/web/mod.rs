@@ -163,6 +163,7 @@ pub fn router() -> Router<AppState> {
         .route("/users", get(users::users))
         .route("/images", get(pages::images))
         .route("/images/detail", get(pages::image))
+        .route("/images/build", get(pages::build_page))
         .route("/containers", get(containers::containers))
         .route("/containers/new", get(containers::new_container))
         .route("/containers/{id}", get(containers::container))

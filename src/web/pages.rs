@@ -664,6 +664,24 @@ pub struct ImagesPage {
     pub images: Vec<ImageRow>,
     pub can_pull: bool,
     pub can_remove: bool,
+    pub can_build: bool,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "build.html")]
+pub struct BuildPage {
+    pub user: WebUser,
+}
+
+/// The build page: a context tar or a pasted Dockerfile, and the build's live log.
+pub async fn build_page(user: WebUser) -> Result<BuildPage, WebError> {
+    authorize(
+        &user.principal,
+        Action::ImageBuild,
+        &Target::Image("*".into()),
+    )
+    .map_err(|d| WebError::Forbidden(d.to_string()))?;
+    Ok(BuildPage { user })
 }
 
 pub async fn images(State(state): State<AppState>, user: WebUser) -> Result<ImagesPage, WebError> {
@@ -682,6 +700,12 @@ pub async fn images(State(state): State<AppState>, user: WebUser) -> Result<Imag
     let can_pull = authorize(
         &user.principal,
         Action::ImagePull,
+        &Target::Image("*".into()),
+    )
+    .is_ok();
+    let can_build = authorize(
+        &user.principal,
+        Action::ImageBuild,
         &Target::Image("*".into()),
     )
     .is_ok();
@@ -710,6 +734,7 @@ pub async fn images(State(state): State<AppState>, user: WebUser) -> Result<Imag
         images,
         can_pull,
         can_remove,
+        can_build,
     })
 }
 

@@ -830,3 +830,105 @@ async fn wait_for_text(browser: &Browser, css: &str, wanted: &str) -> String {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_builds_an_image_from_a_pasted_dockerfile_and_watches_the_log() {
+    let test = "browser::an_admin_builds_an_image_from_a_pasted_dockerfile_and_watches_the_log";
+    if harness::skip_unless_root(test) {
+        return;
+    }
+    let Some(busybox) = crate::fixtures::busybox(test) else {
+        return;
+    };
+    let daemon = TestDaemon::start();
+    let host = daemon.host();
+    let _cleanup = harness::RemoveContainers(host.clone());
+    daemon.load_busybox(&busybox);
+    daemon.user_with_token("ada", "admin").await;
+    daemon.user_with_token("olga", "operator").await;
+    let Some(browser) = Browser::start(test).await else {
+        return;
+    };
+    let base = format!("http://127.0.0.1:{}", daemon.tcp.port());
+    browser.goto(&format!("{base}/login")).await;
+    browser.sign_in(&base, "ada", "ada-password").await;
+    browser.goto(&format!("{base}/images")).await;
+    browser.click("#build-link").await;
+    browser.wait_for_path(&base, "/images/build").await;
+
+    // A Dockerfile pasted in: the page makes the context, the log streams in.
+    let dockerfile = "FROM wharf-test/busybox:latest\nARG WHO=nobody\nRUN echo \"hello from the browser, $WHO\" | tee /hello\nCMD [\"cat\", \"/hello\"]\n";
+    browser
+        .eval(&format!(
+            "document.getElementById('build-dockerfile').value = {}; \
+             document.getElementById('build-args').value = 'WHO=ada';",
+            serde_json::to_string(dockerfile).unwrap()
+        ))
+        .await;
+    browser
+        .type_into("#build-tag", "wharf-test/from-browser:v1")
+        .await;
+    browser.click("#build-button").await;
+    let status = wait_for_text(&browser, "#build-status", "Built sha256:").await;
+    assert!(
+        status.contains("0 of 1 layer steps from the cache"),
+        "{status}"
+    );
+    let log = browser.text("#build-log").await;
+    assert!(log.contains("Step 3/4 : RUN"), "{log}");
+    assert!(
+        log.contains("hello from the browser, ada"),
+        "the step's output: {log}"
+    );
+    assert!(
+        log.contains("Successfully tagged wharf-test/from-browser:v1"),
+        "{log}"
+    );
+    let (status, out, err) = harness::run_wharf(harness::wharf_command().args([
+        "-H",
+        &host,
+        "run",
+        "--rm",
+        "wharf-test/from-browser:v1",
+    ]));
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "hello from the browser, ada\n");
+
+    // Built again: from the cache; a broken Dockerfile: the reason, with its line.
+    browser.click("#build-button").await;
+    wait_for_text(
+        &browser,
+        "#build-status",
+        "1 of 1 layer steps from the cache",
+    )
+    .await;
+    browser
+        .eval("document.getElementById('build-dockerfile').value = 'FROM wharf-test/busybox:latest\\nBOGUS thing\\n';")
+        .await;
+    browser.click("#build-button").await;
+    let status = wait_for_text(&browser, "#build-status", "The build failed").await;
+    assert!(
+        status.contains("Dockerfile line 2: unknown instruction: BOGUS"),
+        "{status}"
+    );
+
+    // An operator may not build: no link, and the page says so.
+    browser
+        .sign_out_and_in(&base, "olga", "olga-password")
+        .await;
+    browser.goto(&format!("{base}/images")).await;
+    assert_eq!(
+        browser
+            .eval("return document.querySelectorAll('#build-link').length;")
+            .await,
+        json!(0)
+    );
+    browser.goto(&format!("{base}/images/build")).await;
+    assert_eq!(
+        browser
+            .eval("return document.querySelectorAll('#build-form').length;")
+            .await,
+        json!(0)
+    );
+    browser.close();
+}
