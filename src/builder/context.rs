@@ -1,80 +1,239 @@
-//! The build context on the daemon: source paths of `COPY`/`ADD` resolved inside it (never out
-//! of it: not by `..`, not by an absolute path, not through a symbolic link), wildcards
-//! matched, and the content of what is copied hashed for the build cache.
+//! The build context on the daemon. The context tar is spooled to one file as it arrives and
+//! indexed (names, types, modes, link targets, and each file's SHA-256), so the Dockerfile is
+//! read, `COPY`/`ADD` sources are resolved — never out of the context: not by `..`, not by an
+//! absolute path, not through a symbolic link — wildcards matched and copied content hashed
+//! for the build cache without a file of it on disk. Only a step the cache cannot give
+//! unpacks the context into a directory (once per build), with the hardened extractor.
 
-use std::io::Read;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, Write};
+use std::path::{Component, Path, PathBuf};
+use std::sync::OnceLock;
 
-use crate::domain::DigestAlgorithm;
-use crate::images::store::Hasher;
+use sha2::Digest as _;
 
-/// Resolves `source` (as written in the Dockerfile) to a path relative to `context` with no
-/// symbolic link in it. Links inside the context are followed (the last one too) as long as
-/// they stay inside; anything that would leave the context is an error naming the reason.
-pub fn resolve(context: &Path, source: &str) -> Result<PathBuf, String> {
-    if Path::new(source).is_absolute() {
-        return Err(format!(
-            "{source}: a source must be a path inside the build context, not an absolute path"
-        ));
-    }
-    let outside = |link: &Path, target: &Path| {
-        format!(
-            "{source}: {} is a symbolic link to {}, outside the build context",
-            link.display(),
-            target.display()
-        )
-    };
-    let mut resolved: Vec<std::ffi::OsString> = Vec::new();
-    // Each name still to walk, with the link it came from (if any).
-    type Via = Option<(PathBuf, PathBuf)>;
-    let mut pending: std::collections::VecDeque<(std::ffi::OsString, Via)> = Path::new(source)
-        .components()
-        .map(|c| (c.as_os_str().to_owned(), None))
-        .collect();
-    let mut links = 0;
-    while let Some((name, via)) = pending.pop_front() {
-        if name == "." || name.is_empty() {
-            continue;
-        }
-        if name == ".." {
-            if resolved.pop().is_none() {
-                return Err(match via {
-                    Some((link, target)) => outside(&link, &target),
-                    None => format!("{source}: the path leaves the build context"),
-                });
-            }
-            continue;
-        }
-        let here: PathBuf = resolved.iter().chain([&name]).collect();
-        let full = context.join(&here);
-        match std::fs::symlink_metadata(&full) {
-            Ok(m) if m.file_type().is_symlink() => {
-                links += 1;
-                if links > 40 {
-                    return Err(format!("{source}: too many levels of symbolic links"));
-                }
-                let target = std::fs::read_link(&full).map_err(|e| format!("{source}: {e}"))?;
-                if target.is_absolute() {
-                    return Err(outside(&here, &target));
-                }
-                for c in target.components().rev() {
-                    pending.push_front((
-                        c.as_os_str().to_owned(),
-                        Some((here.clone(), target.clone())),
-                    ));
-                }
-            }
-            Ok(_) => resolved.push(name),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+use crate::engine::archive::{self, Owners, Root};
+
+/// What one name of the context is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Kind {
+    Dir,
+    /// Where its bytes are in the spooled tar, and their SHA-256.
+    File {
+        offset: u64,
+        size: u64,
+        sha256: [u8; 32],
+    },
+    Link(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Node {
+    kind: Kind,
+    mode: u32,
+}
+
+/// A build context: the spooled tar, its index, and the directory it unpacks into on demand.
+pub struct Context {
+    spool: PathBuf,
+    nodes: BTreeMap<String, Node>,
+    dir: PathBuf,
+    unpacked: OnceLock<Result<(), String>>,
+}
+
+/// A relative, normalized name of a tar entry; `..` and absolute names are refused.
+fn entry_name(raw: &Path) -> Result<String, String> {
+    let mut parts = Vec::new();
+    for c in raw.components() {
+        match c {
+            Component::Normal(n) => parts.push(n.to_string_lossy().into_owned()),
+            Component::CurDir => {}
+            _ => {
                 return Err(format!(
-                    "{source}: no such file or directory in the build context"
+                    "entry {} leaves the context: names must be relative, without '..'",
+                    raw.display()
                 ));
             }
-            Err(e) => return Err(format!("{source}: {e}")),
         }
     }
-    Ok(resolved.iter().collect())
+    Ok(parts.join("/"))
+}
+
+/// Copies what is read into a file, counting.
+struct Spool<R> {
+    inner: R,
+    file: std::io::BufWriter<std::fs::File>,
+}
+
+impl<R: Read> Read for Spool<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.file.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}
+
+impl Context {
+    /// Reads the context tar (plain, gzip or zstd) into `spool` and indexes it; `dir` is where
+    /// it unpacks if a step needs its files.
+    pub fn receive(tar: impl Read, spool: &Path, dir: &Path) -> Result<Context, String> {
+        let plain = crate::images::unpack::decompressed(tar).map_err(|e| e.to_string())?;
+        let file = std::fs::File::create(spool).map_err(|e| format!("{}: {e}", spool.display()))?;
+        let mut reader = Spool {
+            inner: plain,
+            file: std::io::BufWriter::with_capacity(1 << 20, file),
+        };
+        let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
+        {
+            let mut archive = tar::Archive::new(&mut reader);
+            let mut buf = vec![0u8; 1 << 16];
+            for entry in archive.entries().map_err(|e| format!("not a tar: {e}"))? {
+                let mut entry = entry.map_err(|e| format!("not a readable tar: {e}"))?;
+                let raw = entry.path().map_err(|e| e.to_string())?.into_owned();
+                let name = entry_name(&raw)?;
+                if name.is_empty() {
+                    continue;
+                }
+                let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
+                let kind = match entry.header().entry_type() {
+                    tar::EntryType::Directory => Kind::Dir,
+                    tar::EntryType::Regular | tar::EntryType::Continuous => {
+                        let offset = entry.raw_file_position();
+                        let size = entry.size();
+                        let mut h = sha2::Sha256::new();
+                        loop {
+                            let n = entry.read(&mut buf).map_err(|e| format!("{name}: {e}"))?;
+                            if n == 0 {
+                                break;
+                            }
+                            h.update(&buf[..n]);
+                        }
+                        Kind::File {
+                            offset,
+                            size,
+                            sha256: h.finalize().into(),
+                        }
+                    }
+                    tar::EntryType::Symlink => Kind::Link(
+                        entry
+                            .link_name()
+                            .map_err(|e| e.to_string())?
+                            .map(|l| l.into_owned())
+                            .unwrap_or_default(),
+                    ),
+                    // A hard link is the file it names (which came before it).
+                    tar::EntryType::Link => {
+                        let target = entry
+                            .link_name()
+                            .map_err(|e| e.to_string())?
+                            .map(|l| entry_name(&l))
+                            .transpose()?
+                            .unwrap_or_default();
+                        match nodes.get(&target) {
+                            Some(node) => node.kind.clone(),
+                            None => {
+                                return Err(format!(
+                                    "{name}: a hard link to {target}, which is not in the context before it"
+                                ));
+                            }
+                        }
+                    }
+                    _ => continue, // devices and fifos are not build input
+                };
+                // Parents an archive did not list are directories.
+                let mut parent = Path::new(&name).parent();
+                while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+                    nodes
+                        .entry(p.to_string_lossy().into_owned())
+                        .or_insert(Node {
+                            kind: Kind::Dir,
+                            mode: 0o755,
+                        });
+                    parent = p.parent();
+                }
+                nodes.insert(name, Node { kind, mode });
+            }
+        }
+        // What follows the archive's end is read too, so the spool holds the whole tar.
+        std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| e.to_string())?;
+        reader.file.flush().map_err(|e| e.to_string())?;
+        Ok(Context {
+            spool: spool.to_owned(),
+            nodes,
+            dir: dir.to_owned(),
+            unpacked: OnceLock::new(),
+        })
+    }
+
+    /// The bytes of a file of the context (no more than `limit`).
+    pub fn read(&self, path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+        let name = path.to_string_lossy();
+        match self.nodes.get(name.as_ref()).map(|n| &n.kind) {
+            Some(Kind::File { offset, size, .. }) => {
+                if *size > limit {
+                    return Err(format!("{name} is larger than {limit} bytes"));
+                }
+                let mut file = std::fs::File::open(&self.spool).map_err(|e| e.to_string())?;
+                file.seek(std::io::SeekFrom::Start(*offset))
+                    .map_err(|e| e.to_string())?;
+                let mut bytes = Vec::with_capacity(*size as usize);
+                file.take(*size)
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| e.to_string())?;
+                Ok(bytes)
+            }
+            Some(_) => Err(format!("{name} is not a file")),
+            None => Err(format!("{name}: no such file in the build context")),
+        }
+    }
+
+    /// Whether `path` (resolved, relative) is a directory.
+    pub fn is_dir(&self, path: &Path) -> bool {
+        path.as_os_str().is_empty()
+            || matches!(
+                self.nodes
+                    .get(path.to_string_lossy().as_ref())
+                    .map(|n| &n.kind),
+                Some(Kind::Dir)
+            )
+    }
+
+    /// The names directly in directory `dir` (relative, `""` for the top), sorted.
+    fn children(&self, dir: &str) -> Vec<String> {
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        self.nodes
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter_map(|(k, _)| {
+                let rest = &k[prefix.len()..];
+                (!rest.is_empty() && !rest.contains('/')).then(|| rest.to_owned())
+            })
+            .collect()
+    }
+
+    /// The directory the context is unpacked in (unpacked at the first call).
+    pub fn unpacked(&self) -> Result<&Path, String> {
+        self.unpacked
+            .get_or_init(|| {
+                std::fs::create_dir_all(&self.dir).map_err(|e| e.to_string())?;
+                let root = Root::open(&self.dir).map_err(|e| e.to_string())?;
+                let file = std::fs::File::open(&self.spool).map_err(|e| e.to_string())?;
+                archive::extract_tar(
+                    &root,
+                    Path::new("/"),
+                    std::io::BufReader::with_capacity(1 << 20, file),
+                    Owners::Keep,
+                )
+                .map(|_| ())
+                .map_err(|e| format!("unpack the build context: {e}"))
+            })
+            .clone()
+            .map(|()| self.dir.as_path())
+    }
 }
 
 /// Whether `text` has a wildcard (`*`, `?`, `[`).
@@ -123,9 +282,9 @@ fn match_from(p: &[char], n: &[char]) -> bool {
     }
 }
 
-/// The paths of the context (relative) that `pattern` matches, sorted; components with a
-/// wildcard match names in their directory, the others are taken as they are.
-pub fn glob(context: &Path, pattern: &str) -> Result<Vec<String>, String> {
+/// The paths that `pattern` matches, sorted: components with a wildcard match the names
+/// `list` gives for the directory so far, the others are taken as they are.
+pub fn glob_with(pattern: &str, list: &dyn Fn(&str) -> Vec<String>) -> Result<Vec<String>, String> {
     if Path::new(pattern).is_absolute() {
         return Err(format!(
             "{pattern}: a source must be a path inside the build context, not an absolute path"
@@ -138,26 +297,38 @@ pub fn glob(context: &Path, pattern: &str) -> Result<Vec<String>, String> {
         }
         let mut next = Vec::new();
         for base in &found {
-            if !has_wildcard(part) {
+            if has_wildcard(part) {
+                let mut names: Vec<String> = list(base)
+                    .into_iter()
+                    .filter(|n| matches(part, n))
+                    .collect();
+                names.sort();
+                next.extend(names.iter().map(|n| join(base, n)));
+            } else {
                 next.push(join(base, part));
-                continue;
             }
-            let dir = context.join(base);
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            let mut names: Vec<String> = entries
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| matches(part, n))
-                .collect();
-            names.sort();
-            next.extend(names.iter().map(|n| join(base, n)));
         }
         found = next;
     }
-    found.retain(|p| !p.is_empty() || pattern.trim_matches(['/', '.']).is_empty());
+    found.retain(|p| !p.is_empty());
     Ok(found)
+}
+
+/// [`glob_with`] over the directory `root` (an image's files, for `COPY --from`); every
+/// directory is opened inside the root, so an image's links cannot point the listing out.
+pub fn glob_dir(root: &Path, pattern: &str) -> Result<Vec<String>, String> {
+    let root = Root::open(root).map_err(|e| e.to_string())?;
+    glob_with(pattern.trim_start_matches('/'), &|base| {
+        root.open_at(Path::new(base), libc::O_RDONLY | libc::O_DIRECTORY)
+            .and_then(|dir| std::fs::read_dir(crate::runtime::inroot::fd_path(&dir)))
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
 }
 
 fn join(base: &str, name: &str) -> String {
@@ -168,63 +339,127 @@ fn join(base: &str, name: &str) -> String {
     }
 }
 
-/// A digest of what `path` (relative to `context`, no links in it) holds: names, types,
-/// modes, link targets and file contents, all the way down. Owners are left out: a copy
-/// makes them root's or `--chown`'s.
-pub fn content_digest(context: &Path, path: &Path) -> Result<String, String> {
-    let mut hasher = Hasher::new(DigestAlgorithm::Sha256);
-    hash_tree(&context.join(path), Path::new(""), &mut hasher)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(hasher.finish().to_string())
-}
-
-fn hash_tree(full: &Path, rel: &Path, h: &mut Hasher) -> std::io::Result<()> {
-    let meta = std::fs::symlink_metadata(full)?;
-    let kind = if meta.is_dir() {
-        'd'
-    } else if meta.file_type().is_symlink() {
-        'l'
-    } else if meta.is_file() {
-        'f'
-    } else {
-        'o'
-    };
-    h.update(format!("{}\0{kind}\0{:o}\0", rel.display(), meta.mode() & 0o7777).as_bytes());
-    match kind {
-        'f' => {
-            h.update(format!("{}\0", meta.len()).as_bytes());
-            let mut file = std::fs::File::open(full)?;
-            let mut buf = vec![0u8; 1 << 16];
-            loop {
-                let n = file.read(&mut buf)?;
-                if n == 0 {
-                    break;
+impl Context {
+    /// Resolves `source` (as written in the Dockerfile) to a path relative to the context with
+    /// no symbolic link in it. Links inside the context are followed (the last one too) as
+    /// long as they stay inside; anything that would leave it is an error naming the reason.
+    pub fn resolve(&self, source: &str) -> Result<PathBuf, String> {
+        if Path::new(source).is_absolute() {
+            return Err(format!(
+                "{source}: a source must be a path inside the build context, not an absolute path"
+            ));
+        }
+        let outside = |link: &Path, target: &Path| {
+            format!(
+                "{source}: {} is a symbolic link to {}, outside the build context",
+                link.display(),
+                target.display()
+            )
+        };
+        let mut resolved: Vec<String> = Vec::new();
+        // Each name still to walk, with the link it came from (if any).
+        type Via = Option<(PathBuf, PathBuf)>;
+        let mut pending: std::collections::VecDeque<(String, Via)> = Path::new(source)
+            .components()
+            .map(|c| (c.as_os_str().to_string_lossy().into_owned(), None))
+            .collect();
+        let mut links = 0;
+        while let Some((name, via)) = pending.pop_front() {
+            if name == "." || name.is_empty() {
+                continue;
+            }
+            if name == ".." {
+                if resolved.pop().is_none() {
+                    return Err(match via {
+                        Some((link, target)) => outside(&link, &target),
+                        None => format!("{source}: the path leaves the build context"),
+                    });
                 }
-                h.update(&buf[..n]);
+                continue;
+            }
+            let here = join(&resolved.join("/"), &name);
+            match self.nodes.get(&here).map(|n| &n.kind) {
+                Some(Kind::Link(target)) => {
+                    links += 1;
+                    if links > 40 {
+                        return Err(format!("{source}: too many levels of symbolic links"));
+                    }
+                    if target.is_absolute() {
+                        return Err(outside(Path::new(&here), target));
+                    }
+                    for c in target.components().rev() {
+                        pending.push_front((
+                            c.as_os_str().to_string_lossy().into_owned(),
+                            Some((PathBuf::from(&here), target.clone())),
+                        ));
+                    }
+                }
+                Some(_) => resolved.push(name),
+                None => {
+                    return Err(format!(
+                        "{source}: no such file or directory in the build context"
+                    ));
+                }
             }
         }
-        'l' => h.update(std::fs::read_link(full)?.as_os_str().as_encoded_bytes()),
-        'd' => {
-            let mut names: Vec<_> = std::fs::read_dir(full)?
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<Result<_, _>>()?;
-            names.sort();
-            for name in names {
-                hash_tree(&full.join(&name), &rel.join(&name), h)?;
-            }
-        }
-        _ => {}
+        Ok(resolved.iter().collect())
     }
-    Ok(())
+
+    /// The paths of the context (relative) that `pattern` matches, sorted; a wildcard looks
+    /// in the directory its base resolves to (through links inside the context).
+    pub fn glob(&self, pattern: &str) -> Result<Vec<String>, String> {
+        glob_with(
+            pattern,
+            &|base| match self.resolve(if base.is_empty() { "." } else { base }) {
+                Ok(dir) => self.children(&dir.to_string_lossy()),
+                Err(_) => Vec::new(),
+            },
+        )
+    }
+
+    /// A digest of what `path` (resolved, relative) holds: names, types, modes, link targets
+    /// and file contents, all the way down. Owners are left out: a copy makes them root's or
+    /// `--chown`'s.
+    pub fn content_digest(&self, path: &Path) -> String {
+        let mut h = sha2::Sha256::new();
+        let top = path.to_string_lossy().into_owned();
+        let mut add = |rel: &str, node: &Node| {
+            let kind = match &node.kind {
+                Kind::Dir => "d".to_owned(),
+                Kind::File { size, sha256, .. } => format!("f {size} {}", hex::encode(sha256)),
+                Kind::Link(target) => format!("l {}", target.display()),
+            };
+            h.update(format!("{rel}\0{:o}\0{kind}\0", node.mode).as_bytes());
+        };
+        if top.is_empty() {
+            for (name, node) in &self.nodes {
+                add(name, node);
+            }
+        } else {
+            if let Some(node) = self.nodes.get(&top) {
+                add("", node);
+            }
+            let prefix = format!("{top}/");
+            for (name, node) in self
+                .nodes
+                .range(prefix.clone()..)
+                .take_while(|(k, _)| k.starts_with(&prefix))
+            {
+                add(&name[prefix.len()..], node);
+            }
+        }
+        format!("sha256:{}", hex::encode(h.finalize()))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn context() -> tempfile::TempDir {
+    /// A context like the client sends: a tar of a directory, links kept as links.
+    fn context() -> (tempfile::TempDir, Context) {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path();
+        let p = dir.path().join("src-dir");
         std::fs::create_dir_all(p.join("src/sub")).unwrap();
         std::fs::write(p.join("src/a.txt"), "a").unwrap();
         std::fs::write(p.join("src/b.txt"), "b").unwrap();
@@ -232,61 +467,107 @@ mod tests {
         std::os::unix::fs::symlink("src", p.join("inside")).unwrap();
         std::os::unix::fs::symlink("/etc", p.join("abs")).unwrap();
         std::os::unix::fs::symlink("../..", p.join("src/up")).unwrap();
-        dir
+        let ctx = receive(dir.path(), &p);
+        (dir, ctx)
+    }
+
+    fn receive(work: &Path, from: &Path) -> Context {
+        let mut tar = tar::Builder::new(Vec::new());
+        tar.follow_symlinks(false);
+        tar.append_dir_all(".", from).unwrap();
+        let bytes = tar.into_inner().unwrap();
+        Context::receive(&bytes[..], &work.join("spool.tar"), &work.join("unpacked")).unwrap()
     }
 
     #[test]
     fn sources_resolve_inside_the_context_or_not_at_all() {
-        let dir = context();
-        let p = dir.path();
-        assert_eq!(resolve(p, "src/a.txt").unwrap(), Path::new("src/a.txt"));
+        let (_dir, ctx) = context();
+        assert_eq!(ctx.resolve("src/a.txt").unwrap(), Path::new("src/a.txt"));
         assert_eq!(
-            resolve(p, "./src/sub/../a.txt").unwrap(),
+            ctx.resolve("./src/sub/../a.txt").unwrap(),
             Path::new("src/a.txt")
         );
-        assert_eq!(resolve(p, "inside/b.txt").unwrap(), Path::new("src/b.txt"));
-        assert_eq!(resolve(p, "inside").unwrap(), Path::new("src"));
-        let err = resolve(p, "../x").unwrap_err();
+        assert_eq!(ctx.resolve("inside/b.txt").unwrap(), Path::new("src/b.txt"));
+        assert_eq!(ctx.resolve("inside").unwrap(), Path::new("src"));
+        let err = ctx.resolve("../x").unwrap_err();
         assert!(err.contains("leaves the build context"), "{err}");
-        let err = resolve(p, "/etc/passwd").unwrap_err();
+        let err = ctx.resolve("/etc/passwd").unwrap_err();
         assert!(err.contains("not an absolute path"), "{err}");
-        let err = resolve(p, "abs/passwd").unwrap_err();
+        let err = ctx.resolve("abs/passwd").unwrap_err();
         assert!(err.contains("abs is a symbolic link to /etc"), "{err}");
-        let err = resolve(p, "src/up/etc").unwrap_err();
+        let err = ctx.resolve("src/up/etc").unwrap_err();
         assert!(err.contains("outside the build context"), "{err}");
-        let err = resolve(p, "nope.txt").unwrap_err();
+        let err = ctx.resolve("nope.txt").unwrap_err();
         assert!(err.contains("no such file"), "{err}");
     }
 
     #[test]
     fn wildcards_match_names_in_their_directory() {
-        let dir = context();
-        let p = dir.path();
-        assert_eq!(glob(p, "src/*.txt").unwrap(), ["src/a.txt", "src/b.txt"]);
-        assert_eq!(glob(p, "src/[a]?txt").unwrap(), ["src/a.txt"]);
-        assert_eq!(glob(p, "src/[!a].txt").unwrap(), ["src/b.txt"]);
+        let (_dir, ctx) = context();
+        assert_eq!(ctx.glob("src/*.txt").unwrap(), ["src/a.txt", "src/b.txt"]);
+        assert_eq!(ctx.glob("src/[a]?txt").unwrap(), ["src/a.txt"]);
+        assert_eq!(ctx.glob("src/[!a].txt").unwrap(), ["src/b.txt"]);
         // Through the link "inside" too: resolving each match is what keeps to the context.
         assert_eq!(
-            glob(p, "*/sub/*.md").unwrap(),
+            ctx.glob("*/sub/*.md").unwrap(),
             ["inside/sub/c.md", "src/sub/c.md"]
         );
-        assert!(glob(p, "src/*.rs").unwrap().is_empty());
+        assert!(ctx.glob("src/*.rs").unwrap().is_empty());
         assert!(matches("a\\*", "a*") && !matches("a\\*", "ab"));
-        assert!(glob(p, "../*").is_err());
+        assert!(ctx.glob("../*").is_err());
     }
 
     #[test]
     fn the_content_digest_changes_with_content_and_mode_only() {
-        let dir = context();
-        let p = dir.path();
-        let before = content_digest(p, Path::new("src")).unwrap();
-        assert_eq!(before, content_digest(p, Path::new("src")).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c");
+        std::fs::create_dir_all(p.join("src/sub")).unwrap();
+        std::fs::write(p.join("src/a.txt"), "a").unwrap();
+        std::fs::write(p.join("src/sub/c.md"), "c").unwrap();
+        let digest = || receive(dir.path(), &p).content_digest(Path::new("src"));
+        let before = digest();
+        assert_eq!(before, digest());
         std::fs::write(p.join("src/sub/c.md"), "C").unwrap();
-        let changed = content_digest(p, Path::new("src")).unwrap();
+        let changed = digest();
         assert_ne!(before, changed);
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(p.join("src/a.txt"), std::fs::Permissions::from_mode(0o600))
             .unwrap();
-        assert_ne!(changed, content_digest(p, Path::new("src")).unwrap());
+        assert_ne!(changed, digest());
+    }
+
+    #[test]
+    fn files_are_read_from_the_spool_and_unpacked_on_demand() {
+        let (dir, ctx) = context();
+        assert_eq!(ctx.read(Path::new("src/b.txt"), 10).unwrap(), b"b");
+        assert!(ctx.read(Path::new("src/b.txt"), 0).is_err());
+        assert!(ctx.read(Path::new("src"), 10).is_err());
+        assert!(
+            !dir.path().join("unpacked").exists(),
+            "nothing unpacked yet"
+        );
+        let unpacked = ctx.unpacked().unwrap();
+        assert_eq!(std::fs::read(unpacked.join("src/sub/c.md")).unwrap(), b"c");
+        assert_eq!(
+            std::fs::read_link(unpacked.join("inside")).unwrap(),
+            Path::new("src")
+        );
+    }
+
+    #[test]
+    fn hostile_names_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.as_gnu_mut().unwrap().name[..6].copy_from_slice(b"../etc");
+        h.set_cksum();
+        tar.append(&h, &b"x"[..]).unwrap();
+        let bytes = tar.into_inner().unwrap();
+        let err = Context::receive(&bytes[..], &dir.path().join("s"), &dir.path().join("u"))
+            .err()
+            .unwrap();
+        assert!(err.contains("leaves the context"), "{err}");
     }
 }

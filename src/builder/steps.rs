@@ -7,13 +7,14 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
-use super::context;
+use super::context::{self, Context};
 use super::dockerfile::{self, Args, Instruction, Keyword};
 use crate::config::DataRoot;
 use crate::db::Db;
@@ -205,42 +206,38 @@ impl Builder<'_> {
             .join("builds")
             .join(uuid::Uuid::new_v4().simple().to_string());
         let work = WorkDir(dir.clone());
-        let context_dir = dir.join("context");
         let dockerfile_name = request
             .dockerfile
             .clone()
             .unwrap_or_else(|| "Dockerfile".into());
-        let text = {
-            let context_dir = context_dir.clone();
-            tokio::task::spawn_blocking(move || -> Result<String, BuildError> {
-                std::fs::create_dir_all(&context_dir)
+        let (context, text) = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || -> Result<(Context, String), BuildError> {
+                std::fs::create_dir_all(&dir)
                     .map_err(|e| BuildError::Invalid(format!("make the build directory: {e}")))?;
-                let root = Root::open(&context_dir)
-                    .map_err(|e| BuildError::Invalid(format!("open the build directory: {e}")))?;
-                // A context may come compressed (gzip or zstd), as docker allows.
-                let context_tar = crate::images::unpack::decompressed(context_tar)
-                    .map_err(|e| BuildError::Invalid(format!("the build context: {e}")))?;
-                archive::extract_tar(&root, Path::new("/"), context_tar, Owners::Keep)
-                    .map_err(|e| BuildError::Invalid(format!("the build context: {e}")))?;
-                let path = context::resolve(&context_dir, &dockerfile_name)
+                let context =
+                    Context::receive(context_tar, &dir.join("context.tar"), &dir.join("context"))
+                        .map_err(|e| BuildError::Invalid(format!("the build context: {e}")))?;
+                let path = context
+                    .resolve(&dockerfile_name)
                     .map_err(|e| BuildError::Invalid(format!("the Dockerfile: {e}")))?;
-                let bytes = std::fs::read(context_dir.join(&path)).map_err(|e| {
-                    BuildError::Invalid(format!("the Dockerfile {dockerfile_name}: {e}"))
-                })?;
-                if bytes.len() > 1 << 20 {
-                    return Err(BuildError::Invalid(format!(
-                        "the Dockerfile {dockerfile_name} is larger than 1 MiB"
-                    )));
-                }
-                String::from_utf8(bytes).map_err(|_| {
+                let bytes = context
+                    .read(&path, 1 << 20)
+                    .map_err(|e| BuildError::Invalid(format!("the Dockerfile: {e}")))?;
+                let text = String::from_utf8(bytes).map_err(|_| {
                     BuildError::Invalid(format!("the Dockerfile {dockerfile_name} is not UTF-8"))
-                })
+                })?;
+                Ok((context, text))
             })
             .await
             .map_err(blocking_failed)??
         };
         let parsed = dockerfile::parse(&text)?;
-        let built = self.run(&parsed, request, &tags, &dir).await;
+        let work_in = Work {
+            dir: dir.clone(),
+            context: Arc::new(context),
+        };
+        let built = self.run(&parsed, request, &tags, &work_in).await;
         drop(work);
         built
     }
@@ -250,7 +247,7 @@ impl Builder<'_> {
         parsed: &dockerfile::Parsed,
         request: &BuildRequest,
         tags: &[(String, String)],
-        dir: &Path,
+        work: &Work,
     ) -> Result<Built, BuildError> {
         let escape = parsed.escape;
         let mut used_args: HashSet<String> = HashSet::new();
@@ -328,7 +325,7 @@ impl Builder<'_> {
                         &global,
                         &stages,
                         &mut used_args,
-                        dir,
+                        work,
                     )
                     .await?
                 {
@@ -503,7 +500,7 @@ impl Builder<'_> {
         global: &BTreeMap<String, String>,
         stages: &[Stage],
         used_args: &mut HashSet<String>,
-        dir: &Path,
+        work: &Work,
     ) -> Result<StepOutcome, BuildError> {
         let expanded_text = |stage: &Stage| -> Result<String, BuildError> {
             dockerfile::expand_word(&text_of(i), escape, &|n| stage.lookup(n))
@@ -518,7 +515,8 @@ impl Builder<'_> {
             Keyword::From => unreachable!("stages start at FROM"),
             Keyword::Run => self.run_step(stage, i, request).await,
             Keyword::Copy | Keyword::Add => {
-                self.copy_step(stage, i, escape, request, stages, dir).await
+                self.copy_step(stage, i, escape, request, stages, work)
+                    .await
             }
             Keyword::Env => {
                 let pairs = dockerfile::key_values(&text_of(i), escape, &|n| stage.lookup(n))
@@ -941,7 +939,7 @@ impl Builder<'_> {
         escape: char,
         request: &BuildRequest,
         stages: &[Stage],
-        dir: &Path,
+        work: &Work,
     ) -> Result<StepOutcome, BuildError> {
         let mut from = None;
         let mut chown = None;
@@ -988,10 +986,9 @@ impl Builder<'_> {
             ));
         }
         // Where the sources come from: the context, an earlier stage, or an image.
-        let build_dir = dir.to_owned();
-        let context_dir = build_dir.join("context");
+        let build_dir = work.dir.clone();
         let source_root: SourceRoot = match &from {
-            None => SourceRoot::Context(context_dir.clone()),
+            None => SourceRoot::Context(Arc::clone(&work.context)),
             Some(name) => {
                 let earlier = stages.iter().enumerate().find(|(n, s)| {
                     s.name
@@ -1028,7 +1025,7 @@ impl Builder<'_> {
         let prepared = tokio::task::spawn_blocking(move || -> Result<Prepared, String> {
             std::fs::create_dir_all(&step_dir).map_err(|e| e.to_string())?;
             let (root_dir, source_mount, identity) = match &source_root {
-                SourceRoot::Context(dir) => (dir.clone(), None, "context".to_owned()),
+                SourceRoot::Context(_) => (None, None, "context".to_owned()),
                 SourceRoot::Layers(draft) => {
                     let mounted = mount_draft(draft, &blobs, &layers, &step_dir.join("from"))?;
                     let top = chain_ids(
@@ -1040,13 +1037,17 @@ impl Builder<'_> {
                     )
                     .last()
                     .map_or("empty".to_owned(), |c| c.to_string());
-                    (mounted.0.clone(), Some(mounted), top)
+                    (Some(mounted.0.clone()), Some(mounted), top)
                 }
             };
             let mut resolved = Vec::new();
             for source in &sources {
                 let matched = if context::has_wildcard(source) {
-                    let m = context::glob(&root_dir, source)?;
+                    let m = match (&source_root, &root_dir) {
+                        (SourceRoot::Context(ctx), _) => ctx.glob(source)?,
+                        (_, Some(dir)) => context::glob_dir(dir, source)?,
+                        (_, None) => Vec::new(),
+                    };
                     if m.is_empty() {
                         return Err(format!("{source}: no file in the build context matches"));
                     }
@@ -1056,7 +1057,7 @@ impl Builder<'_> {
                 };
                 for m in matched {
                     let path = match &source_root {
-                        SourceRoot::Context(_) => context::resolve(&root_dir, &m)?,
+                        SourceRoot::Context(ctx) => ctx.resolve(&m)?,
                         // An image's own links are its business: they resolve inside it.
                         SourceRoot::Layers(_) => PathBuf::from(m.trim_start_matches('/')),
                     };
@@ -1068,12 +1069,12 @@ impl Builder<'_> {
                 keyword.name(),
                 dest_for_task.display()
             );
-            if matches!(source_root, SourceRoot::Context(_)) {
+            if let SourceRoot::Context(ctx) = &source_root {
                 for path in &resolved {
                     key_text.push_str(&format!(
                         "\n{} {}",
                         path.display(),
-                        context::content_digest(&root_dir, path)?
+                        ctx.content_digest(path)
                     ));
                 }
             } else {
@@ -1084,6 +1085,10 @@ impl Builder<'_> {
             let key = sha256(format!("{prev_key}\n{key_text}").as_bytes()).to_string();
             Ok(Prepared {
                 root_dir,
+                context: match source_root {
+                    SourceRoot::Context(ctx) => Some(ctx),
+                    SourceRoot::Layers(_) => None,
+                },
                 _source_mount: source_mount,
                 resolved,
                 key,
@@ -1117,20 +1122,30 @@ impl Builder<'_> {
             let upper = p.step_dir.join("upper");
             let mounted = mount_draft_writable(&p.target, &blobs, &layers, &p.step_dir)?;
             let to = Root::open(&mounted.0).map_err(|e| e.to_string())?;
-            let from = Root::open(&p.root_dir).map_err(|e| e.to_string())?;
+            let root_dir = match (&p.root_dir, &p.context) {
+                (Some(dir), _) => dir.clone(),
+                (None, Some(ctx)) => ctx.unpacked()?.to_owned(),
+                (None, None) => return Err("no source for the copy".into()),
+            };
+            let from = Root::open(&root_dir).map_err(|e| e.to_string())?;
+            // Everything about a source is looked at inside its root.
+            let is_dir = |path: &Path| from.open_at(path, libc::O_PATH | libc::O_DIRECTORY).is_ok();
+            let archive_file = |path: &Path| {
+                (keyword == Keyword::Add)
+                    .then(|| from.open_at(path, libc::O_RDONLY | libc::O_NOFOLLOW).ok())
+                    .flatten()
+                    .filter(|f| f.metadata().is_ok_and(|m| m.is_file()))
+                    .filter(is_archive)
+            };
             let owners = match &chown {
                 None => Owners::Root,
                 Some(spec) => chown_ids(spec, &mounted.0)?,
             };
             let single_file = p.resolved.len() == 1
                 && !dest_is_dir
-                && !std::fs::metadata(p.root_dir.join(&p.resolved[0]))
-                    .map_err(|e| e.to_string())?
-                    .is_dir()
+                && !is_dir(&p.resolved[0])
                 && to.open_at(&dest, libc::O_PATH | libc::O_DIRECTORY).is_err();
-            if single_file
-                && !(keyword == Keyword::Add && is_archive(&p.root_dir.join(&p.resolved[0])))
-            {
+            if single_file && archive_file(&p.resolved[0]).is_none() {
                 let parent = dest.parent().unwrap_or(Path::new("/"));
                 make_dirs(&to, parent)?;
                 let name = dest.file_name().ok_or("the destination has no file name")?;
@@ -1139,9 +1154,7 @@ impl Builder<'_> {
             } else {
                 make_dirs(&to, &dest)?;
                 for source in &p.resolved {
-                    let full = p.root_dir.join(source);
-                    if keyword == Keyword::Add && full.is_file() && is_archive(&full) {
-                        let file = std::fs::File::open(&full).map_err(|e| e.to_string())?;
+                    if let Some(file) = archive_file(source) {
                         let reader = crate::images::unpack::decompressed(file)
                             .map_err(|e| format!("{}: {e}", source.display()))?;
                         let owners = if chown.is_some() {
@@ -1179,18 +1192,26 @@ impl Builder<'_> {
     }
 }
 
+/// A build's directory and its context.
+struct Work {
+    dir: PathBuf,
+    context: Arc<Context>,
+}
+
 enum StepOutcome {
     Config,
     Layer { cached: bool },
 }
 
 enum SourceRoot {
-    Context(PathBuf),
+    Context(Arc<Context>),
     Layers(Draft),
 }
 
 struct Prepared {
-    root_dir: PathBuf,
+    /// The mounted image of `COPY --from`; the context's directory is unpacked when needed.
+    root_dir: Option<PathBuf>,
+    context: Option<Arc<Context>>,
     _source_mount: Option<Mounted>,
     resolved: Vec<PathBuf>,
     key: String,
@@ -1365,14 +1386,11 @@ fn chown_ids(spec: &str, rootfs: &Path) -> Result<Owners, String> {
     Ok(Owners::Set(identity.uid, identity.gid))
 }
 
-/// Whether a file is a tar (plain, gzip, or zstd) that ADD extracts.
-fn is_archive(path: &Path) -> bool {
-    use std::io::Read;
-    let Ok(mut file) = std::fs::File::open(path) else {
-        return false;
-    };
+/// Whether a file is a tar (plain, gzip, or zstd) that ADD extracts (read from its start).
+fn is_archive(file: &std::fs::File) -> bool {
+    use std::os::unix::fs::FileExt;
     let mut head = [0u8; 262];
-    let n = file.read(&mut head).unwrap_or(0);
+    let n = file.read_at(&mut head, 0).unwrap_or(0);
     if n >= 2 && head[..2] == [0x1f, 0x8b] {
         return true;
     }
@@ -1406,18 +1424,19 @@ mod tests {
     #[test]
     fn archives_are_told_by_their_first_bytes() {
         let dir = tempfile::tempdir().unwrap();
+        let open = |p: &Path| std::fs::File::open(p).unwrap();
         let gz = dir.path().join("a.tgz");
         std::fs::write(&gz, [0x1f, 0x8b, 8, 0]).unwrap();
-        assert!(is_archive(&gz));
+        assert!(is_archive(&open(&gz)));
         let text = dir.path().join("a.txt");
         std::fs::write(&text, "hello").unwrap();
-        assert!(!is_archive(&text));
+        assert!(!is_archive(&open(&text)));
         let mut b = tar::Builder::new(Vec::new());
         let mut h = tar::Header::new_ustar();
         h.set_size(1);
         b.append_data(&mut h, "x", &b"x"[..]).unwrap();
         let t = dir.path().join("a.tar");
         std::fs::write(&t, b.into_inner().unwrap()).unwrap();
-        assert!(is_archive(&t));
+        assert!(is_archive(&open(&t)));
     }
 }
