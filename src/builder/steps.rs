@@ -352,8 +352,36 @@ impl Builder<'_> {
             ));
         }
         let result = stages.pop().expect("at least one stage was built");
-        let image = self.engine.record_draft(result.draft, tags).await?;
-        let short = image.digest.trim_start_matches("sha256:");
+        // Every step from the cache: the image such a build made before, as docker's builder
+        // answers, rather than the same image again with new times.
+        let before = if request.no_cache || cached_steps < layer_steps {
+            None
+        } else {
+            self.db
+                .build_image_get(&result.key)
+                .await
+                .map_err(EngineError::from)?
+        };
+        let digest = match before {
+            Some(digest) => {
+                for (repository, tag) in tags {
+                    self.db
+                        .tag_image(&digest, repository, tag)
+                        .await
+                        .map_err(EngineError::from)?;
+                }
+                digest
+            }
+            None => {
+                let image = self.engine.record_draft(result.draft, tags).await?;
+                self.db
+                    .build_image_put(&result.key, &image.digest)
+                    .await
+                    .map_err(EngineError::from)?;
+                image.digest
+            }
+        };
+        let short = digest.trim_start_matches("sha256:");
         self.log.say(format!(
             "Successfully built {}",
             &short[..12.min(short.len())]
@@ -363,7 +391,7 @@ impl Builder<'_> {
             self.log.say(format!("Successfully tagged {name}"));
         }
         Ok(Built {
-            digest: image.digest,
+            digest,
             tags: names,
             layer_steps,
             cached_steps,

@@ -37,4 +37,29 @@ impl Db {
         .map_err(sql("writing the build cache"))?;
         Ok(())
     }
+
+    /// The image a build whose last step had `key` made, if it is still recorded.
+    pub async fn build_image_get(&self, key: &str) -> Result<Option<String>, DbError> {
+        sqlx::query_scalar(
+            "SELECT b.manifest_digest FROM build_images b JOIN manifests m ON m.digest = b.manifest_digest WHERE b.key = ?",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql("reading the build cache"))
+    }
+
+    pub async fn build_image_put(&self, key: &str, manifest_digest: &str) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO build_images (key, manifest_digest, created_at) VALUES (?, ?, ?) \
+             ON CONFLICT (key) DO UPDATE SET manifest_digest = excluded.manifest_digest, created_at = excluded.created_at",
+        )
+        .bind(key)
+        .bind(manifest_digest)
+        .bind(now_secs())
+        .execute(&self.pool)
+        .await
+        .map_err(sql("writing the build cache"))?;
+        Ok(())
+    }
 }

@@ -413,6 +413,9 @@ fn a_multi_stage_dockerfile_builds_runs_and_rebuilds_from_the_cache() {
     );
     assert!(ok_, "{out}\n{err}");
     assert_eq!(out.matches("Using cache").count(), 9, "{out}");
+    // The image is the one the first build made (docker's builder answers so too).
+    let v1 = inspect(&daemon, "wharf-test/built:v1")["digest"].clone();
+    assert_eq!(inspect(&daemon, "wharf-test/built:v2")["digest"], v1);
     assert_eq!(
         ok(&daemon, &["run", "--rm", "wharf-test/built:v2"]),
         "bonjour from the tools stage\n"
@@ -432,6 +435,7 @@ fn a_multi_stage_dockerfile_builds_runs_and_rebuilds_from_the_cache() {
     );
     assert!(ok_, "{out}\n{err}");
     assert_eq!(out.matches("Using cache").count(), 3, "{out}");
+    assert_ne!(inspect(&daemon, "wharf-test/built:v3")["digest"], v1);
     let out = ok(
         &daemon,
         &[
