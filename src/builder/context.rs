@@ -1,5 +1,5 @@
-//! The build context on the daemon. The context tar is spooled to one file as it arrives and
-//! indexed (names, types, modes, link targets, and each file's SHA-256), so the Dockerfile is
+//! The build context on the daemon. The context tar is spooled as it arrives (in memory up to
+//! [`IN_MEMORY`], then to one file) and indexed (names, types, modes, link targets, and each file's SHA-256), so the Dockerfile is
 //! read, `COPY`/`ADD` sources are resolved — never out of the context: not by `..`, not by an
 //! absolute path, not through a symbolic link — wildcards matched and copied content hashed
 //! for the build cache without a file of it on disk. Only a step the cache cannot give
@@ -33,9 +33,18 @@ struct Node {
     mode: u32,
 }
 
+/// A context up to this size is kept in memory; a larger one goes to a file.
+pub const IN_MEMORY: usize = 64 << 20;
+
+/// Where the spooled tar is.
+enum Spooled {
+    Memory(Vec<u8>),
+    File(PathBuf),
+}
+
 /// A build context: the spooled tar, its index, and the directory it unpacks into on demand.
 pub struct Context {
-    spool: PathBuf,
+    spool: Spooled,
     nodes: BTreeMap<String, Node>,
     dir: PathBuf,
     unpacked: OnceLock<Result<(), String>>,
@@ -59,16 +68,29 @@ fn entry_name(raw: &Path) -> Result<String, String> {
     Ok(parts.join("/"))
 }
 
-/// Copies what is read into a file, counting.
+/// Keeps a copy of what is read: in memory, then (past [`IN_MEMORY`]) in the file `path`.
 struct Spool<R> {
     inner: R,
-    file: std::io::BufWriter<std::fs::File>,
+    memory: Vec<u8>,
+    path: PathBuf,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    in_memory: usize,
 }
 
 impl<R: Read> Read for Spool<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.file.write_all(&buf[..n])?;
+        if self.file.is_none() && self.memory.len() + n > self.in_memory {
+            let mut file =
+                std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&self.path)?);
+            file.write_all(&self.memory)?;
+            self.memory = Vec::new();
+            self.file = Some(file);
+        }
+        match &mut self.file {
+            Some(file) => file.write_all(&buf[..n])?,
+            None => self.memory.extend_from_slice(&buf[..n]),
+        }
         Ok(n)
     }
 }
@@ -77,11 +99,23 @@ impl Context {
     /// Reads the context tar (plain, gzip or zstd) into `spool` and indexes it; `dir` is where
     /// it unpacks if a step needs its files.
     pub fn receive(tar: impl Read, spool: &Path, dir: &Path) -> Result<Context, String> {
+        Self::receive_keeping(tar, spool, dir, IN_MEMORY)
+    }
+
+    /// [`Context::receive`], keeping up to `in_memory` bytes in memory.
+    fn receive_keeping(
+        tar: impl Read,
+        spool: &Path,
+        dir: &Path,
+        in_memory: usize,
+    ) -> Result<Context, String> {
         let plain = crate::images::unpack::decompressed(tar).map_err(|e| e.to_string())?;
-        let file = std::fs::File::create(spool).map_err(|e| format!("{}: {e}", spool.display()))?;
         let mut reader = Spool {
             inner: plain,
-            file: std::io::BufWriter::with_capacity(1 << 20, file),
+            memory: Vec::new(),
+            path: spool.to_owned(),
+            file: None,
+            in_memory,
         };
         let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
         {
@@ -156,9 +190,16 @@ impl Context {
         }
         // What follows the archive's end is read too, so the spool holds the whole tar.
         std::io::copy(&mut reader, &mut std::io::sink()).map_err(|e| e.to_string())?;
-        reader.file.flush().map_err(|e| e.to_string())?;
+        let spool = match reader.file {
+            Some(mut file) => {
+                file.flush()
+                    .map_err(|e| format!("{}: {e}", spool.display()))?;
+                Spooled::File(spool.to_owned())
+            }
+            None => Spooled::Memory(reader.memory),
+        };
         Ok(Context {
-            spool: spool.to_owned(),
+            spool,
             nodes,
             dir: dir.to_owned(),
             unpacked: OnceLock::new(),
@@ -173,14 +214,23 @@ impl Context {
                 if *size > limit {
                     return Err(format!("{name} is larger than {limit} bytes"));
                 }
-                let mut file = std::fs::File::open(&self.spool).map_err(|e| e.to_string())?;
-                file.seek(std::io::SeekFrom::Start(*offset))
-                    .map_err(|e| e.to_string())?;
-                let mut bytes = Vec::with_capacity(*size as usize);
-                file.take(*size)
-                    .read_to_end(&mut bytes)
-                    .map_err(|e| e.to_string())?;
-                Ok(bytes)
+                let (start, end) = (*offset as usize, (*offset + *size) as usize);
+                match &self.spool {
+                    Spooled::Memory(bytes) => bytes
+                        .get(start..end)
+                        .map(<[u8]>::to_vec)
+                        .ok_or_else(|| format!("{name}: past the end of the context")),
+                    Spooled::File(path) => {
+                        let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+                        file.seek(std::io::SeekFrom::Start(*offset))
+                            .map_err(|e| e.to_string())?;
+                        let mut bytes = Vec::with_capacity(*size as usize);
+                        file.take(*size)
+                            .read_to_end(&mut bytes)
+                            .map_err(|e| e.to_string())?;
+                        Ok(bytes)
+                    }
+                }
             }
             Some(_) => Err(format!("{name} is not a file")),
             None => Err(format!("{name}: no such file in the build context")),
@@ -215,21 +265,26 @@ impl Context {
             .collect()
     }
 
+    /// The spooled tar, from its start.
+    fn open(&self) -> Result<Box<dyn Read + '_>, String> {
+        Ok(match &self.spool {
+            Spooled::Memory(bytes) => Box::new(&bytes[..]),
+            Spooled::File(path) => Box::new(std::io::BufReader::with_capacity(
+                1 << 20,
+                std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?,
+            )),
+        })
+    }
+
     /// The directory the context is unpacked in (unpacked at the first call).
     pub fn unpacked(&self) -> Result<&Path, String> {
         self.unpacked
             .get_or_init(|| {
                 std::fs::create_dir_all(&self.dir).map_err(|e| e.to_string())?;
                 let root = Root::open(&self.dir).map_err(|e| e.to_string())?;
-                let file = std::fs::File::open(&self.spool).map_err(|e| e.to_string())?;
-                archive::extract_tar(
-                    &root,
-                    Path::new("/"),
-                    std::io::BufReader::with_capacity(1 << 20, file),
-                    Owners::Keep,
-                )
-                .map(|_| ())
-                .map_err(|e| format!("unpack the build context: {e}"))
+                archive::extract_tar(&root, Path::new("/"), self.open()?, Owners::Keep)
+                    .map(|_| ())
+                    .map_err(|e| format!("unpack the build context: {e}"))
             })
             .clone()
             .map(|()| self.dir.as_path())
@@ -552,6 +607,35 @@ mod tests {
             std::fs::read_link(unpacked.join("inside")).unwrap(),
             Path::new("src")
         );
+    }
+
+    #[test]
+    fn a_context_too_big_for_memory_is_read_from_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big");
+        std::fs::create_dir_all(&p).unwrap();
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(p.join("big.bin"), &big).unwrap();
+        std::fs::write(p.join("Dockerfile"), "FROM scratch\n").unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        tar.append_dir_all(".", &p).unwrap();
+        let bytes = tar.into_inner().unwrap();
+        let spool = dir.path().join("spool.tar");
+        let ctx =
+            Context::receive_keeping(&bytes[..], &spool, &dir.path().join("u"), 4096).unwrap();
+        assert!(matches!(ctx.spool, Spooled::File(_)));
+        assert_eq!(
+            std::fs::read(&spool).unwrap(),
+            bytes,
+            "the whole tar is spooled"
+        );
+        assert_eq!(
+            ctx.read(Path::new("Dockerfile"), 100).unwrap(),
+            b"FROM scratch\n"
+        );
+        assert_eq!(ctx.read(Path::new("big.bin"), 1 << 20).unwrap(), big);
+        let unpacked = ctx.unpacked().unwrap();
+        assert_eq!(std::fs::read(unpacked.join("big.bin")).unwrap(), big);
     }
 
     #[test]

@@ -195,7 +195,8 @@ pub(super) async fn build(client: ApiClient, args: BuildArgs) -> Result<(), Clie
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
     let keep = dockerfile.clone();
     let writer = tokio::task::spawn_blocking(move || {
-        let mut sink = ChannelWriter { tx: tx.clone() };
+        // Frames of 1 MiB: the tar's many small writes would each be a frame otherwise.
+        let mut sink = std::io::BufWriter::with_capacity(1 << 20, ChannelWriter { tx: tx.clone() });
         let written = write_context(&context, &keep, &mut sink);
         if let Err(e) = &written {
             let _ = tx.blocking_send(Err(std::io::Error::new(e.kind(), e.to_string())));
