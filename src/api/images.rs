@@ -806,6 +806,18 @@ async fn push_image(
     let (_, summary) = find(&state, &req.name).await?;
     let layers = state.db.image_layers(&summary.digest).await?;
     let (out_tx, out_rx) = mpsc::unbounded_channel::<Result<Bytes, std::io::Error>>();
+    if !crate::images::push::names_registry(&reference) {
+        // No registry named: the built-in one, which serves every local image already.
+        let served = state
+            .registry_addr
+            .map(|addr| format!("{addr}/{reference}"))
+            .unwrap_or_default();
+        let _ = out_tx.send(line(serde_json::json!({
+            "status": "done", "digest": summary.digest, "reference": reference,
+            "local": true, "served_as": served,
+        })));
+        return Ok(ndjson(out_rx));
+    }
     tokio::spawn(async move {
         let layout = state.config.layout();
         let blobs = BlobStore::new(layout.blobs());

@@ -447,6 +447,14 @@ pub(super) async fn push(
                 short(event["digest"].as_str().unwrap_or_default()),
                 human_bytes(event["size"].as_u64().unwrap_or(0))
             ),
+            Some("done") if event["local"] == true => println!(
+                "{} is in this daemon's registry already{}",
+                event["reference"].as_str().unwrap_or_default(),
+                match event["served_as"].as_str().filter(|s| !s.is_empty()) {
+                    Some(name) => format!(": pull it as {name}"),
+                    None => " (whose listener is off)".to_owned(),
+                }
+            ),
             Some("done") => println!(
                 "Pushed: {} {}",
                 event["reference"].as_str().unwrap_or_default(),

@@ -28,6 +28,15 @@ pub enum PushError {
     Credentials(#[from] super::credentials::CredentialError),
 }
 
+/// Whether `reference` names its registry (`host[:port]/…`, as docker tells them: a first
+/// part with a dot or a colon, or `localhost`). One that does not is this daemon's own: every
+/// local image is served by the built-in registry already.
+pub fn names_registry(reference: &str) -> bool {
+    reference
+        .split_once('/')
+        .is_some_and(|(first, _)| first.contains(['.', ':']) || first == "localhost")
+}
+
 /// Where a push goes and with what.
 pub struct PushSource<'a> {
     pub blobs: &'a BlobStore,
@@ -173,4 +182,19 @@ pub async fn push(
         .await
         .map_err(remote)?;
     Ok(image.digest.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registry_is_named_by_a_host_in_the_first_part() {
+        assert!(names_registry("127.0.0.1:5000/team/app:v1"));
+        assert!(names_registry("registry.example/app"));
+        assert!(names_registry("localhost/app:1"));
+        assert!(!names_registry("team/app:v1"));
+        assert!(!names_registry("app:v1"));
+        assert!(!names_registry("app"));
+    }
 }

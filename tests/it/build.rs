@@ -605,6 +605,13 @@ async fn a_built_image_is_pushed_to_another_wharf_and_runs_there_and_in_docker()
         4,
         "three layers and the config: {err}"
     );
+    // A name without a registry is this daemon's own registry's, which has it already.
+    let (status, out, err) = wharf(&daemon, &["push", "wharf-test/moved:v1"]);
+    assert!(status.success(), "{err}");
+    assert!(
+        out.contains("wharf-test/moved:v1 is in this daemon's registry already"),
+        "{out}"
+    );
     // Again: the registry has every blob.
     let (status, _, err) = wharf(&daemon, &["push", "wharf-test/moved:v1", &remote]);
     assert!(status.success(), "{err}");
