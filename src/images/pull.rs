@@ -352,6 +352,94 @@ fn is_loopback(registry: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Why a registry cannot even be asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("invalid image reference {reference:?}: {reason}")]
+    Reference { reference: String, reason: String },
+    #[error(transparent)]
+    Credentials(#[from] super::credentials::CredentialError),
+}
+
+impl From<ConnectError> for PullError {
+    fn from(e: ConnectError) -> PullError {
+        match e {
+            ConnectError::Reference { reference, reason } => {
+                PullError::Reference { reference, reason }
+            }
+            ConnectError::Credentials(e) => PullError::Credentials(e),
+        }
+    }
+}
+
+/// A registry to talk to: the client (plain HTTP only where [`plain_http_allowed`]), the
+/// daemon's login for it from `wharf login`, and how its failures read.
+pub struct Remote {
+    pub client: Client,
+    pub auth: RegistryAuth,
+    pub reference: Reference,
+    /// The registry's host, as requests go to it.
+    pub registry: String,
+    has_login: bool,
+}
+
+impl Remote {
+    pub fn connect(
+        reference: &str,
+        credentials: &super::credentials::CredentialStore,
+        insecure_registries: &[String],
+    ) -> Result<Remote, ConnectError> {
+        let parsed: Reference =
+            reference
+                .parse()
+                .map_err(|e: oci_client::ParseError| ConnectError::Reference {
+                    reference: reference.to_owned(),
+                    reason: e.to_string(),
+                })?;
+        let registry = parsed.resolve_registry().to_owned();
+        let insecure = if plain_http_allowed(&registry, insecure_registries) {
+            vec![registry.clone()]
+        } else {
+            Vec::new()
+        };
+        let client = Client::new(ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(insecure),
+            ..ClientConfig::default()
+        });
+        let auth = match credentials.get(parsed.registry())? {
+            Some(login) => RegistryAuth::Basic(login.username, login.password),
+            None => RegistryAuth::Anonymous,
+        };
+        Ok(Remote {
+            client,
+            has_login: !matches!(auth, RegistryAuth::Anonymous),
+            auth,
+            reference: parsed,
+            registry,
+        })
+    }
+
+    /// A failure of the registry's, with what to do when it refused: `refused` says what to
+    /// do when a stored login was refused (`REGISTRY` is replaced by the registry's name).
+    pub fn failure(&self, e: &OciDistributionError, refused: &str) -> String {
+        // A refusal comes as UnauthorizedError or, from a HEAD, as a bare 401 status.
+        let unauthorized = matches!(e, OciDistributionError::UnauthorizedError { .. })
+            || e.to_string().contains("401 Unauthorized");
+        let hint = match (unauthorized, self.has_login) {
+            (true, false) => format!(
+                " (401: the registry wants a login; give the daemon one with `wharf login {}`)",
+                self.reference.registry()
+            ),
+            (true, true) => format!(
+                " (401: the registry refused the stored login; {})",
+                refused.replace("REGISTRY", self.reference.registry())
+            ),
+            _ => String::new(),
+        };
+        format!("{e}{hint}")
+    }
+}
+
 /// Where pulled content goes.
 pub struct PullTarget {
     pub blobs: BlobStore,
@@ -368,47 +456,20 @@ pub async fn pull(
     target: &PullTarget,
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<Loaded, PullError> {
-    let parsed: Reference =
-        reference
-            .parse()
-            .map_err(|e: oci_client::ParseError| PullError::Reference {
-                reference: reference.to_owned(),
-                reason: e.to_string(),
-            })?;
-    let registry = parsed.resolve_registry().to_owned();
-    let insecure = if plain_http_allowed(&registry, &target.insecure_registries) {
-        vec![registry.clone()]
-    } else {
-        Vec::new()
-    };
-    let client = Client::new(ClientConfig {
-        protocol: ClientProtocol::HttpsExcept(insecure),
-        ..ClientConfig::default()
-    });
-    let auth = match target.credentials.get(parsed.registry())? {
-        Some(login) => RegistryAuth::Basic(login.username, login.password),
-        None => RegistryAuth::Anonymous,
-    };
-    let has_login = !matches!(auth, RegistryAuth::Anonymous);
-    let remote = |e: oci_client::errors::OciDistributionError| {
-        let hint = match (&e, has_login) {
-            (OciDistributionError::UnauthorizedError { .. }, false) => format!(
-                " (401: the registry wants a login; give the daemon one with `wharf login {}`)",
-                parsed.registry()
-            ),
-            (OciDistributionError::UnauthorizedError { .. }, true) => format!(
-                " (401: the registry refused the stored login; renew it with `wharf login {}`)",
-                parsed.registry()
-            ),
-            _ => String::new(),
-        };
-        PullError::Registry {
-            registry: registry.clone(),
-            reason: format!("{e}{hint}"),
-        }
+    let connected = Remote::connect(reference, &target.credentials, &target.insecure_registries)?;
+    let Remote {
+        client,
+        auth,
+        reference: parsed,
+        registry,
+        ..
+    } = &connected;
+    let remote = |e: OciDistributionError| PullError::Registry {
+        registry: registry.clone(),
+        reason: connected.failure(&e, "renew it with `wharf login REGISTRY`"),
     };
     let (mut bytes, mut digest) = client
-        .pull_manifest_raw(&parsed, &auth, &ACCEPTED)
+        .pull_manifest_raw(parsed, auth, &ACCEPTED)
         .await
         .map_err(remote)?;
     let mut manifest: Value =
@@ -429,7 +490,7 @@ pub async fn pull(
             .to_owned();
         by_digest = parsed.clone_with_digest(chosen.clone());
         (bytes, digest) = client
-            .pull_manifest_raw(&by_digest, &auth, &ACCEPTED)
+            .pull_manifest_raw(&by_digest, auth, &ACCEPTED)
             .await
             .map_err(remote)?;
         manifest =

@@ -4,17 +4,26 @@
 //! `http://` is used only where pull would use it.
 
 use futures_util::StreamExt;
-use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::RegistryOperation;
 use oci_client::errors::OciDistributionError;
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference, RegistryOperation};
 
 use super::credentials::CredentialStore;
 use super::load::Progress;
-use super::pull::plain_http_allowed;
+use super::pull::{ConnectError, Remote};
 use super::store::BlobStore;
 use crate::db::{ImageSummary, LayerRecord};
 use crate::domain::Digest;
+
+impl From<ConnectError> for PushError {
+    fn from(e: ConnectError) -> PushError {
+        match e {
+            ConnectError::Reference { reference, reason } => {
+                PushError::Reference { reference, reason }
+            }
+            ConnectError::Credentials(e) => PushError::Credentials(e),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
@@ -52,50 +61,23 @@ pub async fn push(
     source: &PushSource<'_>,
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<String, PushError> {
-    let parsed: Reference =
-        reference
-            .parse()
-            .map_err(|e: oci_client::ParseError| PushError::Reference {
-                reference: reference.to_owned(),
-                reason: e.to_string(),
-            })?;
-    let registry = parsed.resolve_registry().to_owned();
-    let insecure = if plain_http_allowed(&registry, source.insecure_registries) {
-        vec![registry.clone()]
-    } else {
-        Vec::new()
-    };
-    let client = Client::new(ClientConfig {
-        protocol: ClientProtocol::HttpsExcept(insecure),
-        ..ClientConfig::default()
-    });
-    let auth = match source.credentials.get(parsed.registry())? {
-        Some(login) => RegistryAuth::Basic(login.username, login.password),
-        None => RegistryAuth::Anonymous,
-    };
-    let has_login = !matches!(auth, RegistryAuth::Anonymous);
-    let remote = |e: OciDistributionError| {
-        // A refusal comes as UnauthorizedError or, from a HEAD, as a bare 401 status.
-        let unauthorized = matches!(e, OciDistributionError::UnauthorizedError { .. })
-            || e.to_string().contains("401 Unauthorized");
-        let hint = match (unauthorized, has_login) {
-            (true, false) => format!(
-                " (the registry wants a login; give the daemon one with `wharf login {}`)",
-                parsed.registry()
-            ),
-            (true, true) => format!(
-                " (the registry refused the stored login, or it grants no push to {})",
-                parsed.repository()
-            ),
-            _ => String::new(),
-        };
-        PushError::Registry {
-            registry: registry.clone(),
-            reason: format!("{e}{hint}"),
-        }
+    let connected = Remote::connect(reference, source.credentials, source.insecure_registries)?;
+    let Remote {
+        client,
+        auth,
+        reference: parsed,
+        registry,
+        ..
+    } = &connected;
+    let remote = |e: OciDistributionError| PushError::Registry {
+        registry: registry.clone(),
+        reason: connected.failure(
+            &e,
+            &format!("or it grants no push to {}", parsed.repository()),
+        ),
     };
     client
-        .auth(&parsed, &auth, RegistryOperation::Push)
+        .auth(parsed, auth, RegistryOperation::Push)
         .await
         .map_err(remote)?;
     let missing = |what: &str| {
@@ -116,7 +98,7 @@ pub async fn push(
         .map_err(|e| missing("config")(e.to_string()))?;
     blobs.push((image.config_digest.clone(), config_size));
     for (digest, size) in blobs {
-        if client.blob_exists(&parsed, &digest).await.map_err(remote)? {
+        if client.blob_exists(parsed, &digest).await.map_err(remote)? {
             progress(Progress::Pushed {
                 digest,
                 size,
@@ -142,7 +124,7 @@ pub async fn push(
             chunk.map_err(OciDistributionError::from)
         });
         let result = {
-            let upload = client.push_blob_stream(&parsed, stream, &digest, Some(size));
+            let upload = client.push_blob_stream(parsed, stream, &digest, Some(size));
             tokio::pin!(upload);
             let mut current = 0u64;
             let mut reported = 0u64;
@@ -178,7 +160,7 @@ pub async fn push(
         .parse()
         .map_err(|_| missing("manifest")(format!("bad media type {}", image.media_type)))?;
     client
-        .push_manifest_raw(&parsed, manifest, content_type)
+        .push_manifest_raw(parsed, manifest, content_type)
         .await
         .map_err(remote)?;
     Ok(image.digest.clone())
