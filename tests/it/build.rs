@@ -2,27 +2,20 @@
 
 use std::io::Read;
 
-use crate::fixtures;
 use crate::harness::{self, DaemonProcess, run_wharf, wharf_command};
 
 const IMAGE: &str = "wharf-test/busybox:latest";
 
 fn daemon_with_busybox(test: &str) -> Option<DaemonProcess> {
-    if harness::skip_unless_root(test) {
-        return None;
-    }
-    let busybox = fixtures::busybox(test)?;
-    let daemon = DaemonProcess::start();
-    harness::load_busybox(&host(&daemon), daemon.dir.path(), &busybox);
-    Some(daemon)
+    DaemonProcess::with_busybox(test)
 }
 
 fn host(daemon: &DaemonProcess) -> String {
-    format!("unix://{}", daemon.socket.display())
+    daemon.host()
 }
 
 fn wharf(daemon: &DaemonProcess, args: &[&str]) -> (std::process::ExitStatus, String, String) {
-    run_wharf(wharf_command().args(["-H", &host(daemon)]).args(args))
+    daemon.wharf(args)
 }
 
 fn ok(daemon: &DaemonProcess, args: &[&str]) -> String {
@@ -642,15 +635,7 @@ async fn a_built_image_is_pushed_to_another_wharf_and_runs_there_and_in_docker()
     assert_eq!(out, "moved between hosts\nbuilt-here\n");
 
     // And a real dockerd pulls it from there and runs it.
-    let ok_ = |out: std::process::Output, what: &str| {
-        assert!(
-            out.status.success(),
-            "{what}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let ok_ = crate::harness::succeeded;
     ok_(
         docker.docker(&["login", &addr, "-u", "pusher", "-p", "pusher-password"]),
         "login",

@@ -10,21 +10,15 @@ const IMAGE: &str = "wharf-test/busybox:latest";
 
 /// A daemon with the busybox fixture loaded as [`IMAGE`]; `None` after a recorded skip.
 fn daemon_with_busybox(test: &str) -> Option<DaemonProcess> {
-    if harness::skip_unless_root(test) {
-        return None;
-    }
-    let busybox = fixtures::busybox(test)?;
-    let daemon = DaemonProcess::start();
-    harness::load_busybox(&host(&daemon), daemon.dir.path(), &busybox);
-    Some(daemon)
+    DaemonProcess::with_busybox(test)
 }
 
 fn host(daemon: &DaemonProcess) -> String {
-    format!("unix://{}", daemon.socket.display())
+    daemon.host()
 }
 
 fn wharf(daemon: &DaemonProcess, args: &[&str]) -> (std::process::ExitStatus, String, String) {
-    run_wharf(wharf_command().args(["-H", &host(daemon)]).args(args))
+    daemon.wharf(args)
 }
 
 /// Mounts under the daemon's data root (its containers' root filesystems).

@@ -367,6 +367,28 @@ impl DaemonProcess {
         self.child.id()
     }
 
+    /// A started daemon with the busybox fixture loaded as `wharf-test/busybox:latest`;
+    /// `None` after a recorded skip (not root, or no busybox).
+    pub fn with_busybox(test: &str) -> Option<DaemonProcess> {
+        if skip_unless_root(test) {
+            return None;
+        }
+        let busybox = crate::fixtures::busybox(test)?;
+        let daemon = DaemonProcess::start();
+        load_busybox(&daemon.host(), daemon.dir.path(), &busybox);
+        Some(daemon)
+    }
+
+    /// `unix://SOCKET`, for `wharf -H`.
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    /// Runs the client against this daemon: its status, stdout and stderr.
+    pub fn wharf(&self, args: &[&str]) -> (ExitStatus, String, String) {
+        run_wharf(wharf_command().args(["-H", &self.host()]).args(args))
+    }
+
     /// Waits (up to 20 s) until `/healthz` answers on the socket; panics with the daemon's stderr otherwise.
     pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -599,4 +621,16 @@ impl Drop for Netns {
     fn drop(&mut self) {
         let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
     }
+}
+
+/// The stdout of a command that must have succeeded (`what` names it in the failure, with
+/// its output).
+pub fn succeeded(out: std::process::Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -1038,15 +1038,7 @@ async fn docker_logs_in_pushes_pulls_and_runs() {
     let daemon = TestDaemon::start();
     daemon.user_with_token("pusher", "operator").await;
     let addr = daemon.registry.unwrap().to_string();
-    let ok = |out: std::process::Output, what: &str| {
-        assert!(
-            out.status.success(),
-            "{what}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let ok = crate::harness::succeeded;
     let work = tempfile::tempdir().unwrap();
     let archive = work.path().join("img.tar");
     ImageBuilder::busybox(&busybox)
@@ -1659,15 +1651,7 @@ async fn over_https_with_the_generated_certificate_trusted() {
     assert!(ok, "pull over verified TLS: {err}");
 
     // docker over HTTPS (the listener speaks nothing else): login, push, pull, run.
-    let ok = |out: std::process::Output, what: &str| {
-        assert!(
-            out.status.success(),
-            "{what}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let ok = crate::harness::succeeded;
     ok(
         docker.docker(&["login", &addr, "-u", "pusher", "-p", "pusher-password"]),
         "login",
