@@ -583,6 +583,7 @@ fn prepare_data_root(layout: &DataRoot) -> Result<(), StartupError> {
         root.join("containers"),
         root.join("volumes"),
         root.join("runtime"),
+        root.join("builds"),
     ] {
         std::fs::DirBuilder::new()
             .recursive(true)

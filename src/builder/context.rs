@@ -81,8 +81,14 @@ impl<R: Read> Read for Spool<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         if self.file.is_none() && self.memory.len() + n > self.in_memory {
-            let mut file =
-                std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&self.path)?);
+            use std::os::unix::fs::OpenOptionsExt;
+            // Root's alone: a context may hold secrets the Dockerfile never copies.
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&self.path)?;
+            let mut file = std::io::BufWriter::with_capacity(1 << 20, file);
             file.write_all(&self.memory)?;
             self.memory = Vec::new();
             self.file = Some(file);
@@ -172,18 +178,41 @@ impl Context {
                             }
                         }
                     }
-                    _ => continue, // devices and fifos are not build input
+                    _ => {
+                        return Err(format!(
+                            "{name}: a device, fifo or socket cannot be build input"
+                        ));
+                    }
                 };
-                // Parents an archive did not list are directories.
+                // The index must say what unpacking makes: an entry under a link or a file,
+                // or one that replaces another, would be written elsewhere or differently.
                 let mut parent = Path::new(&name).parent();
                 while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
-                    nodes
-                        .entry(p.to_string_lossy().into_owned())
-                        .or_insert(Node {
-                            kind: Kind::Dir,
-                            mode: 0o755,
-                        });
+                    let key = p.to_string_lossy().into_owned();
+                    match nodes.get(&key).map(|n| &n.kind) {
+                        None => {
+                            // Parents an archive did not list are directories.
+                            nodes.insert(
+                                key,
+                                Node {
+                                    kind: Kind::Dir,
+                                    mode: 0o755,
+                                },
+                            );
+                        }
+                        Some(Kind::Dir) => {}
+                        Some(_) => {
+                            return Err(format!(
+                                "{name}: its parent {key} is a link or a file in the context"
+                            ));
+                        }
+                    }
                     parent = p.parent();
+                }
+                match nodes.get(&name).map(|n| &n.kind) {
+                    None => {}
+                    Some(Kind::Dir) if kind == Kind::Dir => {}
+                    Some(_) => return Err(format!("{name} is in the context twice")),
                 }
                 nodes.insert(name, Node { kind, mode });
             }
@@ -282,7 +311,9 @@ impl Context {
             .get_or_init(|| {
                 std::fs::create_dir_all(&self.dir).map_err(|e| e.to_string())?;
                 let root = Root::open(&self.dir).map_err(|e| e.to_string())?;
-                archive::extract_tar(&root, Path::new("/"), self.open()?, Owners::Keep)
+                // Owners are the copy's business (root's, or --chown's): none from the client
+                // lands on the host, and no setuid file of the context is a host user's.
+                archive::extract_tar(&root, Path::new("/"), self.open()?, Owners::Root)
                     .map(|_| ())
                     .map_err(|e| format!("unpack the build context: {e}"))
             })
@@ -636,6 +667,38 @@ mod tests {
         assert_eq!(ctx.read(Path::new("big.bin"), 1 << 20).unwrap(), big);
         let unpacked = ctx.unpacked().unwrap();
         assert_eq!(std::fs::read(unpacked.join("big.bin")).unwrap(), big);
+    }
+
+    #[test]
+    fn entries_through_links_or_twice_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let receive = |entries: &[(&str, Option<&str>)]| {
+            let mut tar = tar::Builder::new(Vec::new());
+            for (name, link) in entries {
+                let mut h = tar::Header::new_gnu();
+                h.set_mode(0o644);
+                match link {
+                    Some(target) => {
+                        h.set_entry_type(tar::EntryType::Symlink);
+                        h.set_size(0);
+                        tar.append_link(&mut h, name, target).unwrap();
+                    }
+                    None => {
+                        h.set_size(1);
+                        tar.append_data(&mut h, name, &b"x"[..]).unwrap();
+                    }
+                }
+            }
+            let bytes = tar.into_inner().unwrap();
+            Context::receive(&bytes[..], &dir.path().join("s"), &dir.path().join("u"))
+                .err()
+                .unwrap_or_default()
+        };
+        let err = receive(&[("real/f", None), ("link", Some("real")), ("link/f", None)]);
+        assert!(err.contains("its parent link is a link or a file"), "{err}");
+        let err = receive(&[("a", None), ("a", None)]);
+        assert!(err.contains("a is in the context twice"), "{err}");
+        assert_eq!(receive(&[("a/b", None), ("c", Some("a"))]), "");
     }
 
     #[test]

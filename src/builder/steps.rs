@@ -213,8 +213,13 @@ impl Builder<'_> {
         let (context, text) = {
             let dir = dir.clone();
             tokio::task::spawn_blocking(move || -> Result<(Context, String), BuildError> {
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| BuildError::Invalid(format!("make the build directory: {e}")))?;
+                // Root's alone, like the rest of the data root's working directories.
+                std::os::unix::fs::DirBuilderExt::mode(
+                    std::fs::DirBuilder::new().recursive(true),
+                    0o700,
+                )
+                .create(&dir)
+                .map_err(|e| BuildError::Invalid(format!("make the build directory: {e}")))?;
                 let context =
                     Context::receive(context_tar, &dir.join("context.tar"), &dir.join("context"))
                         .map_err(|e| BuildError::Invalid(format!("the build context: {e}")))?;
@@ -1160,7 +1165,10 @@ impl Builder<'_> {
             let is_dir = |path: &Path| from.open_at(path, libc::O_PATH | libc::O_DIRECTORY).is_ok();
             let archive_file = |path: &Path| {
                 (keyword == Keyword::Add)
-                    .then(|| from.open_at(path, libc::O_RDONLY | libc::O_NOFOLLOW).ok())
+                    .then(|| {
+                        from.open_at(path, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                            .ok()
+                    })
                     .flatten()
                     .filter(|f| f.metadata().is_ok_and(|m| m.is_file()))
                     .filter(is_archive)
