@@ -1042,7 +1042,12 @@ impl Builder<'_> {
             }
         };
         let workdir = stage.workdir();
-        let dest_is_dir = dest_text.ends_with('/') || words.len() > 1;
+        // As docker reads a destination: a directory when it ends in `/` or is `.`, or when
+        // there are several sources.
+        let dest_is_dir = dest_text.ends_with('/')
+            || dest_text == "."
+            || dest_text.ends_with("/.")
+            || words.len() > 1;
         let dest = PathBuf::from(normalize(&Path::new(&workdir).join(&dest_text)));
         let step_dir = build_dir.join(format!("step-{}", i.line));
         let blobs = BlobStore::new(self.layout.blobs());
@@ -1089,31 +1094,35 @@ impl Builder<'_> {
                     vec![source.clone()]
                 };
                 for m in matched {
-                    let path = match &source_root {
-                        SourceRoot::Context(ctx) => ctx.resolve(&m)?,
+                    let path = match (&source_root, &root_dir) {
+                        (SourceRoot::Context(ctx), _) => ctx.resolve(&m)?,
                         // An image's own links are its business: they resolve inside it.
-                        SourceRoot::Layers(_) => PathBuf::from(m.trim_start_matches('/')),
+                        (_, Some(dir)) => resolve_in_image(dir, &m)?,
+                        (_, None) => return Err("no source for the copy".into()),
                     };
-                    resolved.push(path);
+                    // A file keeps the name it was given, not its link's target's.
+                    let name = Path::new(&m)
+                        .file_name()
+                        .map(|n| n.to_os_string())
+                        .unwrap_or_default();
+                    resolved.push((path, name));
                 }
             }
             let mut key_text = format!(
-                "{} {identity} chown={chown_text:?} dest={}",
+                "{} {identity} chown={chown_text:?} dest={} dest_is_dir={dest_is_dir}",
                 keyword.name(),
                 dest_for_task.display()
             );
-            if let SourceRoot::Context(ctx) = &source_root {
-                for path in &resolved {
-                    key_text.push_str(&format!(
-                        "\n{} {}",
-                        path.display(),
-                        ctx.content_digest(path)
-                    ));
-                }
-            } else {
-                for path in &resolved {
-                    key_text.push_str(&format!("\n{}", path.display()));
-                }
+            for (path, name) in &resolved {
+                let content = match &source_root {
+                    SourceRoot::Context(ctx) => ctx.content_digest(path),
+                    SourceRoot::Layers(_) => String::new(),
+                };
+                key_text.push_str(&format!(
+                    "\n{} as {} {content}",
+                    path.display(),
+                    name.to_string_lossy()
+                ));
             }
             let key = sha256(format!("{prev_key}\n{key_text}").as_bytes()).to_string();
             Ok(Prepared {
@@ -1177,19 +1186,20 @@ impl Builder<'_> {
                 None => Owners::Root,
                 Some(spec) => chown_ids(spec, &mounted.0)?,
             };
+            let first = &p.resolved[0].0;
             let single_file = p.resolved.len() == 1
                 && !dest_is_dir
-                && !is_dir(&p.resolved[0])
+                && !is_dir(first)
                 && to.open_at(&dest, libc::O_PATH | libc::O_DIRECTORY).is_err();
-            if single_file && archive_file(&p.resolved[0]).is_none() {
+            if single_file && archive_file(first).is_none() {
                 let parent = dest.parent().unwrap_or(Path::new("/"));
-                make_dirs(&to, parent)?;
+                make_dirs(&to, parent, owners)?;
                 let name = dest.file_name().ok_or("the destination has no file name")?;
-                archive::copy_between(&from, &p.resolved[0], &to, parent, Some(name), owners)
-                    .map_err(|e| format!("copy {}: {e}", p.resolved[0].display()))?;
+                archive::copy_between(&from, first, &to, parent, Some(name), owners)
+                    .map_err(|e| format!("copy {}: {e}", first.display()))?;
             } else {
-                make_dirs(&to, &dest)?;
-                for source in &p.resolved {
+                make_dirs(&to, &dest, owners)?;
+                for (source, name) in &p.resolved {
                     if let Some(file) = archive_file(source) {
                         let reader = crate::images::unpack::decompressed(file)
                             .map_err(|e| format!("{}: {e}", source.display()))?;
@@ -1202,7 +1212,7 @@ impl Builder<'_> {
                             .map_err(|e| format!("extract {}: {e}", source.display()))?;
                         continue;
                     }
-                    archive::copy_between(&from, source, &to, &dest, None, owners)
+                    archive::copy_between(&from, source, &to, &dest, Some(name), owners)
                         .map_err(|e| format!("copy {}: {e}", source.display()))?;
                 }
             }
@@ -1249,7 +1259,8 @@ struct Prepared {
     root_dir: Option<PathBuf>,
     context: Option<Arc<Context>>,
     _source_mount: Option<Mounted>,
-    resolved: Vec<PathBuf>,
+    /// Each source, resolved, and the name it was given.
+    resolved: Vec<(PathBuf, std::ffi::OsString)>,
     key: String,
     target: Draft,
     step_dir: PathBuf,
@@ -1396,11 +1407,33 @@ fn mount_draft(
     mount_draft_writable(draft, blobs, layers, dir)
 }
 
-/// `mkdir -p` of `path` inside `root` (mode 0755, root's).
-fn make_dirs(root: &Root, path: &Path) -> Result<(), String> {
-    root.resolve(path, crate::runtime::inroot::Make::Dir)
-        .map(|_| ())
-        .map_err(|e| format!("make {}: {e}", path.display()))
+/// `mkdir -p` of `path` inside `root` (mode 0755); what it makes gets `--chown`'s owner,
+/// as docker gives it, or root's.
+fn make_dirs(root: &Root, path: &Path, owners: Owners) -> Result<(), String> {
+    let mut so_far = PathBuf::from("/");
+    for part in path
+        .components()
+        .filter(|c| matches!(c, std::path::Component::Normal(_)))
+    {
+        so_far.push(part);
+        if root.open_at(&so_far, libc::O_PATH).is_ok() {
+            continue;
+        }
+        let made = root
+            .resolve(&so_far, crate::runtime::inroot::Make::Dir)
+            .map_err(|e| format!("make {}: {e}", so_far.display()))?;
+        if let Owners::Set(uid, gid) = owners {
+            nix::unistd::fchownat(
+                &made,
+                "",
+                Some(uid.into()),
+                Some(gid.into()),
+                nix::fcntl::AtFlags::AT_EMPTY_PATH,
+            )
+            .map_err(|e| format!("give {} to {uid}:{gid}: {e}", so_far.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// `--chown=user[:group]`: numbers as they are (a lone uid is its own gid), names from the
@@ -1422,18 +1455,35 @@ fn chown_ids(spec: &str, rootfs: &Path) -> Result<Owners, String> {
     Ok(Owners::Set(identity.uid, identity.gid))
 }
 
-/// Whether a file is a tar (plain, gzip, or zstd) that ADD extracts (read from its start).
+/// Whether a file is a tar (plain, or in gzip or zstd) that ADD extracts: its first block,
+/// decompressed, has the ustar magic. A compressed file of anything else is copied as it is.
 fn is_archive(file: &std::fs::File) -> bool {
-    use std::os::unix::fs::FileExt;
-    let mut head = [0u8; 262];
-    let n = file.read_at(&mut head, 0).unwrap_or(0);
-    if n >= 2 && head[..2] == [0x1f, 0x8b] {
-        return true;
-    }
-    if n >= 4 && head[..4] == [0x28, 0xb5, 0x2f, 0xfd] {
-        return true;
-    }
-    n >= 262 && &head[257..262] == b"ustar"
+    use std::io::{Read, Seek};
+    let Ok(mut reader) = file.try_clone() else {
+        return false;
+    };
+    let mut head = Vec::with_capacity(512);
+    let read = reader.seek(std::io::SeekFrom::Start(0)).is_ok()
+        && crate::images::unpack::decompressed(&mut reader)
+            .and_then(|d| d.take(512).read_to_end(&mut head))
+            .is_ok();
+    // The clone shares the file's offset: put it back at the start for the extraction.
+    let _ = reader.seek(std::io::SeekFrom::Start(0));
+    read && head.len() >= 262 && &head[257..262] == b"ustar"
+}
+
+/// `path` of an image mounted at `root`, every link in it (the last too) followed inside the
+/// image: the path it names, relative to the root.
+fn resolve_in_image(root: &Path, path: &str) -> Result<PathBuf, String> {
+    let image = Root::open(root).map_err(|e| e.to_string())?;
+    let found = image
+        .open_at(Path::new(path), libc::O_PATH)
+        .map_err(|e| format!("{path}: {e} in the --from image"))?;
+    let real = std::fs::read_link(crate::runtime::inroot::fd_path(&found))
+        .map_err(|e| format!("{path}: {e}"))?;
+    real.strip_prefix(root)
+        .map(Path::to_path_buf)
+        .map_err(|_| format!("{path}: resolves outside the --from image"))
 }
 
 #[cfg(test)]
@@ -1458,21 +1508,36 @@ mod tests {
     }
 
     #[test]
-    fn archives_are_told_by_their_first_bytes() {
+    fn archives_are_told_by_their_first_block() {
         let dir = tempfile::tempdir().unwrap();
         let open = |p: &Path| std::fs::File::open(p).unwrap();
-        let gz = dir.path().join("a.tgz");
-        std::fs::write(&gz, [0x1f, 0x8b, 8, 0]).unwrap();
-        assert!(is_archive(&open(&gz)));
-        let text = dir.path().join("a.txt");
-        std::fs::write(&text, "hello").unwrap();
-        assert!(!is_archive(&open(&text)));
+        let gzip = |bytes: &[u8]| {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            std::io::Write::write_all(&mut gz, bytes).unwrap();
+            gz.finish().unwrap()
+        };
         let mut b = tar::Builder::new(Vec::new());
         let mut h = tar::Header::new_ustar();
         h.set_size(1);
         b.append_data(&mut h, "x", &b"x"[..]).unwrap();
-        let t = dir.path().join("a.tar");
-        std::fs::write(&t, b.into_inner().unwrap()).unwrap();
-        assert!(is_archive(&open(&t)));
+        let tar = b.into_inner().unwrap();
+        for (name, bytes, wanted) in [
+            ("a.tar", tar.clone(), true),
+            ("a.tgz", gzip(&tar), true),
+            ("a.txt.gz", gzip(b"hello, not a tar"), false),
+            ("a.txt", b"hello".to_vec(), false),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            let file = open(&path);
+            assert_eq!(is_archive(&file), wanted, "{name}");
+            let mut again = Vec::new();
+            std::io::Read::read_to_end(&mut &file, &mut again).unwrap();
+            assert_eq!(
+                again,
+                std::fs::read(&path).unwrap(),
+                "{name} is read from its start after"
+            );
+        }
     }
 }

@@ -647,3 +647,70 @@ async fn a_built_image_is_pushed_to_another_wharf_and_runs_there_and_in_docker()
     );
     assert_eq!(said, "moved between hosts\nbuilt-here\n");
 }
+
+#[test]
+fn copy_follows_dockers_rules_for_destinations_links_owners_and_archives() {
+    let test = "build::copy_follows_dockers_rules_for_destinations_links_owners_and_archives";
+    let Some(daemon) = daemon_with_busybox(test) else {
+        return;
+    };
+    let _gone = harness::RemoveContainers(host(&daemon));
+    let context = daemon.dir.path().join("rules");
+    write_context(&context, "");
+    std::os::unix::fs::symlink("files/a.txt", context.join("link.txt")).unwrap();
+    // A gzip of something that is not a tar: ADD copies it as it is.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, b"not a tar").unwrap();
+    std::fs::write(context.join("data.gz"), gz.finish().unwrap()).unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!(
+            "FROM {IMAGE} AS base\n\
+             RUN mkdir /out && echo tool > /out/tool.txt && ln -s tool.txt /out/current && ln -s /out /link-to-out\n\
+             FROM {IMAGE}\n\
+             WORKDIR /app\n\
+             COPY files/a.txt .\n\
+             COPY link.txt linked/\n\
+             COPY --from=base /out/current /app/current.txt\n\
+             COPY --from=base /link-to-out/ /app/from-dir/\n\
+             COPY --chown=1000:1000 files/ /app/owned/deep/\n\
+             ADD data.gz /app/\n"
+        ),
+    )
+    .unwrap();
+    let (built, out, err) = build(&daemon, &context, &["-t", "wharf-test/rules:v1"]);
+    assert!(built, "{out}\n{err}");
+    let check = "cat a.txt linked/link.txt current.txt from-dir/tool.txt; \
+                 test -L from-dir/current && echo link-kept; \
+                 stat -c %u:%g owned owned/deep owned/deep/a.txt; \
+                 gunzip -c data.gz; echo";
+    let out = ok(
+        &daemon,
+        &["run", "--rm", "wharf-test/rules:v1", "sh", "-c", check],
+    );
+    assert_eq!(
+        out,
+        "file a\nfile a\ntool\ntool\nlink-kept\n1000:1000\n1000:1000\n1000:1000\nnot a tar\n"
+    );
+    // A destination that became a directory is another step, not the cached file copy.
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!("FROM {IMAGE}\nCOPY files/a.txt /data\n"),
+    )
+    .unwrap();
+    let (built, out, err) = build(&daemon, &context, &["-t", "wharf-test/rules:file"]);
+    assert!(built, "{out}\n{err}");
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!("FROM {IMAGE}\nCOPY files/a.txt /data/\n"),
+    )
+    .unwrap();
+    let (built, out, err) = build(&daemon, &context, &["-t", "wharf-test/rules:dir"]);
+    assert!(built, "{out}\n{err}");
+    assert!(!out.contains("Using cache"), "{out}");
+    let out = ok(
+        &daemon,
+        &["run", "--rm", "wharf-test/rules:dir", "cat", "/data/a.txt"],
+    );
+    assert_eq!(out, "file a\n");
+}
