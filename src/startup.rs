@@ -344,6 +344,9 @@ impl Application {
         if let Err(e) = state.engine.reconcile().await {
             tracing::error!(error = %e, "could not pick up the containers of the last run");
         }
+        // Builds do not outlive the daemon: what one that was running left goes.
+        crate::builder::steps::clean_leftovers(&state.engine, &state.db, &state.config.layout())
+            .await;
         // Events past their retention go hourly (and once at start).
         let events_db = state.db.clone();
         let retention = state.config.event_retention;

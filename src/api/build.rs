@@ -89,12 +89,20 @@ async fn build(
     let reader = ChannelReader::of(request.into_body());
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (log_tx, mut log_rx) = mpsc::unbounded_channel::<serde_json::Value>();
-    // The log's lines go out as they come; the channel's end tells the builder the client left.
+    // The log's lines go out as they come. When the client goes away (the answer's stream is
+    // dropped), this task ends and drops the log's receiver: the builder sees that within a
+    // tenth of a second, even while a step prints nothing, and stops its container.
     let forward = out_tx.clone();
     tokio::spawn(async move {
-        while let Some(value) = log_rx.recv().await {
-            if forward.send(line(value)).is_err() {
-                break;
+        loop {
+            tokio::select! {
+                value = log_rx.recv() => {
+                    let Some(value) = value else { break };
+                    if forward.send(line(value)).is_err() {
+                        break;
+                    }
+                }
+                _ = forward.closed() => break,
             }
         }
     });

@@ -806,6 +806,12 @@ async fn push_image(
     let (_, summary) = find(&state, &req.name).await?;
     let layers = state.db.image_layers(&summary.digest).await?;
     let (out_tx, out_rx) = mpsc::unbounded_channel::<Result<Bytes, std::io::Error>>();
+    if !crate::images::push::names_registry(&reference) && reference != req.name {
+        return Err(ApiError::BadRequest(format!(
+            "{reference} names no registry: give HOST[:PORT]/{reference} to push there, or `wharf tag {} {reference}` to name it here",
+            req.name
+        )));
+    }
     if !crate::images::push::names_registry(&reference) {
         // No registry named: the built-in one, which serves every local image already.
         let served = state

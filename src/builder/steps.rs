@@ -168,6 +168,44 @@ impl Drop for Mounted {
     }
 }
 
+/// The label of a `RUN` step's container (its Dockerfile line).
+const STEP_LABEL: &str = "wharf.build.step";
+
+/// What builds that were running when the daemon stopped left: their steps' containers,
+/// mounts and directories. Called once at start, before any build.
+pub async fn clean_leftovers(engine: &Engine, db: &Db, layout: &DataRoot) {
+    if let Ok(rows) = db.list_containers(true).await {
+        for row in rows {
+            let config: Option<ContainerConfig> = serde_json::from_str(&row.config).ok();
+            if config.is_some_and(|c| c.labels.contains_key(STEP_LABEL)) {
+                if let Err(e) = engine.remove(&row.id, true, true).await {
+                    tracing::warn!(container = %row.id, error = %e, "could not remove a build step's container");
+                }
+            }
+        }
+    }
+    let builds = layout.root().join("builds");
+    let _ = tokio::task::spawn_blocking(move || {
+        let prefix = format!("{}/", builds.display());
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&prefix))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for point in points {
+            let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
+        }
+        if let Ok(entries) = std::fs::read_dir(&builds) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    })
+    .await;
+}
+
 fn step_error(i: &Instruction, reason: impl std::fmt::Display) -> BuildError {
     BuildError::Step {
         line: i.line,
@@ -243,7 +281,9 @@ impl Builder<'_> {
             context: Arc::new(context),
         };
         let built = self.run(&parsed, request, &tags, &work_in).await;
-        drop(work);
+        drop(work_in);
+        // The context may be many files: removed off the async threads.
+        let _ = tokio::task::spawn_blocking(move || drop(work)).await;
         built
     }
 
@@ -314,13 +354,22 @@ impl Builder<'_> {
             self.log
                 .say(format!("Step {number}/{total} : {}", from.original));
             let mut stage = self.from(from, escape, &global, &stages).await?;
-            for i in &block[1..] {
+            let triggers = self.triggers(&mut stage, from)?;
+            if !triggers.is_empty() {
+                self.log
+                    .say(format!("# Executing {} build triggers", triggers.len()));
+            }
+            for (n, i) in triggers.iter().chain(&block[1..]).enumerate() {
                 if self.log.gone() {
                     return Err(BuildError::Cancelled);
                 }
-                number += 1;
-                self.log
-                    .say(format!("Step {number}/{total} : {}", i.original));
+                if n < triggers.len() {
+                    self.log.say(format!("Trigger : {}", i.original));
+                } else {
+                    number += 1;
+                    self.log
+                        .say(format!("Step {number}/{total} : {}", i.original));
+                }
                 match self
                     .step(
                         &mut stage,
@@ -411,6 +460,27 @@ impl Builder<'_> {
         global: &BTreeMap<String, String>,
         stages: &[Stage],
     ) -> Result<Stage, BuildError> {
+        for (flag, value) in &i.flags {
+            let value = dockerfile::expand_word(value, escape, &|n| global.get(n).cloned())
+                .map_err(|e| step_error(i, e))?;
+            let host = format!("linux/{}", self.architecture);
+            match flag.as_str() {
+                // This host's platform is the only one a stage can run on here.
+                "platform" if value.is_empty() || value == host => {}
+                "platform" => {
+                    return Err(step_error(
+                        i,
+                        format!("--platform={value}: this host builds for {host} only"),
+                    ));
+                }
+                other => {
+                    return Err(step_error(
+                        i,
+                        format!("the flag --{other} is not supported here"),
+                    ));
+                }
+            }
+        }
         let words = expand_args(i, escape, &|n| global.get(n).cloned())?;
         let (image, name) = match words.as_slice() {
             [image] => (image.clone(), None),
@@ -463,6 +533,54 @@ impl Builder<'_> {
             shell,
             cmd_set: false,
         })
+    }
+
+    /// The base's `ONBUILD` triggers, to run first (at the FROM's line), taken out of the
+    /// stage's config: they are for the base's children, not for theirs.
+    fn triggers(
+        &self,
+        stage: &mut Stage,
+        from: &Instruction,
+    ) -> Result<Vec<Instruction>, BuildError> {
+        let texts: Vec<String> = stage.draft.config["config"]["OnBuild"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str().map(str::to_owned))
+            .collect();
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        stage
+            .draft
+            .runtime_config()
+            .insert("OnBuild".into(), Value::Null);
+        let mut out = Vec::new();
+        for text in texts {
+            let mut parsed =
+                dockerfile::parse(&format!("FROM scratch\n{text}\n")).map_err(|e| {
+                    step_error(from, format!("the base's ONBUILD {text}: {}", e.reason))
+                })?;
+            let mut trigger = parsed
+                .instructions
+                .pop()
+                .ok_or_else(|| step_error(from, format!("the base's ONBUILD {text} is empty")))?;
+            if matches!(
+                trigger.keyword,
+                Keyword::From | Keyword::Onbuild | Keyword::Maintainer
+            ) {
+                return Err(step_error(
+                    from,
+                    format!(
+                        "the base's ONBUILD {text}: {} is not allowed as a trigger",
+                        trigger.keyword.name()
+                    ),
+                ));
+            }
+            trigger.line = from.line;
+            out.push(trigger);
+        }
+        Ok(out)
     }
 
     /// A local image by reference.
@@ -812,6 +930,14 @@ impl Builder<'_> {
         i: &Instruction,
         request: &BuildRequest,
     ) -> Result<StepOutcome, BuildError> {
+        if let Some((flag, _)) = i.flags.first() {
+            return Err(step_error(
+                i,
+                format!(
+                    "the flag --{flag} is not supported here (this builder is docker's classic one, without BuildKit's RUN flags)"
+                ),
+            ));
+        }
         let argv = match &i.args {
             Args::Json(v) if !v.is_empty() => v.clone(),
             Args::Json(_) => return Err(step_error(i, "RUN [] runs nothing")),
@@ -858,7 +984,11 @@ impl Builder<'_> {
         argv: &[String],
         arg_env: &[String],
     ) -> Result<NewLayer, BuildError> {
-        let image = self.engine.record_draft(stage.draft.clone(), &[]).await?;
+        // An image of this step alone: another build of the same Dockerfile in the same second
+        // would otherwise make the same one, and remove it under this step.
+        let mut draft = stage.draft.clone();
+        draft.config["wharf.build.step"] = uuid::Uuid::new_v4().simple().to_string().into();
+        let image = self.engine.record_draft(draft, &[]).await?;
         let config = ContainerConfig {
             image: image.digest.clone(),
             entrypoint: vec![argv[0].clone()],
@@ -868,7 +998,7 @@ impl Builder<'_> {
                 test: vec!["NONE".into()],
                 ..Default::default()
             }),
-            labels: [("wharf.build.step".to_owned(), i.line.to_string())].into(),
+            labels: [(STEP_LABEL.to_owned(), i.line.to_string())].into(),
             ..ContainerConfig::default()
         };
         let made = self.engine.create(None, config).await;

@@ -409,9 +409,14 @@ pub fn copy_between(
         let produced = producer
             .join()
             .unwrap_or_else(|_| Err(ArchiveError::Tar("the copying thread failed".into())));
-        // The reader's error is the consequence when the writer failed first.
-        produced?;
-        consumed
+        match (produced, consumed) {
+            // The writer's broken pipe is the consequence when the reader failed first.
+            (Err(ArchiveError::Io(e)), Err(reason)) if e.kind() == io::ErrorKind::BrokenPipe => {
+                Err(reason)
+            }
+            (Err(e), _) => Err(e),
+            (Ok(()), consumed) => consumed,
+        }
     })
 }
 

@@ -157,6 +157,10 @@ fn apply_container_config(draft: &mut Draft, config: &super::ContainerConfig, id
     }
     if !config.entrypoint.is_empty() {
         rc.insert("Entrypoint".into(), serde_json::json!(config.entrypoint));
+        if config.cmd.is_empty() {
+            // The container ran its entrypoint alone, as docker does with --entrypoint.
+            rc.insert("Cmd".into(), serde_json::Value::Null);
+        }
     }
     if !config.env.is_empty() {
         let mut env: Vec<String> = rc

@@ -209,6 +209,19 @@ fn commit_keeps_a_containers_changes_deletions_and_settings() {
     );
     assert_eq!(out, "live\n");
 
+    // A container that ran its --entrypoint alone: so does its image.
+    ok(
+        &daemon,
+        &["run", "--name", "ep", "--entrypoint", "hostname", IMAGE],
+    );
+    ok(&daemon, &["commit", "ep", "wharf-test/committed:ep"]);
+    let detail = inspect(&daemon, "wharf-test/committed:ep");
+    assert_eq!(
+        detail["config"]["config"]["Entrypoint"],
+        serde_json::json!(["hostname"])
+    );
+    assert!(detail["config"]["config"]["Cmd"].is_null(), "{detail}");
+
     // Bad input: unknown container, a digest for a name.
     let (status, _, err) = wharf(&daemon, &["commit", "nope", "wharf-test/x:1"]);
     assert!(!status.success());
@@ -605,6 +618,13 @@ async fn a_built_image_is_pushed_to_another_wharf_and_runs_there_and_in_docker()
         out.contains("wharf-test/moved:v1 is in this daemon's registry already"),
         "{out}"
     );
+    // A new name without a registry is not a push.
+    let (status, _, err) = wharf(
+        &daemon,
+        &["push", "wharf-test/moved:v1", "team/elsewhere:v1"],
+    );
+    assert!(!status.success());
+    assert!(err.contains("team/elsewhere:v1 names no registry"), "{err}");
     // Again: the registry has every blob.
     let (status, _, err) = wharf(&daemon, &["push", "wharf-test/moved:v1", &remote]);
     assert!(status.success(), "{err}");
@@ -713,4 +733,92 @@ fn copy_follows_dockers_rules_for_destinations_links_owners_and_archives() {
         &["run", "--rm", "wharf-test/rules:dir", "cat", "/data/a.txt"],
     );
     assert_eq!(out, "file a\n");
+}
+
+#[test]
+fn a_build_whose_client_goes_away_stops_its_quiet_step_and_leaves_nothing() {
+    let test = "build::a_build_whose_client_goes_away_stops_its_quiet_step_and_leaves_nothing";
+    let Some(daemon) = daemon_with_busybox(test) else {
+        return;
+    };
+    let _gone = harness::RemoveContainers(host(&daemon));
+    let context = daemon.dir.path().join("quiet");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!("FROM {IMAGE}\nRUN sleep 300\n"),
+    )
+    .unwrap();
+    let mut client = wharf_command()
+        .args(["-H", &host(&daemon), "build", context.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    harness::wait_until("the step's container runs", || {
+        ok(&daemon, &["ps", "-q"]).lines().count() == 1
+    });
+    client.kill().unwrap();
+    client.wait().unwrap();
+    harness::wait_until("the step's container is gone", || {
+        ok(&daemon, &["ps", "-a", "-q"]).trim().is_empty()
+    });
+    let builds = daemon.data_root.join("builds");
+    harness::wait_until("the build's directory is gone", || {
+        std::fs::read_dir(&builds).map_or(true, |mut d| d.next().is_none())
+    });
+}
+
+#[test]
+fn onbuild_triggers_run_in_the_child_and_unsupported_flags_are_refused() {
+    let test = "build::onbuild_triggers_run_in_the_child_and_unsupported_flags_are_refused";
+    let Some(daemon) = daemon_with_busybox(test) else {
+        return;
+    };
+    let _gone = harness::RemoveContainers(host(&daemon));
+    let context = daemon.dir.path().join("onbuild");
+    write_context(&context, "");
+    let dockerfile = |text: String| std::fs::write(context.join("Dockerfile"), text).unwrap();
+    dockerfile(format!(
+        "FROM {IMAGE}\nONBUILD RUN echo triggered > /triggered\nONBUILD COPY files/a.txt /from-trigger.txt\n"
+    ));
+    let (built, out, err) = build(&daemon, &context, &["-t", "wharf-test/onbuild-base:v1"]);
+    assert!(built, "{out}\n{err}");
+    let base = inspect(&daemon, "wharf-test/onbuild-base:v1");
+    assert_eq!(
+        base["config"]["config"]["OnBuild"],
+        serde_json::json!([
+            "RUN echo triggered > /triggered",
+            "COPY files/a.txt /from-trigger.txt"
+        ])
+    );
+    dockerfile(
+        "FROM wharf-test/onbuild-base:v1\nCMD [\"cat\", \"/triggered\", \"/from-trigger.txt\"]\n"
+            .into(),
+    );
+    let (built, out, err) = build(&daemon, &context, &["-t", "wharf-test/onbuild-child:v1"]);
+    assert!(built, "{out}\n{err}");
+    assert!(out.contains("# Executing 2 build triggers"), "{out}");
+    assert_eq!(
+        ok(&daemon, &["run", "--rm", "wharf-test/onbuild-child:v1"]),
+        "triggered\nfile a\n"
+    );
+    let child = inspect(&daemon, "wharf-test/onbuild-child:v1");
+    assert!(child["config"]["config"]["OnBuild"].is_null(), "{child}");
+
+    for (text, wanted) in [
+        (
+            format!("FROM {IMAGE}\nRUN --mount=type=cache,target=/c true\n"),
+            "Dockerfile line 2: RUN: the flag --mount is not supported here",
+        ),
+        (
+            format!("FROM --platform=linux/s390x {IMAGE}\n"),
+            "Dockerfile line 1: FROM: --platform=linux/s390x: this host builds for linux/",
+        ),
+    ] {
+        dockerfile(text);
+        let (built, out, err) = build(&daemon, &context, &[]);
+        assert!(!built, "{out}");
+        assert!(err.contains(wanted), "{err}");
+    }
 }
