@@ -177,10 +177,10 @@ pub async fn clean_leftovers(engine: &Engine, db: &Db, layout: &DataRoot) {
     if let Ok(rows) = db.list_containers(true).await {
         for row in rows {
             let config: Option<ContainerConfig> = serde_json::from_str(&row.config).ok();
-            if config.is_some_and(|c| c.labels.contains_key(STEP_LABEL)) {
-                if let Err(e) = engine.remove(&row.id, true, true).await {
-                    tracing::warn!(container = %row.id, error = %e, "could not remove a build step's container");
-                }
+            if config.is_some_and(|c| c.labels.contains_key(STEP_LABEL))
+                && let Err(e) = engine.remove(&row.id, true, true).await
+            {
+                tracing::warn!(container = %row.id, error = %e, "could not remove a build step's container");
             }
         }
     }
