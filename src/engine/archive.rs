@@ -246,6 +246,12 @@ impl<W: Write> TarWriter<W> {
                 if kind(&st) != SFlag::S_IFREG {
                     return Ok(());
                 }
+                // A layer keeps a file's capabilities (`setcap` in a RUN step).
+                if self.layer
+                    && let Some(caps) = file_capability(&file)
+                {
+                    b.append_pax_extensions([(CAPABILITY_RECORD, &caps[..])])?;
+                }
                 let mut h = Self::header(&st, tar::EntryType::Regular);
                 h.set_size(st.st_size as u64);
                 let data = Exactly {
@@ -457,6 +463,28 @@ pub fn write_tar(root: &Root, path: &Path, out: impl Write) -> Result<(), Archiv
 
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
+
+/// The PAX record of a file's capabilities (what image unpacking sets back).
+const CAPABILITY_RECORD: &str = "SCHILY.xattr.security.capability";
+
+/// A file's `security.capability` attribute, if it has one.
+fn file_capability(file: &File) -> Option<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let mut value = vec![0u8; 64];
+    // SAFETY: the descriptor is open for the call and the buffer is valid for its length.
+    let n = unsafe {
+        libc::fgetxattr(
+            file.as_raw_fd(),
+            c"security.capability".as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    (n > 0).then(|| {
+        value.truncate(n as usize);
+        value
+    })
+}
 
 /// Whether overlayfs marked the directory opaque (what was below it in the image is hidden).
 fn is_opaque(dir: &File) -> bool {

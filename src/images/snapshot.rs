@@ -213,6 +213,11 @@ pub fn mount_overlay(
     }
     set("upperdir", upper)?;
     set("workdir", work)?;
+    // The upper directory is read as a layer (commit, build): every change must be in it as
+    // plain files, not as a rename redirect or a metadata-only copy whose data stays below,
+    // whatever the kernel's defaults say.
+    set("redirect_dir", Path::new("off"))?;
+    set("metacopy", Path::new("off"))?;
     // SAFETY: fsconfig command without arguments.
     let rc = unsafe {
         libc::syscall(

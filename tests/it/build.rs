@@ -49,18 +49,27 @@ fn top_layer_entries(daemon: &DaemonProcess, name: &str) -> Vec<String> {
     } else {
         Box::new(&bytes[..])
     };
-    let mut names: Vec<String> = tar::Archive::new(plain)
-        .entries()
-        .unwrap()
-        .map(|e| {
-            e.unwrap()
-                .path()
-                .unwrap()
-                .to_string_lossy()
-                .trim_end_matches('/')
-                .to_owned()
-        })
-        .collect();
+    // Each entry's name, and `NAME [KEY]` for each extended attribute it carries.
+    let mut names: Vec<String> = Vec::new();
+    for entry in tar::Archive::new(plain).entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry
+            .path()
+            .unwrap()
+            .to_string_lossy()
+            .trim_end_matches('/')
+            .to_owned();
+        if let Ok(Some(extensions)) = entry.pax_extensions() {
+            for ext in extensions.flatten() {
+                if let Ok(key) = ext.key()
+                    && key.starts_with("SCHILY.xattr.")
+                {
+                    names.push(format!("{name} [{key}]"));
+                }
+            }
+        }
+        names.push(name);
+    }
     names.sort();
     names
 }
@@ -92,6 +101,28 @@ fn commit_keeps_a_containers_changes_deletions_and_settings() {
             "mkdir -p /srv/app /usr/bin && echo made > /srv/app/f && echo old > /usr/bin/old && rm /etc/group",
         ],
     );
+    // A capability set on a file (as `setcap` in the container would) is part of the layer.
+    let id: serde_json::Value = serde_json::from_str(&ok(&daemon, &["inspect", "first"])).unwrap();
+    let file = daemon.data_root.join(format!(
+        "containers/{}/upper/srv/app/f",
+        id["id"].as_str().unwrap()
+    ));
+    // vfs_cap_data v2, effective: CAP_NET_BIND_SERVICE permitted.
+    let mut caps = [0u8; 20];
+    caps[..4].copy_from_slice(&0x0200_0001u32.to_le_bytes());
+    caps[4..8].copy_from_slice(&(1u32 << 10).to_le_bytes());
+    let path = std::ffi::CString::new(file.to_str().unwrap()).unwrap();
+    // SAFETY: valid NUL-terminated strings and a value buffer of the length given.
+    let rc = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            c"security.capability".as_ptr(),
+            caps.as_ptr().cast(),
+            caps.len(),
+            0,
+        )
+    };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
     let digest = ok(
         &daemon,
         &[
@@ -106,7 +137,12 @@ fn commit_keeps_a_containers_changes_deletions_and_settings() {
     );
     assert!(digest.trim().starts_with("sha256:"), "{digest}");
     let entries = top_layer_entries(&daemon, "wharf-test/committed:v1");
-    for wanted in ["srv/app/f", "usr/bin/old", "etc/.wh.group"] {
+    for wanted in [
+        "srv/app/f",
+        "srv/app/f [SCHILY.xattr.security.capability]",
+        "usr/bin/old",
+        "etc/.wh.group",
+    ] {
         assert!(
             entries.iter().any(|e| e == wanted),
             "{wanted} in {entries:?}"
