@@ -118,6 +118,26 @@ async fn the_openapi_document_describes_the_routes() {
         "#/components/schemas/SystemInfo"
     );
     assert!(doc["paths"]["/api/v1/system/version"]["get"].is_object());
+    // Building, committing and pushing images.
+    for (path, method) in [
+        ("/api/v1/build", "post"),
+        ("/api/v1/containers/{id}/commit", "post"),
+        ("/api/v1/images/push", "post"),
+    ] {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} documented"
+        );
+    }
+    let build_params: Vec<&str> = doc["paths"]["/api/v1/build"]["post"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    for name in ["t", "dockerfile", "buildargs", "nocache", "target"] {
+        assert!(build_params.contains(&name), "{name} in {build_params:?}");
+    }
     let schema = &doc["components"]["schemas"]["SystemInfo"]["properties"];
     for field in [
         "id",

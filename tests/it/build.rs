@@ -306,6 +306,7 @@ RUN echo "$GREETING from the tools stage" > /greeting.txt \
  && mkdir -p /out && echo tool > /out/tool.txt
 
 FROM $BASE
+MAINTAINER The Wharf Tests <tests@wharf.invalid>
 LABEL org.example.title="wharf test" version=1
 ENV APP_HOME=/app PATH=/app/bin:/usr/bin:/bin
 WORKDIR $APP_HOME
@@ -403,6 +404,10 @@ fn a_multi_stage_dockerfile_builds_runs_and_rebuilds_from_the_cache() {
     );
     assert_eq!(config["WorkingDir"], "/app");
     assert_eq!(config["User"], "1000:1000");
+    assert_eq!(
+        detail["config"]["author"],
+        "The Wharf Tests <tests@wharf.invalid>"
+    );
     assert_eq!(config["Labels"]["org.example.title"], "wharf test");
     assert_eq!(config["Labels"]["version"], "1");
     assert_eq!(
