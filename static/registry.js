@@ -85,3 +85,27 @@
     });
   }
 })();
+
+// A manifest's page: delete it (asked once more), then back to its repository.
+(function () {
+  const actions = document.getElementById("manifest-actions");
+  if (!actions) {
+    return;
+  }
+  const button = document.getElementById("delete-manifest");
+  const status = document.getElementById("registry-status");
+  button.addEventListener("click", async function () {
+    if (!window.wharf.confirmed(button)) {
+      return;
+    }
+    const repository = actions.dataset.repository;
+    try {
+      await window.wharf.api("DELETE", "/registry/manifests?repository=" + encodeURIComponent(repository) +
+        "&digest=" + encodeURIComponent(actions.dataset.digest), actions.dataset.csrf);
+      window.location.href = "/registry/repository?name=" + encodeURIComponent(repository);
+    } catch (e) {
+      status.textContent = "Could not delete the manifest: " + e.message;
+      status.className = "error";
+    }
+  });
+})();

@@ -23,6 +23,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(repositories))
         .routes(routes!(tags, delete_tag))
+        .routes(routes!(delete_manifest))
         .routes(routes!(settings))
         .routes(routes!(collect))
 }
@@ -125,6 +126,58 @@ async fn delete_tag(
         "registry.delete",
         &format!("repository:{}", q.repository),
         &format!("tag={}", q.tag),
+    );
+    state.db.record_audit(&record).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ManifestQuery {
+    pub repository: String,
+    /// The manifest's digest.
+    pub digest: String,
+}
+
+/// Removes a manifest from a repository, with the tags that name it there (a manifest no
+/// repository holds any more goes; its blobs wait for garbage collection). Refused while a
+/// container runs from it.
+#[utoipa::path(delete, path = "/registry/manifests", tag = "registry", params(ManifestQuery),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn delete_manifest(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ManifestQuery>,
+) -> Result<StatusCode, ApiError> {
+    checked(&q.repository)?;
+    let digest = crate::domain::Digest::parse(&q.digest)?;
+    caller
+        .require(
+            Action::RepositoryDelete,
+            &Target::Repository(q.repository.clone()),
+        )
+        .await?;
+    let users = state.db.containers_of_image(digest.as_str()).await?;
+    if !users.is_empty() {
+        return Err(ApiError::Conflict(format!(
+            "manifest {digest} is the image of container(s) {}: remove them first",
+            users.join(", ")
+        )));
+    }
+    if !state
+        .db
+        .delete_manifest(&q.repository, digest.as_str())
+        .await?
+    {
+        return Err(ApiError::NotFound(format!(
+            "manifest {digest} in {}",
+            q.repository
+        )));
+    }
+    let record = caller_audit(
+        &caller,
+        "registry.delete",
+        &format!("repository:{}", q.repository),
+        &format!("manifest={digest}"),
     );
     state.db.record_audit(&record).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -292,6 +292,12 @@ impl Db {
                     .map_err(sql(what))?;
             }
         }
+        sqlx::query("DELETE FROM repository_pulls WHERE repository = ? AND digest = ?")
+            .bind(repository)
+            .bind(digest)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql("forgetting a manifest's pulls"))?;
         tx.commit().await.map_err(sql("committing"))?;
         Ok(true)
     }
@@ -458,6 +464,9 @@ pub struct TagDetail {
     pub size: i64,
     /// Unix seconds when the tag last moved.
     pub updated_at: i64,
+    /// Pulls of its manifest from this repository, and the last one's time.
+    pub pulls: i64,
+    pub last_pulled_at: Option<i64>,
 }
 
 impl Db {
@@ -482,13 +491,47 @@ impl Db {
             .collect())
     }
 
+    /// How often `digest` was pulled from `repository`, and when last.
+    pub async fn manifest_pulls(
+        &self,
+        repository: &str,
+        digest: &str,
+    ) -> Result<(i64, Option<i64>), DbError> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT pulls, last_pulled_at FROM repository_pulls WHERE repository = ? AND digest = ?",
+        )
+        .bind(repository)
+        .bind(digest)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql("reading a manifest's pulls"))?;
+        Ok(row.map_or((0, None), |(n, at)| (n, Some(at))))
+    }
+
+    /// Counts a pull of `digest` from `repository`.
+    pub async fn count_pull(&self, repository: &str, digest: &str) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO repository_pulls (repository, digest, pulls, last_pulled_at) VALUES (?1, ?2, 1, ?3) \
+             ON CONFLICT (repository, digest) DO UPDATE SET pulls = pulls + 1, last_pulled_at = ?3",
+        )
+        .bind(repository)
+        .bind(digest)
+        .bind(now_secs())
+        .execute(&self.pool)
+        .await
+        .map_err(sql("counting a pull"))?;
+        Ok(())
+    }
+
     /// The repository's tags with their manifests.
     pub async fn tag_details(&self, repository: &str) -> Result<Vec<TagDetail>, DbError> {
         sqlx::query_as::<_, TagDetail>(
             "SELECT t.tag, t.manifest_digest AS digest, m.media_type, \
              m.size + coalesce((SELECT sum(l.size) FROM manifest_layers l WHERE l.manifest_digest = t.manifest_digest), 0) AS size, \
-             t.updated_at FROM image_tags t JOIN repository_manifests m \
+             t.updated_at, coalesce(p.pulls, 0) AS pulls, p.last_pulled_at \
+             FROM image_tags t JOIN repository_manifests m \
              ON m.repository = t.repository AND m.digest = t.manifest_digest \
+             LEFT JOIN repository_pulls p ON p.repository = t.repository AND p.digest = t.manifest_digest \
              WHERE t.repository = ? ORDER BY t.tag",
         )
         .bind(repository)

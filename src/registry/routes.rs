@@ -1027,6 +1027,9 @@ async fn get_manifest(
             &format!("reference={reference} digest={digest}"),
         )
         .await;
+        if let Err(e) = ctx.state.app.db.count_pull(name, digest.as_str()).await {
+            tracing::warn!(error = %e, "could not count a pull");
+        }
     }
     Response::builder()
         .status(StatusCode::OK)

@@ -169,6 +169,7 @@ pub fn router() -> Router<AppState> {
         .route("/containers/{id}", get(containers::container))
         .route("/registry", get(registry::registry))
         .route("/registry/repository", get(registry::repository))
+        .route("/registry/manifest", get(registry::manifest))
         .route("/volumes", get(containers::volumes))
         .route("/networks", get(containers::networks))
         .route("/static/{file}", get(asset))

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use super::error::WebError;
 use super::session::WebUser;
 use crate::auth::{Action, Target, authorize};
+use crate::db::TagDetail;
 use crate::startup::AppState;
 
 /// One repository on the Registry page.
@@ -91,6 +92,15 @@ pub struct TagRow {
     pub media_type: String,
     pub size: String,
     pub pushed: String,
+    /// How many pulls, and when the last was (`12 (last 3 minutes ago)`).
+    pub pulls: String,
+}
+
+fn pulls_text(pulls: i64, last: Option<i64>) -> String {
+    match last {
+        Some(at) if pulls > 0 => format!("{pulls} (last {})", super::pages::time_text(Some(at))),
+        _ => pulls.to_string(),
+    }
 }
 
 #[derive(Template, WebTemplate)]
@@ -134,6 +144,7 @@ pub async fn repository(
         .map(|t| TagRow {
             size: crate::host::human_bytes(t.size.max(0) as u64),
             pushed: super::pages::time_text(Some(t.updated_at)),
+            pulls: pulls_text(t.pulls, t.last_pulled_at),
             tag: t.tag,
             digest: t.digest,
             media_type: t.media_type,
@@ -146,6 +157,129 @@ pub async fn repository(
         registry_host: registry_host(&state, &headers),
         name: q.name,
         tags,
+        user,
+    })
+}
+
+/// A layer (or the config) a manifest lists.
+pub struct LayerRow {
+    pub digest: String,
+    pub media_type: String,
+    pub size: String,
+}
+
+/// A platform's manifest an index lists.
+pub struct ChildRow {
+    pub platform: String,
+    pub digest: String,
+    pub size: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "manifest.html")]
+pub struct ManifestPage {
+    pub user: WebUser,
+    pub repository: String,
+    pub digest: String,
+    pub media_type: String,
+    pub size: String,
+    pub tags: Vec<String>,
+    pub pulls: String,
+    pub layers: Vec<LayerRow>,
+    pub children: Vec<ChildRow>,
+    /// The manifest as stored, indented.
+    pub json: String,
+    pub can_delete: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ManifestQuery {
+    repository: String,
+    digest: String,
+}
+
+/// One manifest of a repository: what it lists (layers and config, or the platforms of an
+/// index), its tags and pulls here, the document itself, and deletion for those who may.
+pub async fn manifest(
+    State(state): State<AppState>,
+    user: WebUser,
+    Query(q): Query<ManifestQuery>,
+) -> Result<ManifestPage, WebError> {
+    let target = Target::Repository(q.repository.clone());
+    authorize(&user.principal, Action::RepositoryPull, &target)
+        .map_err(|d| WebError::Forbidden(d.to_string()))?;
+    let not_found = || {
+        WebError::NotFound(format!(
+            "manifest {} is not in repository {}",
+            q.digest, q.repository
+        ))
+    };
+    let digest = crate::domain::Digest::parse(&q.digest).map_err(|_| not_found())?;
+    let found = state
+        .db
+        .resolve_manifest(&q.repository, digest.as_str())
+        .await?
+        .ok_or_else(not_found)?;
+    let path = crate::images::store::BlobStore::new(state.config.layout().blobs()).path(&digest);
+    let bytes = tokio::fs::read(&path).await.map_err(|e| {
+        WebError::Internal(format!(
+            "manifest {digest} is recorded but its blob {} cannot be read: {e}",
+            path.display()
+        ))
+    })?;
+    let document: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    let bytes_text = |v: &serde_json::Value| crate::host::human_bytes(v.as_u64().unwrap_or(0));
+    let descriptor = |d: &serde_json::Value| LayerRow {
+        digest: d["digest"].as_str().unwrap_or_default().to_owned(),
+        media_type: d["mediaType"].as_str().unwrap_or_default().to_owned(),
+        size: bytes_text(&d["size"]),
+    };
+    let mut layers: Vec<LayerRow> = document["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(descriptor)
+        .collect();
+    if document["config"].is_object() {
+        layers.insert(0, descriptor(&document["config"]));
+    }
+    let children = document["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| ChildRow {
+            platform: format!(
+                "{}/{}",
+                m["platform"]["os"].as_str().unwrap_or("?"),
+                m["platform"]["architecture"].as_str().unwrap_or("?")
+            ),
+            digest: m["digest"].as_str().unwrap_or_default().to_owned(),
+            size: bytes_text(&m["size"]),
+        })
+        .collect();
+    let tags: Vec<TagDetail> = state
+        .db
+        .tag_details(&q.repository)
+        .await?
+        .into_iter()
+        .filter(|t| t.digest == found.digest)
+        .collect();
+    let (pulls, last) = state
+        .db
+        .manifest_pulls(&q.repository, digest.as_str())
+        .await?;
+    Ok(ManifestPage {
+        can_delete: authorize(&user.principal, Action::RepositoryDelete, &target).is_ok(),
+        digest: found.digest,
+        media_type: found.media_type,
+        size: crate::host::human_bytes(bytes.len() as u64),
+        tags: tags.into_iter().map(|t| t.tag).collect(),
+        pulls: pulls_text(pulls, last),
+        layers,
+        children,
+        json: serde_json::to_string_pretty(&document)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned()),
+        repository: q.repository,
         user,
     })
 }

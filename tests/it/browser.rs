@@ -932,3 +932,94 @@ async fn an_admin_builds_an_image_from_a_pasted_dockerfile_and_watches_the_log()
     );
     browser.close();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_docker_push_appears_on_the_registry_page_with_its_pulls_layers_and_deletion() {
+    let test =
+        "browser::a_docker_push_appears_on_the_registry_page_with_its_pulls_layers_and_deletion";
+    let Some(busybox) = crate::fixtures::busybox(test) else {
+        return;
+    };
+    let Some(docker) = crate::dockerd::Dockerd::start(test, json!({})) else {
+        return;
+    };
+    let daemon = TestDaemon::start();
+    daemon.user_with_token("pusher", "operator").await;
+    daemon.user_with_token("ada", "admin").await;
+    let addr = daemon.registry.unwrap().to_string();
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("img.tar");
+    crate::fixtures::ImageBuilder::busybox(&busybox)
+        .layer(
+            crate::fixtures::LayerBuilder::new()
+                .file("shown", 0o644, b"on the registry page\n")
+                .finish(),
+            "COPY shown /",
+        )
+        .cmd(&["cat", "/shown"])
+        .build()
+        .write_docker_archive(&archive, "wharf-test/shown:v1");
+    let ok = harness::succeeded;
+    ok(
+        docker.docker(&["load", "-i", archive.to_str().unwrap()]),
+        "load",
+    );
+    let name = format!("{addr}/team/shown:v1");
+    ok(docker.docker(&["tag", "wharf-test/shown:v1", &name]), "tag");
+    ok(
+        docker.docker(&["login", &addr, "-u", "pusher", "-p", "pusher-password"]),
+        "login",
+    );
+    ok(docker.docker(&["push", &name]), "push");
+
+    let Some(browser) = Browser::start(test).await else {
+        return;
+    };
+    let base = format!("http://127.0.0.1:{}", daemon.tcp.port());
+    browser.goto(&format!("{base}/login")).await;
+    browser.sign_in(&base, "ada", "ada-password").await;
+    browser.goto(&format!("{base}/registry")).await;
+    wait_for_text(&browser, "main", "team/shown").await;
+    browser
+        .click("a[href^='/registry/repository?name=team']")
+        .await;
+    let row = wait_for_text(&browser, "#tag-table tbody", "v1").await;
+    assert!(row.contains("sha256:"), "{row}");
+    assert_eq!(browser.text("#tag-table td.pulls").await, "0");
+
+    // A pull through the registry is counted.
+    ok(docker.docker(&["rmi", &name, "wharf-test/shown:v1"]), "rmi");
+    ok(docker.docker(&["pull", &name]), "pull");
+    browser.eval("window.location.reload();").await;
+    let pulls = wait_for_text(&browser, "#tag-table td.pulls", "1 (last").await;
+    assert!(pulls.starts_with("1 (last"), "{pulls}");
+
+    // The manifest's page: its config and layers, the document, then deletion.
+    browser.click("a.manifest-link").await;
+    wait_for_text(&browser, "#manifest-digest", "sha256:").await;
+    let layers = browser.text("#layer-table tbody").await;
+    assert_eq!(
+        layers.lines().count(),
+        3,
+        "the config and two layers: {layers}"
+    );
+    assert!(layers.contains("application/vnd"), "{layers}");
+    assert!(
+        browser
+            .text("#manifest-json")
+            .await
+            .contains("\"schemaVersion\": 2"),
+        "the document as stored"
+    );
+    assert_eq!(browser.text("#manifest-tags").await, "v1");
+    browser.click("#delete-manifest").await;
+    assert_eq!(
+        browser.text("#delete-manifest").await,
+        "Delete this manifest and its tags here?"
+    );
+    browser.click("#delete-manifest").await;
+    wait_for_text(&browser, "main", "No tags").await;
+    let out = docker.docker(&["pull", &name]);
+    assert!(!out.status.success(), "the deleted manifest is not pulled");
+    browser.close();
+}

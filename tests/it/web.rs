@@ -534,4 +534,19 @@ async fn every_page_renders_empty_and_populated_and_escapes_what_users_gave() {
     let r = get(&client, "/registry/repository?name=absent/repo", &kim).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert!(text(&r).contains("repository absent/repo not found"));
+    let absent = format!("sha256:{}", "0".repeat(64));
+    let r = get(
+        &client,
+        &format!("/registry/manifest?repository=absent/repo&digest={absent}"),
+        &kim,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(
+        text(&r).contains(&format!(
+            "manifest {absent} is not in repository absent/repo"
+        )),
+        "{}",
+        text(&r)
+    );
 }
