@@ -2542,6 +2542,22 @@ impl Engine {
         })
     }
 
+    /// CPU time (ns) and memory in use (bytes) of the running containers among `ids`, read in
+    /// one blocking task (for lists; containers that are not running are left out).
+    pub async fn usage(&self, ids: Vec<String>) -> HashMap<String, (u64, u64)> {
+        let runtime = crate::runtime::container::Runtime::new(self.runtime_root());
+        tokio::task::spawn_blocking(move || {
+            ids.into_iter()
+                .filter_map(|id| {
+                    let stats = runtime.stats(&id).ok()?;
+                    Some((id, (stats.cpu_usage_ns, stats.memory_usage_bytes)))
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default()
+    }
+
     /// A container's files for `cp` and `export`. With `live`, a running container is seen
     /// through its init's root (its volumes and tmpfs mounts included); otherwise through its
     /// root filesystem, mounted for as long as the returned value lives if it is not running

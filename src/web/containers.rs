@@ -25,6 +25,55 @@ pub struct ContainerRow {
     pub status: String,
     pub ports: String,
     pub created: String,
+    /// `12.5% · 3.4 MiB` for a running container (the CPU share since the list was last
+    /// drawn, `–` the first time), empty otherwise.
+    pub usage: String,
+}
+
+/// The CPU time each container had when a list last showed it, and when (ns), so the next
+/// drawing (the list refreshes itself) can show the share of a CPU used in between.
+static LAST_CPU: std::sync::Mutex<Option<std::collections::HashMap<String, (u64, u64)>>> =
+    std::sync::Mutex::new(None);
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The usage text of each running container among `views`.
+async fn usage_texts(
+    state: &AppState,
+    views: &[ContainerView],
+) -> std::collections::HashMap<String, String> {
+    let running: Vec<String> = views
+        .iter()
+        .filter(|v| v.state == "running" || v.state == "paused")
+        .map(|v| v.id.clone())
+        .collect();
+    let usage = state.engine.usage(running).await;
+    let now = now_ns();
+    let mut last = LAST_CPU.lock().unwrap_or_else(|e| e.into_inner());
+    let previous = last.get_or_insert_with(Default::default);
+    let mut texts = std::collections::HashMap::new();
+    for (id, (cpu, memory)) in usage {
+        let share = match previous.get(&id) {
+            Some((before, at)) if now > *at && cpu >= *before => {
+                format!("{:.1}%", (cpu - before) as f64 * 100.0 / (now - at) as f64)
+            }
+            _ => "–".to_owned(),
+        };
+        texts.insert(
+            id.clone(),
+            format!("{share} · {}", crate::host::human_bytes(memory)),
+        );
+        previous.insert(id, (cpu, now));
+    }
+    // Forget containers long gone, so the map stays the size of what runs.
+    if previous.len() > 4 * texts.len().max(256) {
+        previous.retain(|id, _| texts.contains_key(id));
+    }
+    texts
 }
 
 /// What a user may do on these pages.
@@ -142,13 +191,15 @@ pub async fn containers(
     );
     let first = (page - 1) * PAGE_ROWS + usize::from(matching > 0);
     let mut containers = Vec::new();
-    for view in state
+    let views = state
         .engine
         .views(shown)
         .await
-        .map_err(WebError::from_engine)?
-    {
+        .map_err(WebError::from_engine)?;
+    let mut usage = usage_texts(&state, &views).await;
+    for view in views {
         containers.push(ContainerRow {
+            usage: usage.remove(&view.id).unwrap_or_default(),
             short_id: view.id[..12.min(view.id.len())].to_owned(),
             status: view.status_text(now),
             ports: view.port_texts().join(", "),

@@ -527,6 +527,11 @@ async fn an_admin_runs_a_container_from_the_form_follows_its_logs_and_a_viewer_o
         table.contains("ticker") && table.contains("running"),
         "{table}"
     );
+    // Its memory at once; its share of a CPU from the list's next refresh on.
+    let usage = browser.text("tr[data-name='ticker'] td.usage").await;
+    assert!(usage.ends_with("iB"), "{usage}");
+    let usage = wait_for_text(&browser, "tr[data-name='ticker'] td.usage", "%").await;
+    assert!(usage.contains("% · "), "{usage}");
     screenshot("containers").await;
     // The overview counts it, and the image.
     browser.goto(&format!("{base}/")).await;
