@@ -241,6 +241,7 @@
   const logs = document.getElementById("logs");
   if (logs) {
     const tail = document.getElementById("log-tail");
+    const since = document.getElementById("log-since");
     const search = document.getElementById("log-search");
     const state = document.getElementById("log-state");
     // The lines kept (and shown): the newest ones, at most this many.
@@ -273,7 +274,11 @@
       }
       entries = [];
       logs.replaceChildren();
-      const query = tail.value === "all" ? "" : "&tail=" + tail.value;
+      let query = tail.value === "all" ? "" : "&tail=" + tail.value;
+      if (since.value !== "") {
+        // Unix seconds, as the API takes them: this many seconds before now.
+        query += "&since=" + (Math.floor(Date.now() / 1000) - Number(since.value));
+      }
       let response;
       try {
         response = await api("GET", "/containers/" + logs.dataset.id + "/logs?follow=true" + query, csrf);
@@ -333,6 +338,7 @@
       }
     };
     tail.addEventListener("change", follow);
+    since.addEventListener("change", follow);
     search.addEventListener("input", redraw);
     document.getElementById("log-download").addEventListener("click", function () {
       const text = entries.map(function (e) { return e.time + " " + e.stream + " " + e.log; }).join("");

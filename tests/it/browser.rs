@@ -481,6 +481,15 @@ async fn an_admin_runs_a_container_from_the_form_follows_its_logs_and_a_viewer_o
     };
     let later = format!("tick {}\n", last_tick(&logs) + 10);
     wait_for_text(&browser, "#logs", &later).await;
+    // From a time on: the stream starts again with what came since (all of it, this young).
+    browser
+        .eval(
+            "var s = document.getElementById('log-since'); s.value = '300'; \
+             s.dispatchEvent(new Event('change'));",
+        )
+        .await;
+    let since = wait_for_text(&browser, "#logs", "hello-from-the-form <b>").await;
+    assert!(since.contains("tick 1\n"), "{since}");
     assert_eq!(browser.text("#state").await, "running");
     let inspect: Value = serde_json::from_str(&browser.text("#inspect").await).unwrap();
     let config = &inspect["config"];
