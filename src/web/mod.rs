@@ -160,6 +160,7 @@ pub fn router() -> Router<AppState> {
         .route("/account/tokens/{id}/revoke", post(pages::revoke_token))
         .route("/account/password", post(pages::change_password))
         .route("/audit", get(pages::audit))
+        .route("/settings", get(pages::settings))
         .route("/users", get(users::users))
         .route("/images", get(pages::images))
         .route("/images/detail", get(pages::image))

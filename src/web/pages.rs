@@ -667,6 +667,121 @@ pub struct ImagesPage {
     pub can_build: bool,
 }
 
+/// One setting on the Settings page.
+pub struct SettingRow {
+    pub key: &'static str,
+    pub value: String,
+    pub about: &'static str,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "settings.html")]
+pub struct SettingsPage {
+    pub user: WebUser,
+    pub config_file: String,
+    pub settings: Vec<SettingRow>,
+}
+
+/// The settings the daemon runs with (admins), each with what it is.
+pub async fn settings(
+    State(state): State<AppState>,
+    user: WebUser,
+) -> Result<SettingsPage, WebError> {
+    authorize(&user.principal, Action::SettingsWrite, &Target::System)
+        .map_err(|d| WebError::Forbidden(d.to_string()))?;
+    let c = &state.config;
+    let off = |v: Option<String>| v.unwrap_or_else(|| "off".to_owned());
+    let duration = |d: std::time::Duration| humantime::format_duration(d).to_string();
+    let settings = vec![
+        SettingRow {
+            key: "data_root",
+            value: c.data_root.display().to_string(),
+            about: "where images, containers, volumes and the database live",
+        },
+        SettingRow {
+            key: "listen",
+            value: off(state.tcp_addr.map(|a| a.to_string())),
+            about: "the API and dashboard on TCP",
+        },
+        SettingRow {
+            key: "tls",
+            value: format!(
+                "{:?}{}",
+                c.tls,
+                state
+                    .tls_fingerprint
+                    .as_deref()
+                    .map(|f| format!(" (certificate {f})"))
+                    .unwrap_or_default()
+            ),
+            about: "whether the TCP listener speaks TLS",
+        },
+        SettingRow {
+            key: "socket",
+            value: c.socket.display().to_string(),
+            about: "the unix socket of the local CLI",
+        },
+        SettingRow {
+            key: "socket_group",
+            value: c.socket_group.clone().unwrap_or_else(|| "root".into()),
+            about: "the group that may use the socket",
+        },
+        SettingRow {
+            key: "registry_listen",
+            value: off(state.registry_addr.map(|a| a.to_string())),
+            about: "the built-in registry (/v2/)",
+        },
+        SettingRow {
+            key: "registry_upload_max_age",
+            value: duration(c.registry_upload_max_age),
+            about: "unfinished registry uploads are removed after this",
+        },
+        SettingRow {
+            key: "insecure_registries",
+            value: if c.insecure_registries.is_empty() {
+                "none (loopback only)".into()
+            } else {
+                c.insecure_registries.join(", ")
+            },
+            about: "registries pull and push may reach over plain HTTP",
+        },
+        SettingRow {
+            key: "default_network",
+            value: c.default_network.clone(),
+            about: "the network of containers that name none",
+        },
+        SettingRow {
+            key: "bridge_subnet",
+            value: c.bridge_subnet.clone(),
+            about: "the subnet of the default bridge network",
+        },
+        SettingRow {
+            key: "event_retention",
+            value: duration(c.event_retention),
+            about: "events older than this are dropped",
+        },
+        SettingRow {
+            key: "log_level",
+            value: c.log_level.clone(),
+            about: "what the daemon logs",
+        },
+        SettingRow {
+            key: "log_format",
+            value: format!("{:?}", c.log_format),
+            about: "how the daemon's log lines look",
+        },
+    ];
+    Ok(SettingsPage {
+        user,
+        config_file: c
+            .config_file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        settings,
+    })
+}
+
 #[derive(Template, WebTemplate)]
 #[template(path = "build.html")]
 pub struct BuildPage {

@@ -359,7 +359,29 @@ async fn the_audit_page_is_for_admins() {
         "no link for viewers"
     );
 
+    // The settings page too: admins only.
+    let r = get(&client, "/settings", &jo).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(
+        !text(&get(&client, "/", &jo).await).contains("href=\"/settings\""),
+        "no link for viewers"
+    );
+
     let kim = sign_in(&client, "kim", "kim-password").await;
+    let r = get(&client, "/settings", &kim).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let page = text(&r);
+    let data_root = daemon.dir.path().display().to_string();
+    assert!(
+        page.contains("<td class=\"mono\">data_root</td>") && page.contains(&data_root),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("{}", daemon.registry.unwrap())),
+        "the registry's address: {page}"
+    );
+    assert!(text(&get(&client, "/", &kim).await).contains("href=\"/settings\""));
+
     let r = get(&client, "/audit?outcome=denied", &kim).await;
     assert_eq!(r.status, StatusCode::OK);
     let page = text(&r);
