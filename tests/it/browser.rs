@@ -178,6 +178,16 @@ impl Browser {
             .to_owned()
     }
 
+    /// Makes the window `width` × `height` CSS pixels (a phone's, say).
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.call(
+            Method::POST,
+            &self.at("/window/rect"),
+            Some(json!({"width": width, "height": height})),
+        )
+        .await;
+    }
+
     /// Runs a script in the page (WebDriver scripts are not subject to the page's CSP).
     pub async fn eval(&self, script: &str) -> Value {
         self.call(
@@ -1035,5 +1045,52 @@ async fn a_docker_push_appears_on_the_registry_page_with_its_pulls_layers_and_de
     wait_for_text(&browser, "main", "No tags").await;
     let out = docker.docker(&["pull", &name]);
     assert!(!out.status.success(), "the deleted manifest is not pulled");
+
+    // At a phone's width every page fits: nothing scrolls the page sideways (wide tables
+    // scroll within themselves), and the navigation stays on screen.
+    browser.resize(390, 844).await;
+    for path in [
+        "/",
+        "/containers",
+        "/containers/new",
+        "/images",
+        "/images/build",
+        "/registry",
+        "/registry/repository?name=team/shown",
+        "/volumes",
+        "/networks",
+        "/users",
+        "/audit",
+        "/settings",
+        "/account",
+    ] {
+        browser.goto(&format!("{base}{path}")).await;
+        browser.find("nav").await;
+        let sizes = browser
+            .eval(
+                "return [document.documentElement.scrollWidth, window.innerWidth, \
+                 document.querySelector('nav a:last-child').getBoundingClientRect().right];",
+            )
+            .await;
+        let (scroll, inner, nav_right) = (
+            sizes[0].as_f64().unwrap(),
+            sizes[1].as_f64().unwrap(),
+            sizes[2].as_f64().unwrap(),
+        );
+        assert!(inner <= 400.0, "the window is a phone's: {inner}");
+        assert!(
+            scroll <= inner + 1.0,
+            "{path} scrolls sideways at {inner}px: {scroll}px wide"
+        );
+        assert!(
+            nav_right <= inner + 1.0,
+            "{path}: the navigation runs off to {nav_right}px"
+        );
+        let png = browser.screenshot().await;
+        if let Ok(dir) = std::env::var("WHARF_SCREENSHOTS") {
+            let file = format!("phone{}.png", path.replace(['/', '?', '='], "-"));
+            std::fs::write(format!("{dir}/{file}"), &png).unwrap();
+        }
+    }
     browser.close();
 }
