@@ -519,6 +519,34 @@ async fn every_page_renders_empty_and_populated_and_escapes_what_users_gave() {
     .await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(text(&r).contains("id=\"history\""));
+    // An image made of that container carries the markup in its config and history: its page,
+    // its repository's and its manifest's show it as text.
+    let made: serde_json::Value = socket
+        .send_json(
+            Method::POST,
+            &format!("/api/v1/containers/{id}/commit"),
+            &serde_json::json!({"repository": "wharf-test/marked:v1",
+                "comment": "<script>alert(3)</script>", "author": "<b>me</b>"}),
+        )
+        .await
+        .unwrap();
+    let image = page("/images/detail?name=wharf-test/marked:v1").await;
+    assert!(
+        image.contains("&#60;script&#62;alert(3)")
+            && image.contains("&#60;img src=x onerror=alert(2)&#62;")
+            && !image.contains("<script>alert")
+            && !image.contains("<img")
+            && !image.contains("<b>me"),
+        "{image}"
+    );
+    let manifest_path = format!(
+        "/registry/manifest?repository=wharf-test/marked&digest={}",
+        made["digest"].as_str().unwrap()
+    );
+    let r = get(&client, &manifest_path, &kim).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let manifest = text(&r);
+    assert!(manifest.contains("id=\"layer-table\""), "{manifest}");
     // 100 rows a page, the filter and search kept in the links (and encoded).
     for i in 0..101 {
         let _: serde_json::Value = socket
