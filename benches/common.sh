@@ -49,3 +49,20 @@ load_busybox_in_both() {
     D save -o "$work/busybox.tar" bench/busybox:latest
     W load -q -i "$work/busybox.tar" >/dev/null
 }
+
+# A fresh $work directory (and the $pids array) that goes, with what ran there, when the
+# script ends: containers of both daemons, the processes in $pids, mounts under $work.
+start_work() {
+    work=$(mktemp -d)
+    pids=()
+    trap stop_work EXIT
+}
+
+stop_work() {
+    [ -S "$work/wharf.sock" ] && { W rm -f $(W ps -aq 2>/dev/null) >/dev/null 2>&1 || true; }
+    [ -S "$work/docker.sock" ] && { D rm -f $(D ps -aq 2>/dev/null) >/dev/null 2>&1 || true; }
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    sleep 2
+    grep " $work" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+    rm -rf "$work"
+}

@@ -11,16 +11,7 @@ rounds=${1:-20}
 . benches/common.sh
 prepare docker.io busybox-static python3 pkg-config libseccomp-dev
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    "$wharf" -H "unix://$work/wharf.sock" rm -f $("$wharf" -H "unix://$work/wharf.sock" ps -aq 2>/dev/null) >/dev/null 2>&1 || true
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    sleep 2
-    grep " $work" /proc/self/mountinfo | awk '{print $5}' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+start_work
 
 start_wharf_and_dockerd
 load_busybox_in_both

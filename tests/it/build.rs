@@ -6,20 +6,8 @@ use crate::harness::{self, DaemonProcess, run_wharf, wharf_command};
 
 const IMAGE: &str = "wharf-test/busybox:latest";
 
-fn daemon_with_busybox(test: &str) -> Option<DaemonProcess> {
-    DaemonProcess::with_busybox(test)
-}
-
-fn host(daemon: &DaemonProcess) -> String {
-    daemon.host()
-}
-
-fn wharf(daemon: &DaemonProcess, args: &[&str]) -> (std::process::ExitStatus, String, String) {
-    daemon.wharf(args)
-}
-
 fn ok(daemon: &DaemonProcess, args: &[&str]) -> String {
-    let (status, out, err) = wharf(daemon, args);
+    let (status, out, err) = daemon.wharf(args);
     assert!(status.success(), "wharf {args:?}: {err}");
     out
 }
@@ -77,10 +65,10 @@ fn top_layer_entries(daemon: &DaemonProcess, name: &str) -> Vec<String> {
 #[test]
 fn commit_keeps_a_containers_changes_deletions_and_settings() {
     let test = "build::commit_keeps_a_containers_changes_deletions_and_settings";
-    let Some(daemon) = daemon_with_busybox(test) else {
+    let Some(daemon) = DaemonProcess::with_busybox(test) else {
         return;
     };
-    let _gone = harness::RemoveContainers(host(&daemon));
+    let _gone = harness::RemoveContainers(daemon.host());
 
     // First: files added, one removed, settings given to the container.
     ok(
@@ -231,7 +219,8 @@ fn commit_keeps_a_containers_changes_deletions_and_settings() {
         ],
     );
     harness::wait_until("the running container wrote its file", || {
-        wharf(&daemon, &["exec", "busy", "test", "-e", "/live"])
+        daemon
+            .wharf(&["exec", "busy", "test", "-e", "/live"])
             .0
             .success()
     });
@@ -259,17 +248,14 @@ fn commit_keeps_a_containers_changes_deletions_and_settings() {
     assert!(detail["config"]["config"]["Cmd"].is_null(), "{detail}");
 
     // Bad input: unknown container, a digest for a name.
-    let (status, _, err) = wharf(&daemon, &["commit", "nope", "wharf-test/x:1"]);
+    let (status, _, err) = daemon.wharf(&["commit", "nope", "wharf-test/x:1"]);
     assert!(!status.success());
     assert!(err.contains("no such container: nope"), "{err}");
-    let (status, _, err) = wharf(
-        &daemon,
-        &[
-            "commit",
-            "first",
-            "x@sha256:0000000000000000000000000000000000000000000000000000000000000000",
-        ],
-    );
+    let (status, _, err) = daemon.wharf(&[
+        "commit",
+        "first",
+        "x@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+    ]);
     assert!(!status.success());
     assert!(err.contains("not a digest"), "{err}");
 }
@@ -336,17 +322,17 @@ fn build(
     let mut args = vec!["build"];
     args.extend_from_slice(extra);
     args.push(context.to_str().unwrap());
-    let (status, out, err) = wharf(daemon, &args);
+    let (status, out, err) = daemon.wharf(&args);
     (status.success(), out, err)
 }
 
 #[test]
 fn a_multi_stage_dockerfile_builds_runs_and_rebuilds_from_the_cache() {
     let test = "build::a_multi_stage_dockerfile_builds_runs_and_rebuilds_from_the_cache";
-    let Some(daemon) = daemon_with_busybox(test) else {
+    let Some(daemon) = DaemonProcess::with_busybox(test) else {
         return;
     };
-    let _gone = harness::RemoveContainers(host(&daemon));
+    let _gone = harness::RemoveContainers(daemon.host());
     let context = daemon.dir.path().join("context");
     write_context(&context, MULTI_STAGE);
 
@@ -527,10 +513,10 @@ fn a_multi_stage_dockerfile_builds_runs_and_rebuilds_from_the_cache() {
 #[test]
 fn bad_dockerfiles_and_escaping_sources_fail_naming_the_line() {
     let test = "build::bad_dockerfiles_and_escaping_sources_fail_naming_the_line";
-    let Some(daemon) = daemon_with_busybox(test) else {
+    let Some(daemon) = DaemonProcess::with_busybox(test) else {
         return;
     };
-    let _gone = harness::RemoveContainers(host(&daemon));
+    let _gone = harness::RemoveContainers(daemon.host());
     let context = daemon.dir.path().join("bad");
     write_context(&context, "");
     // A link out of the context, and a file beside it that must never be read.
@@ -586,7 +572,7 @@ fn bad_dockerfiles_and_escaping_sources_fail_naming_the_line() {
         assert!(!out.contains("OUTSIDE") && !err.contains("OUTSIDE"));
     }
     // Nothing was tagged, and no step's container or mount is left.
-    let (status, _, err) = wharf(&daemon, &["image", "inspect", "wharf-test/bad:1"]);
+    let (status, _, err) = daemon.wharf(&["image", "inspect", "wharf-test/bad:1"]);
     assert!(!status.success(), "{err}");
     let listed = ok(&daemon, &["ps", "-a", "-q"]);
     assert!(listed.trim().is_empty(), "{listed}");
@@ -609,13 +595,13 @@ fn bad_dockerfiles_and_escaping_sources_fail_naming_the_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_built_image_is_pushed_to_another_wharf_and_runs_there_and_in_docker() {
     let test = "build::a_built_image_is_pushed_to_another_wharf_and_runs_there_and_in_docker";
-    let Some(daemon) = daemon_with_busybox(test) else {
+    let Some(daemon) = DaemonProcess::with_busybox(test) else {
         return;
     };
     let Some(docker) = crate::dockerd::Dockerd::start(test, serde_json::json!({})) else {
         return;
     };
-    let _gone = harness::RemoveContainers(host(&daemon));
+    let _gone = harness::RemoveContainers(daemon.host());
     let context = daemon.dir.path().join("moved");
     std::fs::create_dir_all(&context).unwrap();
     std::fs::write(context.join("note.txt"), "moved between hosts\n").unwrap();
@@ -634,17 +620,17 @@ async fn a_built_image_is_pushed_to_another_wharf_and_runs_there_and_in_docker()
     let addr = other.registry.unwrap().to_string();
     let remote = format!("{addr}/team/moved:v1");
     // Without a login the other registry refuses, and says what to do.
-    let (status, _, err) = wharf(&daemon, &["push", "wharf-test/moved:v1", &remote]);
+    let (status, _, err) = daemon.wharf(&["push", "wharf-test/moved:v1", &remote]);
     assert!(!status.success());
     assert!(err.contains(&format!("wharf login {addr}")), "{err}");
     let (status, _, err) = harness::run_wharf_input(
         wharf_command()
-            .args(["-H", &host(&daemon), "login", &addr, "-u", "pusher"])
+            .args(["-H", &daemon.host(), "login", &addr, "-u", "pusher"])
             .arg("--password-stdin"),
         "pusher-password\n",
     );
     assert!(status.success(), "{err}");
-    let (status, out, err) = wharf(&daemon, &["push", "wharf-test/moved:v1", &remote]);
+    let (status, out, err) = daemon.wharf(&["push", "wharf-test/moved:v1", &remote]);
     assert!(status.success(), "{err}");
     assert!(out.contains(&format!("Pushed: {remote}")), "{out}");
     assert_eq!(
@@ -653,21 +639,18 @@ async fn a_built_image_is_pushed_to_another_wharf_and_runs_there_and_in_docker()
         "three layers and the config: {err}"
     );
     // A name without a registry is this daemon's own registry's, which has it already.
-    let (status, out, err) = wharf(&daemon, &["push", "wharf-test/moved:v1"]);
+    let (status, out, err) = daemon.wharf(&["push", "wharf-test/moved:v1"]);
     assert!(status.success(), "{err}");
     assert!(
         out.contains("wharf-test/moved:v1 is in this daemon's registry already"),
         "{out}"
     );
     // A new name without a registry is not a push.
-    let (status, _, err) = wharf(
-        &daemon,
-        &["push", "wharf-test/moved:v1", "team/elsewhere:v1"],
-    );
+    let (status, _, err) = daemon.wharf(&["push", "wharf-test/moved:v1", "team/elsewhere:v1"]);
     assert!(!status.success());
     assert!(err.contains("team/elsewhere:v1 names no registry"), "{err}");
     // Again: the registry has every blob.
-    let (status, _, err) = wharf(&daemon, &["push", "wharf-test/moved:v1", &remote]);
+    let (status, _, err) = daemon.wharf(&["push", "wharf-test/moved:v1", &remote]);
     assert!(status.success(), "{err}");
     assert_eq!(err.matches("exists ").count(), 4, "{err}");
 
@@ -712,10 +695,10 @@ async fn a_built_image_is_pushed_to_another_wharf_and_runs_there_and_in_docker()
 #[test]
 fn copy_follows_dockers_rules_for_destinations_links_owners_and_archives() {
     let test = "build::copy_follows_dockers_rules_for_destinations_links_owners_and_archives";
-    let Some(daemon) = daemon_with_busybox(test) else {
+    let Some(daemon) = DaemonProcess::with_busybox(test) else {
         return;
     };
-    let _gone = harness::RemoveContainers(host(&daemon));
+    let _gone = harness::RemoveContainers(daemon.host());
     let context = daemon.dir.path().join("rules");
     write_context(&context, "");
     std::os::unix::fs::symlink("files/a.txt", context.join("link.txt")).unwrap();
@@ -779,10 +762,10 @@ fn copy_follows_dockers_rules_for_destinations_links_owners_and_archives() {
 #[test]
 fn a_build_whose_client_goes_away_stops_its_quiet_step_and_leaves_nothing() {
     let test = "build::a_build_whose_client_goes_away_stops_its_quiet_step_and_leaves_nothing";
-    let Some(daemon) = daemon_with_busybox(test) else {
+    let Some(daemon) = DaemonProcess::with_busybox(test) else {
         return;
     };
-    let _gone = harness::RemoveContainers(host(&daemon));
+    let _gone = harness::RemoveContainers(daemon.host());
     let context = daemon.dir.path().join("quiet");
     std::fs::create_dir_all(&context).unwrap();
     std::fs::write(
@@ -791,7 +774,7 @@ fn a_build_whose_client_goes_away_stops_its_quiet_step_and_leaves_nothing() {
     )
     .unwrap();
     let mut client = wharf_command()
-        .args(["-H", &host(&daemon), "build", context.to_str().unwrap()])
+        .args(["-H", &daemon.host(), "build", context.to_str().unwrap()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -813,10 +796,10 @@ fn a_build_whose_client_goes_away_stops_its_quiet_step_and_leaves_nothing() {
 #[test]
 fn onbuild_triggers_run_in_the_child_and_unsupported_flags_are_refused() {
     let test = "build::onbuild_triggers_run_in_the_child_and_unsupported_flags_are_refused";
-    let Some(daemon) = daemon_with_busybox(test) else {
+    let Some(daemon) = DaemonProcess::with_busybox(test) else {
         return;
     };
-    let _gone = harness::RemoveContainers(host(&daemon));
+    let _gone = harness::RemoveContainers(daemon.host());
     let context = daemon.dir.path().join("onbuild");
     write_context(&context, "");
     let dockerfile = |text: String| std::fs::write(context.join("Dockerfile"), text).unwrap();
