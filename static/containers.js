@@ -276,8 +276,8 @@
       logs.replaceChildren();
       let query = tail.value === "all" ? "" : "&tail=" + tail.value;
       if (since.value !== "") {
-        // Unix seconds, as the API takes them: this many seconds before now.
-        query += "&since=" + (Math.floor(Date.now() / 1000) - Number(since.value));
+        // A duration: the daemon counts it back from its own clock, not this browser's.
+        query += "&since=" + encodeURIComponent(since.value);
       }
       let response;
       try {

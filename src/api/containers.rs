@@ -552,9 +552,15 @@ fn parse_time(what: &str, text: &str) -> Result<std::time::SystemTime, ApiError>
     if let Ok(secs) = text.parse::<u64>() {
         return Ok(std::time::UNIX_EPOCH + Duration::from_secs(secs));
     }
+    // A duration (`300s`, `5m`) is that long before now, by the daemon's clock.
+    if let Ok(ago) = humantime::parse_duration(text) {
+        return Ok(std::time::SystemTime::now()
+            .checked_sub(ago)
+            .unwrap_or(std::time::UNIX_EPOCH));
+    }
     humantime::parse_rfc3339_weak(text).map_err(|e| {
         ApiError::BadRequest(format!(
-            "{what} {text:?} is not a time: give RFC 3339 (2026-11-28T10:00:00Z) or unix seconds ({e})"
+            "{what} {text:?} is not a time: give RFC 3339 (2026-11-28T10:00:00Z), unix seconds, or a duration before now (5m) ({e})"
         ))
     })
 }

@@ -156,12 +156,22 @@ async fn delete_manifest(
             &Target::Repository(q.repository.clone()),
         )
         .await?;
-    let users = state.db.containers_of_image(digest.as_str()).await?;
-    if !users.is_empty() {
-        return Err(ApiError::Conflict(format!(
-            "manifest {digest} is the image of container(s) {}: remove them first",
-            users.join(", ")
+    if !state
+        .db
+        .holds_manifest(&q.repository, digest.as_str())
+        .await?
+    {
+        return Err(ApiError::NotFound(format!(
+            "manifest {digest} in {}",
+            q.repository
         )));
+    }
+    if let Some(reason) = state
+        .db
+        .manifest_in_use(&q.repository, digest.as_str())
+        .await?
+    {
+        return Err(ApiError::Conflict(reason));
     }
     if !state
         .db

@@ -389,6 +389,10 @@ pub(super) async fn forget_manifest(
             "DELETE FROM manifests WHERE digest = ?",
             "removing an image",
         ),
+        (
+            "DELETE FROM repository_pulls WHERE digest = ?",
+            "forgetting a manifest's pulls",
+        ),
     ] {
         sqlx::query(query)
             .bind(digest)
@@ -489,6 +493,45 @@ impl Db {
                 anonymous_pull: anonymous == 1,
             })
             .collect())
+    }
+
+    /// Why `digest` may not leave `repository` now, if anything: it is the image of
+    /// containers (when no other repository holds it), or a manifest of the repository (an
+    /// index) lists it.
+    pub async fn manifest_in_use(
+        &self,
+        repository: &str,
+        digest: &str,
+    ) -> Result<Option<String>, DbError> {
+        let holders: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM repository_manifests WHERE digest = ?")
+                .bind(digest)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(sql("counting a manifest's repositories"))?;
+        if holders <= 1 {
+            let users = self.containers_of_image(digest).await?;
+            if !users.is_empty() {
+                return Ok(Some(format!(
+                    "manifest {digest} is the image of container(s) {}: remove them first",
+                    users.join(", ")
+                )));
+            }
+        }
+        let index: Option<String> = sqlx::query_scalar(
+            "SELECT r.manifest_digest FROM manifest_references r JOIN repository_manifests m \
+             ON m.digest = r.manifest_digest WHERE m.repository = ? AND r.target = ? AND r.kind = 'manifest' LIMIT 1",
+        )
+        .bind(repository)
+        .bind(digest)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sql("looking for an index that lists a manifest"))?;
+        Ok(index.map(|i| {
+            format!(
+                "manifest {digest} is listed by the index {i} in {repository}: delete that first"
+            )
+        }))
     }
 
     /// How often `digest` was pulled from `repository`, and when last.

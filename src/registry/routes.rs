@@ -1257,15 +1257,11 @@ async fn delete_manifest(
     let db = &ctx.state.app.db;
     let deleted = if reference.contains(':') {
         let digest = parse_digest(reference)?;
-        let users = db.containers_of_image(digest.as_str()).await?;
-        if !users.is_empty() {
-            return Err(RegistryError::new(
-                Code::Denied,
-                format!(
-                    "manifest {digest} is the image of container(s) {}: remove them first",
-                    users.join(", ")
-                ),
-            ));
+        // Nothing is said of a manifest this repository does not hold.
+        if db.holds_manifest(name, digest.as_str()).await?
+            && let Some(reason) = db.manifest_in_use(name, digest.as_str()).await?
+        {
+            return Err(RegistryError::new(Code::Denied, reason));
         }
         db.delete_manifest(name, digest.as_str()).await?
     } else {

@@ -30,10 +30,15 @@ pub struct ContainerRow {
     pub usage: String,
 }
 
-/// The CPU time each container had when a list last showed it, and when (ns), so the next
-/// drawing (the list refreshes itself) can show the share of a CPU used in between.
-static LAST_CPU: std::sync::Mutex<Option<std::collections::HashMap<String, (u64, u64)>>> =
+/// The CPU time each container had when a list last measured it, when (ns), and the share
+/// shown then, so the next drawing (the list refreshes itself) can show the share of a CPU
+/// used in between. Lists drawn less than a second apart (two tabs) show the last share.
+type CpuSample = (u64, u64, String);
+static LAST_CPU: std::sync::Mutex<Option<std::collections::HashMap<String, CpuSample>>> =
     std::sync::Mutex::new(None);
+
+/// The shortest time a share of a CPU is measured over.
+const CPU_WINDOW_NS: u64 = 1_000_000_000;
 
 fn now_ns() -> u64 {
     std::time::SystemTime::now()
@@ -52,13 +57,14 @@ async fn usage_texts(
         .map(|v| v.id.clone())
         .collect();
     let usage = state.engine.usage(running).await;
-    let now = now_ns();
     let mut last = LAST_CPU.lock().unwrap_or_else(|e| e.into_inner());
+    let now = now_ns();
     let previous = last.get_or_insert_with(Default::default);
     let mut texts = std::collections::HashMap::new();
     for (id, (cpu, memory)) in usage {
         let share = match previous.get(&id) {
-            Some((before, at)) if now > *at && cpu >= *before => {
+            Some((_, at, shown)) if now < at + CPU_WINDOW_NS => shown.clone(),
+            Some((before, at, _)) if cpu >= *before => {
                 format!("{:.1}%", (cpu - before) as f64 * 100.0 / (now - at) as f64)
             }
             _ => "–".to_owned(),
@@ -67,7 +73,12 @@ async fn usage_texts(
             id.clone(),
             format!("{share} · {}", crate::host::human_bytes(memory)),
         );
-        previous.insert(id, (cpu, now));
+        let fresh = previous
+            .get(&id)
+            .is_none_or(|(_, at, _)| now >= at + CPU_WINDOW_NS);
+        if fresh {
+            previous.insert(id, (cpu, now, share));
+        }
     }
     // Forget containers long gone, so the map stays the size of what runs.
     if previous.len() > 4 * texts.len().max(256) {

@@ -491,15 +491,24 @@ async fn an_admin_runs_a_container_from_the_form_follows_its_logs_and_a_viewer_o
     };
     let later = format!("tick {}\n", last_tick(&logs) + 10);
     wait_for_text(&browser, "#logs", &later).await;
-    // From a time on: the stream starts again with what came since (all of it, this young).
-    browser
-        .eval(
-            "var s = document.getElementById('log-since'); s.value = '300'; \
-             s.dispatchEvent(new Event('change'));",
+    // From a time on: the stream starts again with what came since. Five minutes back is all
+    // of it; one second back (an option made here) leaves out the first lines.
+    let since = |value: &str| {
+        format!(
+            "var s = document.getElementById('log-since'); \
+             if (![...s.options].some(o => o.value === '{value}')) {{ s.add(new Option('{value}', '{value}')); }} \
+             s.value = '{value}'; s.dispatchEvent(new Event('change'));"
         )
-        .await;
-    let since = wait_for_text(&browser, "#logs", "hello-from-the-form <b>").await;
-    assert!(since.contains("tick 1\n"), "{since}");
+    };
+    browser.eval(&since("5m")).await;
+    let all = wait_for_text(&browser, "#logs", "hello-from-the-form <b>").await;
+    assert!(all.contains("tick 1\n"), "{all}");
+    browser.eval(&since("1s")).await;
+    let recent = wait_for_text(&browser, "#logs", "tick ").await;
+    assert!(
+        !recent.contains("hello-from-the-form") && !recent.contains("tick 1\n"),
+        "only what came in the last second: {recent}"
+    );
     assert_eq!(browser.text("#state").await, "running");
     let inspect: Value = serde_json::from_str(&browser.text("#inspect").await).unwrap();
     let config = &inspect["config"];

@@ -1851,3 +1851,105 @@ async fn idle_upload_sessions_hold_no_descriptors() {
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(header(&r, "range"), "0-9");
 }
+
+/// A manifest's dashboard page shows what a pusher wrote as text, and deletion refuses what
+/// would leave an index incomplete or is not in the repository.
+#[tokio::test]
+async fn a_manifest_page_escapes_what_was_pushed_and_deletion_keeps_indexes_whole() {
+    if harness::skip_unless_root(
+        "registry::a_manifest_page_escapes_what_was_pushed_and_deletion_keeps_indexes_whole",
+    ) {
+        return;
+    }
+    let daemon = TestDaemon::start();
+    daemon.user_with_token("pusher", "operator").await;
+    daemon.user_with_token("kim", "admin").await;
+    let reg = Reg::new(&daemon, Some(("pusher", "pusher-password")));
+    let (config, layer) = (b"{\"config\":{}}".to_vec(), b"layer bytes".to_vec());
+    for blob in [&config, &layer] {
+        assert_eq!(
+            upload(&reg, "team/marked", blob).await.status(),
+            StatusCode::CREATED
+        );
+    }
+    let image = manifest(
+        &config,
+        &[&layer],
+        json!({"annotations": {"note": "<script>alert(9)</script>"}}),
+    );
+    let image_digest = digest_of(&image);
+    assert_eq!(
+        put_manifest(&reg, "team/marked", "v1", &image)
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": image_digest, "size": image.len(),
+            "platform": {"os": "linux", "architecture": "<b>arch</b>"}}],
+    }))
+    .unwrap();
+    let index_digest = digest_of(&index);
+    let r = reg
+        .req(reqwest::Method::PUT, "/v2/team/marked/manifests/multi")
+        .header("content-type", "application/vnd.oci.image.index.v1+json")
+        .body(index)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    let client = daemon.tcp_client();
+    let kim = crate::web::sign_in(&client, "kim", "kim-password").await;
+    let page = |digest: &str| format!("/registry/manifest?repository=team/marked&digest={digest}");
+    let r = crate::web::get(&client, &page(&image_digest), &kim).await;
+    assert_eq!(r.status, hyper::StatusCode::OK);
+    let text = crate::web::text(&r);
+    assert!(
+        text.contains("&#60;script&#62;alert(9)") && !text.contains("<script>alert(9)"),
+        "{text}"
+    );
+    let r = crate::web::get(&client, &page(&index_digest), &kim).await;
+    let text = crate::web::text(&r);
+    assert!(
+        text.contains("linux/&#60;b&#62;arch") && !text.contains("<b>arch"),
+        "{text}"
+    );
+
+    // The index lists the image: the image may not go before it; the index may.
+    let admin = daemon.admin_client().await;
+    let delete =
+        |digest: &str| format!("/api/v1/registry/manifests?repository=team/marked&digest={digest}");
+    let err = admin
+        .send(hyper::Method::DELETE, &delete(&image_digest), None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("listed by the index {index_digest}")),
+        "{err}"
+    );
+    // Not in the repository: 404, whatever uses it elsewhere.
+    let err = admin
+        .send(
+            hyper::Method::DELETE,
+            &format!("/api/v1/registry/manifests?repository=team/other&digest={image_digest}"),
+            None,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("404") || err.contains("not found"), "{err}");
+    admin
+        .send(hyper::Method::DELETE, &delete(&index_digest), None)
+        .await
+        .unwrap();
+    admin
+        .send(hyper::Method::DELETE, &delete(&image_digest), None)
+        .await
+        .unwrap();
+    let r = crate::web::get(&client, &page(&image_digest), &kim).await;
+    assert_eq!(r.status, hyper::StatusCode::NOT_FOUND);
+}

@@ -29,7 +29,7 @@ fn form(fields: &[(&str, &str)]) -> Option<Vec<u8>> {
 
 const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
 
-fn text(r: &ApiResponse) -> String {
+pub(crate) fn text(r: &ApiResponse) -> String {
     String::from_utf8_lossy(&r.body).into_owned()
 }
 
@@ -53,7 +53,7 @@ fn csrf_field(page: &str) -> String {
     page[at..].split('"').next().unwrap().to_owned()
 }
 
-async fn get(client: &ApiClient, path: &str, cookie: &str) -> ApiResponse {
+pub(crate) async fn get(client: &ApiClient, path: &str, cookie: &str) -> ApiResponse {
     client
         .request_with_headers(Method::GET, path, &[("cookie", cookie)], None)
         .await
@@ -78,7 +78,7 @@ async fn post(
 }
 
 /// Signs in through the form; returns the session cookie.
-async fn sign_in(client: &ApiClient, user: &str, password: &str) -> String {
+pub(crate) async fn sign_in(client: &ApiClient, user: &str, password: &str) -> String {
     let page = client.request(Method::GET, "/login", None).await.unwrap();
     let login_cookie = cookie(&page, "wharf_login_csrf").expect("login CSRF cookie");
     let token = csrf_field(&text(&page));
