@@ -354,10 +354,6 @@ struct DownloadBar {
 }
 
 impl DownloadBar {
-    fn new(on: bool) -> DownloadBar {
-        Self::labelled(on, "downloading")
-    }
-
     fn labelled(on: bool, label: &'static str) -> DownloadBar {
         DownloadBar {
             on,
@@ -406,28 +402,27 @@ impl DownloadBar {
     }
 }
 
-/// `wharf push`: sends a local image to a registry, with progress on stderr.
-pub(super) async fn push(
+/// POSTs `body` to `path` and shows the NDJSON progress that streams back: events of status
+/// `moving` (bytes so far of a blob) drive a bar labelled `label`; every other event goes to
+/// `show` once the bar is cleared; an `error` fails the operation `what`.
+async fn post_with_progress(
     client: ApiClient,
-    name: String,
-    reference: Option<String>,
+    path: &str,
+    body: serde_json::Value,
     quiet: bool,
+    (label, moving, what): (&'static str, &str, &str),
+    mut show: impl FnMut(&serde_json::Value),
 ) -> Result<(), ClientError> {
-    let body = serde_json::to_vec(&serde_json::json!({"name": name, "reference": reference}))
-        .expect("JSON serializes");
-    let body = http_body_util::Full::new(Bytes::from(body));
+    let body = http_body_util::Full::new(Bytes::from(
+        serde_json::to_vec(&body).expect("JSON serializes"),
+    ));
     let mut failure = None;
-    let mut bar = DownloadBar::labelled(!quiet && std::io::stderr().is_terminal(), "pushing");
+    let mut bar = DownloadBar::labelled(!quiet && std::io::stderr().is_terminal(), label);
     let mut on_line = |line: &str| {
         let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
             return;
         };
-        if let Some(error) = event["error"].as_str() {
-            bar.clear();
-            failure = Some(error.to_owned());
-            return;
-        }
-        if event["status"] == "uploading" {
+        if event["status"] == moving {
             bar.update(
                 event["digest"].as_str().unwrap_or_default(),
                 event["current"].as_u64().unwrap_or(0),
@@ -436,7 +431,37 @@ pub(super) async fn push(
             return;
         }
         bar.clear();
-        match event["status"].as_str() {
+        match event["error"].as_str() {
+            Some(error) => failure = Some(error.to_owned()),
+            None => show(&event),
+        }
+    };
+    client
+        .upload_streaming(path, "application/json", body, &mut on_line)
+        .await?;
+    match failure {
+        Some(reason) => Err(ClientError::Input {
+            reason: format!("{what} failed: {reason}"),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// `wharf push`: sends a local image to a registry, with progress on stderr.
+pub(super) async fn push(
+    client: ApiClient,
+    name: String,
+    reference: Option<String>,
+    quiet: bool,
+) -> Result<(), ClientError> {
+    let body = serde_json::json!({"name": name, "reference": reference});
+    post_with_progress(
+        client,
+        "/api/v1/images/push",
+        body,
+        quiet,
+        ("pushing", "uploading", "push"),
+        |event| match event["status"].as_str() {
             Some("pushed") if !quiet => eprintln!(
                 "{} {} ({})",
                 if event["existed"] == true {
@@ -461,22 +486,9 @@ pub(super) async fn push(
                 event["digest"].as_str().unwrap_or_default()
             ),
             _ => {}
-        }
-    };
-    client
-        .upload_streaming(
-            "/api/v1/images/push",
-            "application/json",
-            body,
-            &mut on_line,
-        )
-        .await?;
-    match failure {
-        Some(reason) => Err(ClientError::Input {
-            reason: format!("push failed: {reason}"),
-        }),
-        None => Ok(()),
-    }
+        },
+    )
+    .await
 }
 
 pub(super) async fn pull(
@@ -484,33 +496,13 @@ pub(super) async fn pull(
     reference: String,
     quiet: bool,
 ) -> Result<(), ClientError> {
-    let body =
-        serde_json::to_vec(&serde_json::json!({"reference": reference})).expect("JSON serializes");
-    let body = http_body_util::Full::new(Bytes::from(body));
-    let mut failure = None;
-    let mut bar = DownloadBar::new(!quiet && std::io::stderr().is_terminal());
-    let mut on_line = |line: &str| {
-        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
-            return;
-        };
-        if let Some(error) = event["error"].as_str() {
-            bar.clear();
-            failure = Some(error.to_owned());
-            return;
-        }
-        match event["status"].as_str() {
-            Some("downloading") => {
-                bar.update(
-                    event["digest"].as_str().unwrap_or_default(),
-                    event["current"].as_u64().unwrap_or(0),
-                    event["total"].as_u64().unwrap_or(0),
-                );
-                return;
-            }
-            Some(_) => bar.clear(),
-            None => {}
-        }
-        match event["status"].as_str() {
+    post_with_progress(
+        client,
+        "/api/v1/images/pull",
+        serde_json::json!({"reference": reference}),
+        quiet,
+        ("downloading", "downloading", "pull"),
+        |event| match event["status"].as_str() {
             Some("stored") if !quiet => eprintln!(
                 "downloaded {} ({})",
                 short(event["digest"].as_str().unwrap_or_default()),
@@ -523,20 +515,7 @@ pub(super) async fn pull(
             Some("loaded") => println!("Pulled: {}", event["image"].as_str().unwrap_or_default()),
             Some("done") => println!("Digest: {}", event["digest"].as_str().unwrap_or_default()),
             _ => {}
-        }
-    };
-    client
-        .upload_streaming(
-            "/api/v1/images/pull",
-            "application/json",
-            body,
-            &mut on_line,
-        )
-        .await?;
-    match failure {
-        Some(reason) => Err(ClientError::Input {
-            reason: format!("pull failed: {reason}"),
-        }),
-        None => Ok(()),
-    }
+        },
+    )
+    .await
 }

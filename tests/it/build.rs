@@ -846,3 +846,41 @@ fn onbuild_triggers_run_in_the_child_and_unsupported_flags_are_refused() {
         assert!(err.contains(wanted), "{err}");
     }
 }
+
+#[test]
+fn a_daemon_killed_mid_build_removes_what_the_build_left_when_it_starts_again() {
+    let test = "build::a_daemon_killed_mid_build_removes_what_the_build_left_when_it_starts_again";
+    let Some(mut daemon) = DaemonProcess::with_busybox(test) else {
+        return;
+    };
+    let _gone = harness::RemoveContainers(daemon.host());
+    let context = daemon.dir.path().join("killed");
+    write_context(
+        &context,
+        &format!("FROM {IMAGE}\nCOPY files/ /f/\nRUN sleep 300\n"),
+    );
+    let mut client = wharf_command()
+        .args(["-H", &daemon.host(), "build", context.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    harness::wait_until("the RUN step's container runs", || {
+        ok(&daemon, &["ps", "-q"]).lines().count() == 1
+    });
+    let builds = daemon.data_root.join("builds");
+    assert_eq!(
+        std::fs::read_dir(&builds).unwrap().count(),
+        1,
+        "a build in progress"
+    );
+    daemon.kill_and_restart();
+    let _ = client.wait();
+    // The step's container (which outlived the daemon, as containers do) and the build's
+    // files are gone; nothing of it stays mounted.
+    let listed = ok(&daemon, &["ps", "-a", "-q"]);
+    assert!(listed.trim().is_empty(), "{listed}");
+    assert_eq!(std::fs::read_dir(&builds).unwrap().count(), 0);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&builds.display().to_string()), "{mounts}");
+}

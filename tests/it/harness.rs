@@ -344,6 +344,17 @@ impl DaemonProcess {
         daemon
     }
 
+    /// SIGKILLs the daemon and starts another on the same data root.
+    pub fn kill_and_restart(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+        self.wait_exit(Duration::from_secs(10)).expect("killed");
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        let cmd = Self::command(dir.path());
+        let mut daemon = Self::spawn(dir, cmd);
+        daemon.wait_ready();
+        *self = daemon;
+    }
+
     /// SIGKILLs the daemon and starts another on the same data root in `netns`.
     pub fn kill_and_restart_in(&mut self, netns: &Netns) {
         self.signal(nix::sys::signal::Signal::SIGKILL);

@@ -1351,16 +1351,8 @@ impl Served {
 
     /// SIGKILLs the daemon and starts a new one on the same data root.
     fn kill_and_restart(&mut self) {
-        self.daemon.signal(nix::sys::signal::Signal::SIGKILL);
-        self.daemon
-            .wait_exit(std::time::Duration::from_secs(10))
-            .expect("killed");
-        let dir = std::mem::replace(&mut self.daemon.dir, tempfile::tempdir().unwrap());
-        let cmd = harness::DaemonProcess::command(dir.path());
-        let mut daemon = harness::DaemonProcess::spawn(dir, cmd);
-        daemon.wait_ready();
-        self.registry = Self::registry_of(&daemon);
-        self.daemon = daemon;
+        self.daemon.kill_and_restart();
+        self.registry = Self::registry_of(&self.daemon);
     }
 
     fn client(&self) -> Reg {
