@@ -430,22 +430,12 @@ async fn an_operator_pulls_an_image_from_the_images_page_and_an_admin_removes_it
 async fn an_admin_runs_a_container_from_the_form_follows_its_logs_and_a_viewer_only_looks() {
     let test =
         "browser::an_admin_runs_a_container_from_the_form_follows_its_logs_and_a_viewer_only_looks";
-    if harness::skip_unless_root(test) {
-        return;
-    }
-    let Some(busybox) = crate::fixtures::busybox(test) else {
+    let Some((daemon, _cleanup, browser, base)) =
+        busybox_daemon_and_browser(test, &[("ada", "admin"), ("vic", "viewer")]).await
+    else {
         return;
     };
-    let daemon = TestDaemon::start();
     let host = daemon.host();
-    let _cleanup = harness::RemoveContainers(host.clone());
-    daemon.load_busybox(&busybox);
-    daemon.user_with_token("ada", "admin").await;
-    daemon.user_with_token("vic", "viewer").await;
-    let Some(browser) = Browser::start(test).await else {
-        return;
-    };
-    let base = format!("http://127.0.0.1:{}", daemon.tcp.port());
     let screenshot = |name: &'static str| {
         let browser = &browser;
         async move {
@@ -838,6 +828,28 @@ async fn an_admin_runs_a_container_from_the_form_follows_its_logs_and_a_viewer_o
     browser.close();
 }
 
+/// A daemon with the busybox fixture and `users` (name, role; the password is
+/// `NAME-password`), whose containers go when the test ends, and a browser; the dashboard's
+/// base URL. `None` after a recorded skip.
+async fn busybox_daemon_and_browser(
+    test: &str,
+    users: &[(&str, &str)],
+) -> Option<(TestDaemon, harness::RemoveContainers, Browser, String)> {
+    if harness::skip_unless_root(test) {
+        return None;
+    }
+    let busybox = crate::fixtures::busybox(test)?;
+    let daemon = TestDaemon::start();
+    let cleanup = harness::RemoveContainers(daemon.host());
+    daemon.load_busybox(&busybox);
+    for (name, role) in users {
+        daemon.user_with_token(name, role).await;
+    }
+    let browser = Browser::start(test).await?;
+    let base = format!("http://127.0.0.1:{}", daemon.tcp.port());
+    Some((daemon, cleanup, browser, base))
+}
+
 /// The element's text, read in one script, so a page reloading meanwhile (after an action)
 /// reads as empty instead of failing on an element that went away.
 async fn read_text(browser: &Browser, css: &str) -> String {
@@ -867,22 +879,12 @@ async fn wait_for_text(browser: &Browser, css: &str, wanted: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_admin_builds_an_image_from_a_pasted_dockerfile_and_watches_the_log() {
     let test = "browser::an_admin_builds_an_image_from_a_pasted_dockerfile_and_watches_the_log";
-    if harness::skip_unless_root(test) {
-        return;
-    }
-    let Some(busybox) = crate::fixtures::busybox(test) else {
+    let Some((daemon, _cleanup, browser, base)) =
+        busybox_daemon_and_browser(test, &[("ada", "admin"), ("olga", "operator")]).await
+    else {
         return;
     };
-    let daemon = TestDaemon::start();
     let host = daemon.host();
-    let _cleanup = harness::RemoveContainers(host.clone());
-    daemon.load_busybox(&busybox);
-    daemon.user_with_token("ada", "admin").await;
-    daemon.user_with_token("olga", "operator").await;
-    let Some(browser) = Browser::start(test).await else {
-        return;
-    };
-    let base = format!("http://127.0.0.1:{}", daemon.tcp.port());
     browser.goto(&format!("{base}/login")).await;
     browser.sign_in(&base, "ada", "ada-password").await;
     browser.goto(&format!("{base}/images")).await;
