@@ -350,23 +350,8 @@ impl<W: Write> TarWriter<W> {
 /// Copies what directory `path` of `from` holds into the root of `to`, owners and modes kept
 /// (a new volume filled from its image). Both sides resolve inside their roots.
 pub fn copy_dir_contents(from: &Root, path: &Path, to: &Root) -> Result<(), ArchiveError> {
-    let (reader, writer) = io::pipe()?;
-    std::thread::scope(|scope| {
-        let producer = scope.spawn(move || -> Result<(), ArchiveError> {
-            let mut w = TarWriter {
-                builder: tar::Builder::new(io::BufWriter::with_capacity(1 << 20, writer)),
-                links: HashMap::new(),
-                layer: false,
-            };
-            w.add_children(from, path)?;
-            w.builder.into_inner()?.flush()?;
-            Ok(())
-        });
-        let consumed = extract_tar(to, Path::new("/"), reader, Owners::Keep);
-        producer
-            .join()
-            .unwrap_or_else(|_| Err(ArchiveError::Tar("the copying thread failed".into())))?;
-        consumed.map(|_| ())
+    copy_through_tar(to, Path::new("/"), Owners::Keep, |w| {
+        w.add_children(from, path)
     })?;
     // The directory itself: its owner and mode become the destination root's.
     let source = from
@@ -394,6 +379,25 @@ pub fn copy_between(
 ) -> Result<u64, ArchiveError> {
     let (dir, own_name) = parent_of(from, src)?;
     let st = stat_at(&dir, &own_name).map_err(nix_at(src))?;
+    copy_through_tar(to, dest_dir, owners, |w| {
+        if kind(&st) == SFlag::S_IFDIR {
+            w.add_children(from, src)
+        } else {
+            let tar_name = name.unwrap_or(&own_name);
+            w.add(&dir, &own_name, Path::new(tar_name), 0)
+        }
+    })
+}
+
+/// Writes what `produce` adds to a tar on one thread while `extract_tar` unpacks it into
+/// `dest_dir` of `to` on this one; the number of entries unpacked.
+fn copy_through_tar(
+    to: &Root,
+    dest_dir: &Path,
+    owners: Owners,
+    produce: impl FnOnce(&mut TarWriter<io::BufWriter<io::PipeWriter>>) -> Result<(), ArchiveError>
+    + Send,
+) -> Result<u64, ArchiveError> {
     let (reader, writer) = io::pipe()?;
     std::thread::scope(|scope| {
         let producer = scope.spawn(move || -> Result<(), ArchiveError> {
@@ -402,12 +406,7 @@ pub fn copy_between(
                 links: HashMap::new(),
                 layer: false,
             };
-            if kind(&st) == SFlag::S_IFDIR {
-                w.add_children(from, src)?;
-            } else {
-                let tar_name = name.unwrap_or(&own_name);
-                w.add(&dir, &own_name, Path::new(tar_name), 0)?;
-            }
+            produce(&mut w)?;
             w.builder.into_inner()?.flush()?;
             Ok(())
         });
