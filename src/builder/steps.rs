@@ -23,7 +23,7 @@ use crate::domain::{Digest, ImageRef};
 use crate::engine::archive::{self, Owners, Root};
 use crate::engine::{ContainerConfig, Engine, EngineError};
 use crate::images::compose::{Draft, NewLayer, store_layer};
-use crate::images::snapshot::{LayerStore, chain_ids};
+use crate::images::snapshot::{LayerStore, StackLayer, chain_ids};
 use crate::images::store::{BlobStore, sha256};
 
 /// What to build, besides the context.
@@ -1195,6 +1195,7 @@ impl Builder<'_> {
             let (root_dir, source_mount, identity) = match &source_root {
                 SourceRoot::Context(_) => (None, None, "context".to_owned()),
                 SourceRoot::Layers(draft) => {
+                    // Read from; what a copy might write there goes to a scratch upper directory.
                     let mounted = mount_draft(draft, &blobs, &layers, &step_dir.join("from"))?;
                     let top = chain_ids(
                         &draft
@@ -1292,7 +1293,7 @@ impl Builder<'_> {
         let layer = tokio::task::spawn_blocking(move || -> Result<NewLayer, String> {
             let p = prepared;
             let upper = p.step_dir.join("upper");
-            let mounted = mount_draft_writable(&p.target, &blobs, &layers, &p.step_dir)?;
+            let mounted = mount_draft(&p.target, &blobs, &layers, &p.step_dir)?;
             let to = Root::open(&mounted.0).map_err(|e| e.to_string())?;
             let root_dir = match (&p.root_dir, &p.context) {
                 (Some(dir), _) => dir.clone(),
@@ -1481,60 +1482,28 @@ fn healthcheck(i: &Instruction) -> Result<Value, String> {
     Ok(check)
 }
 
-/// Makes sure every layer of `draft` is unpacked; their directories, top first.
-fn draft_lowers(
-    draft: &Draft,
-    blobs: &BlobStore,
-    layers: &LayerStore,
-) -> Result<Vec<PathBuf>, String> {
-    let diff_ids: Vec<Digest> = draft.layers.iter().map(|l| l.diff_id.clone()).collect();
-    let mut lowers = Vec::new();
-    for (layer, chain) in draft.layers.iter().zip(chain_ids(&diff_ids)) {
-        if !layers.exists(&chain) {
-            let blob = blobs.open(&layer.blob).map_err(|e| e.to_string())?;
-            layers
-                .ensure(
-                    &chain,
-                    &layer.diff_id,
-                    blob,
-                    crate::images::unpack::Limits::default(),
-                )
-                .map_err(|e| e.to_string())?;
-        }
-        lowers.push(layers.path(&chain));
-    }
-    lowers.reverse();
-    Ok(lowers)
-}
-
 /// Mounts the image `draft` at `dir/rootfs` with `dir/upper` as its writable layer.
-fn mount_draft_writable(
-    draft: &Draft,
-    blobs: &BlobStore,
-    layers: &LayerStore,
-    dir: &Path,
-) -> Result<Mounted, String> {
-    let mut lowers = draft_lowers(draft, blobs, layers)?;
-    for sub in ["upper", "work", "rootfs", "empty"] {
-        std::fs::create_dir_all(dir.join(sub)).map_err(|e| e.to_string())?;
-    }
-    if lowers.is_empty() {
-        lowers.push(dir.join("empty"));
-    }
-    let rootfs = dir.join("rootfs");
-    crate::images::snapshot::mount_overlay(&lowers, &dir.join("upper"), &dir.join("work"), &rootfs)
-        .map_err(|e| e.to_string())?;
-    Ok(Mounted(rootfs))
-}
-
-/// Mounts the image `draft` at `dir/rootfs` to read from (writes go to a scratch layer).
 fn mount_draft(
     draft: &Draft,
     blobs: &BlobStore,
     layers: &LayerStore,
     dir: &Path,
 ) -> Result<Mounted, String> {
-    mount_draft_writable(draft, blobs, layers, dir)
+    let diff_ids: Vec<Digest> = draft.layers.iter().map(|l| l.diff_id.clone()).collect();
+    let stack: Vec<StackLayer> = draft
+        .layers
+        .iter()
+        .zip(chain_ids(&diff_ids))
+        .map(|(l, chain)| StackLayer {
+            chain,
+            diff: l.diff_id.clone(),
+            blob: l.blob.clone(),
+        })
+        .collect();
+    layers
+        .mount_stack(blobs, &stack, dir)
+        .map(Mounted)
+        .map_err(|e| e.to_string())
 }
 
 /// `mkdir -p` of `path` inside `root` (mode 0755); what it makes gets `--chown`'s owner,

@@ -1117,38 +1117,21 @@ impl Engine {
         let blobs = BlobStore::new(self.layout.blobs());
         let dir = self.dir(&row.id);
         let result = tokio::task::spawn_blocking(move || -> Result<(), String> {
-            let mut lowers = Vec::new();
-            for layer in &layers {
-                let chain = Digest::parse(&layer.chain_id).map_err(|e| e.to_string())?;
-                if !store.exists(&chain) {
-                    let diff = Digest::parse(&layer.diff_id).map_err(|e| e.to_string())?;
-                    let blob = Digest::parse(&layer.blob_digest).map_err(|e| e.to_string())?;
-                    let file = blobs.open(&blob).map_err(|e| e.to_string())?;
-                    store
-                        .ensure(
-                            &chain,
-                            &diff,
-                            file,
-                            crate::images::unpack::Limits::default(),
-                        )
-                        .map_err(|e| e.to_string())?;
-                }
-                lowers.push(store.path(&chain));
-            }
-            lowers.reverse();
-            if lowers.is_empty() {
-                // An image without layers: an empty read-only lower.
-                let empty = dir.join("empty");
-                std::fs::create_dir_all(&empty).map_err(|e| e.to_string())?;
-                lowers.push(empty);
-            }
-            crate::images::snapshot::mount_overlay(
-                &lowers,
-                &dir.join("upper"),
-                &dir.join("work"),
-                &dir.join("rootfs"),
-            )
-            .map_err(|e| e.to_string())
+            let stack = layers
+                .iter()
+                .map(|l| {
+                    let parse = |d: &str| Digest::parse(d).map_err(|e| e.to_string());
+                    Ok(crate::images::snapshot::StackLayer {
+                        chain: parse(&l.chain_id)?,
+                        diff: parse(&l.diff_id)?,
+                        blob: parse(&l.blob_digest)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            store
+                .mount_stack(&blobs, &stack, &dir)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| EngineError::Io {

@@ -34,6 +34,8 @@ pub enum SnapshotError {
         #[source]
         source: io::Error,
     },
+    #[error(transparent)]
+    Store(#[from] super::store::StoreError),
     #[error("overlay mount on {}: {step}: {source}", target.display())]
     Mount {
         target: PathBuf,
@@ -163,6 +165,53 @@ const MOVE_MOUNT_F_EMPTY_PATH: u32 = 4;
 
 fn cstring(bytes: &[u8]) -> CString {
     CString::new(bytes).expect("paths hold no NUL")
+}
+
+/// One layer of an image to mount: its chain id, diff id and blob.
+pub struct StackLayer {
+    pub chain: Digest,
+    pub diff: Digest,
+    pub blob: Digest,
+}
+
+impl LayerStore {
+    /// Mounts an image's layers (`stack`, bottom first; each unpacked from its blob first if
+    /// it is not here yet) at `dir/rootfs`, with `dir/upper` and `dir/work` writable. An image
+    /// without layers gets the empty lower `dir/empty`. Returns the mount point.
+    pub fn mount_stack(
+        &self,
+        blobs: &super::store::BlobStore,
+        stack: &[StackLayer],
+        dir: &Path,
+    ) -> Result<PathBuf, SnapshotError> {
+        let mut lowers = Vec::new();
+        for layer in stack.iter().rev() {
+            if !self.exists(&layer.chain) {
+                let blob = blobs.open(&layer.blob)?;
+                self.ensure(&layer.chain, &layer.diff, blob, Limits::default())?;
+            }
+            lowers.push(self.path(&layer.chain));
+        }
+        let make = |path: PathBuf| {
+            std::fs::create_dir_all(&path)
+                .map(|()| path.clone())
+                .map_err(|source| SnapshotError::Io {
+                    what: "make",
+                    path,
+                    source,
+                })
+        };
+        if lowers.is_empty() {
+            lowers.push(make(dir.join("empty"))?);
+        }
+        let (upper, work, rootfs) = (
+            make(dir.join("upper"))?,
+            make(dir.join("work"))?,
+            make(dir.join("rootfs"))?,
+        );
+        mount_overlay(&lowers, &upper, &work, &rootfs)?;
+        Ok(rootfs)
+    }
 }
 
 /// Mounts an overlay at `target`: `lowers` top first (read-only), `upper` and `work` writable.
