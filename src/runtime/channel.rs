@@ -4,9 +4,12 @@
 //! ```text
 //!   parent (wharf runtime create/run)              child (container init, PID 1 of its pid ns)
 //!   ─────────────────────────────────              ────────────────────────────────────────────
-//!   socketpair, exec fifo, clone3(ns flags) ──▶    (starts; new pid/mnt/uts/ipc/net/cgroup ns)
-//!   (user namespace: write uid_map, gid_map,       recv ─ waits
-//!    and move the child into its cgroup)
+//!   socketpair, clone3(new pid ns) ───────────▶    (starts as PID 1 of a new pid ns)
+//!   (v2: cloned into its cgroup; with a user       unshare mnt/uts/ipc/net (with a user
+//!    namespace, every ns comes from the clone)      namespace: already made by the clone)
+//!   v1: make the cgroups; the exec fifo;           recv ─ waits
+//!   user namespace: write uid_map, gid_map,
+//!    and move the child into its cgroup
 //!   send  Parent::Proceed  ───────────────────▶    cgroup v1: write 0 to each `tasks` file
 //!                                                  (v2: clone3 put us in it already);
 //!                                                  hostname, lo, rootfs mounts, devices

@@ -142,6 +142,22 @@ struct CreateGuard<'a> {
     armed: bool,
 }
 
+impl CreateGuard<'_> {
+    /// Makes the container's cgroup (removed again if creation fails later) with its limits.
+    fn make_cgroup(
+        &mut self,
+        cgroup: Cgroup,
+        resources: Option<&oci_spec::runtime::LinuxResources>,
+    ) -> Result<(), RuntimeError> {
+        cgroup.create()?;
+        let cgroup = self.cgroup.insert(cgroup);
+        if let Some(resources) = resources {
+            cgroup.apply(resources)?;
+        }
+        Ok(())
+    }
+}
+
 impl Drop for CreateGuard<'_> {
     fn drop(&mut self) {
         if !self.armed {
@@ -210,19 +226,17 @@ impl Runtime {
             .map(|p| format!("/{}", p.display().to_string().trim_start_matches('/')))
             .unwrap_or_else(|| default_cgroup_path(id));
         let cgroup = Cgroup::open(&self.cgroup_root, &cgroup_path)?;
-        cgroup.create()?;
         let cgroup_v2 = cgroup.version() == 2;
-        guard.cgroup = Some(cgroup);
-        if let Some(resources) = linux.resources() {
-            guard.cgroup.as_ref().expect("set above").apply(resources)?;
-        }
-
-        let fifo = self.root.exec_fifo(id);
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622))
-            .map_err(nix_sys(format!("make {}", fifo.display())))?;
-        // mkfifo applied the umask; the init (maybe another uid in a user namespace) must write.
-        std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o622))
-            .map_err(sys(format!("chmod {}", fifo.display())))?;
+        let resources = linux.resources().as_ref();
+        // cgroup v2: the child is cloned straight into its cgroup, which must exist first. v1:
+        // the child writes itself into its cgroups after Proceed, so they are made after the
+        // clone, while the child builds its namespaces.
+        let (entry, make_later) = if cgroup_v2 {
+            guard.make_cgroup(cgroup, resources)?;
+            (guard.cgroup.as_ref().expect("made above").entry()?, None)
+        } else {
+            (cgroup.entry()?, Some(cgroup))
+        };
 
         let mut flags = 0u64;
         let mut join = Vec::new();
@@ -251,6 +265,15 @@ impl Runtime {
         let wants_terminal = spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
         let console = console_for(wants_terminal, options.console_socket.as_deref())?;
         let new_user_ns = new_namespaces.contains(&LinuxNamespaceType::User);
+        // Only the pid namespace has to come from the clone. The child unshares the others
+        // itself, in parallel with the parent's cgroup work; with a new user namespace all come
+        // from the clone, so that they belong to it from the start.
+        let (clone_flags, unshare) = if new_user_ns {
+            (flags, CloneFlags::empty())
+        } else {
+            let pid = flags & libc::CLONE_NEWPID as u64;
+            (pid, CloneFlags::from_bits_truncate((flags & !pid) as i32))
+        };
         // A user namespace given by path is joined first, so the others are joined as its root.
         join.sort_by_key(|(_, flag)| *flag != CloneFlags::CLONE_NEWUSER);
         let (mut parent_end, child_end) = Channel::pair().map_err(sys("make the sync channel"))?;
@@ -261,7 +284,6 @@ impl Runtime {
         // Enter the cgroup without the global threadgroup lock where possible (see
         // Cgroup::entry); a child in a new user namespace cannot write the host's cgroup files,
         // so the parent moves it.
-        let entry = guard.cgroup.as_ref().expect("set above").entry()?;
         let (clone_cgroup, self_join) = match entry {
             cgroups::Entry::CloneInto(dir) => (Some(dir), Vec::new()),
             cgroups::Entry::SelfJoin(files) if !new_user_ns => (None, files),
@@ -269,7 +291,8 @@ impl Runtime {
         };
         let parent_moves_child = clone_cgroup.is_none() && self_join.is_empty();
         let seccomp = self.seccomp_program(spec)?;
-        let child = process::clone_into_cgroup(flags, clone_cgroup.as_ref())
+        let fifo = self.root.exec_fifo(id);
+        let child = process::clone_into_cgroup(clone_flags, clone_cgroup.as_ref())
             .map_err(sys("clone3 into new namespaces"))?;
         let Some(pid) = child else {
             drop(parent_end);
@@ -283,6 +306,7 @@ impl Runtime {
                 exec_fifo: &fifo,
                 exec_error: error_write,
                 join,
+                unshare,
                 new_namespaces,
                 cgroup_v2,
                 no_pivot: options.no_pivot,
@@ -301,6 +325,14 @@ impl Runtime {
         drop(child_end);
         drop(error_write);
 
+        if let Some(cgroup) = make_later {
+            guard.make_cgroup(cgroup, resources)?;
+        }
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622))
+            .map_err(nix_sys(format!("make {}", fifo.display())))?;
+        // mkfifo applied the umask; the init (maybe another uid in a user namespace) must write.
+        std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o622))
+            .map_err(sys(format!("chmod {}", fifo.display())))?;
         if new_user_ns {
             write_id_maps(pid, linux)?;
         }

@@ -28,6 +28,8 @@ pub struct InitArgs<'a> {
     pub exec_error: OwnedFd,
     /// Namespaces to join by path (all but pid, which the parent joined before cloning).
     pub join: Vec<(PathBuf, nix::sched::CloneFlags)>,
+    /// New namespaces (all but pid) the child makes itself, before waiting for Proceed.
+    pub unshare: nix::sched::CloneFlags,
     pub new_namespaces: Vec<LinuxNamespaceType>,
     pub cgroup_v2: bool,
     /// cgroup v1 `tasks` files this process writes itself into (see `Cgroup::entry`).
@@ -108,45 +110,24 @@ pub fn run(mut args: InitArgs) -> ! {
 }
 
 fn prepare(args: &mut InitArgs) -> Result<Prepared, String> {
+    let in_user_ns = args.new_namespaces.contains(&LinuxNamespaceType::User);
+    // Without a new user namespace, the namespaces and the root's mounts are made while the
+    // parent makes the cgroup; a failure is told once the parent listens.
+    let early = (!in_user_ns).then(|| enter_and_mount(args));
     let _: Parent = args.channel.recv("Proceed").map_err(|e| e.to_string())?;
     super::cgroups::join_self(&args.join_cgroup).map_err(|e| e.to_string())?;
-    if args.new_namespaces.contains(&LinuxNamespaceType::User) {
-        // The parent has written our id maps: become the namespace's root.
-        nix::unistd::setresgid(0.into(), 0.into(), 0.into())
-            .map_err(|e| format!("become gid 0 in the user namespace: {}", e.desc()))?;
-        nix::unistd::setresuid(0.into(), 0.into(), 0.into())
-            .map_err(|e| format!("become uid 0 in the user namespace: {}", e.desc()))?;
-    }
-    for (path, flag) in &args.join {
-        let ns = File::open(path).map_err(|e| {
-            format!(
-                "open namespace {}: {}",
-                path.display(),
-                process::io_message(&e)
-            )
-        })?;
-        nix::sched::setns(&ns, *flag)
-            .map_err(|e| format!("join namespace {}: {}", path.display(), e.desc()))?;
+    match early {
+        Some(done) => done?,
+        None => {
+            // The parent has written our id maps: become the namespace's root.
+            nix::unistd::setresgid(0.into(), 0.into(), 0.into())
+                .map_err(|e| format!("become gid 0 in the user namespace: {}", e.desc()))?;
+            nix::unistd::setresuid(0.into(), 0.into(), 0.into())
+                .map_err(|e| format!("become uid 0 in the user namespace: {}", e.desc()))?;
+            enter_and_mount(args)?;
+        }
     }
     let spec = args.spec;
-    if args.new_namespaces.contains(&LinuxNamespaceType::Uts) {
-        if let Some(hostname) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
-            nix::unistd::sethostname(hostname)
-                .map_err(|e| format!("set hostname {hostname:?}: {}", e.desc()))?;
-        }
-        if let Some(domain) = spec.domainname().as_deref().filter(|d| !d.is_empty()) {
-            // SAFETY: a valid pointer and length.
-            if unsafe { libc::setdomainname(domain.as_ptr().cast(), domain.len()) } != 0 {
-                return Err(format!(
-                    "set domain name {domain:?}: {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
-        }
-    }
-    if args.new_namespaces.contains(&LinuxNamespaceType::Network) {
-        rootfs::loopback_up().map_err(|e| format!("bring up lo: {}", process::io_message(&e)))?;
-    }
     // The fifo is reached by descriptor after pivot_root, when its host path is gone.
     let fifo = nix::fcntl::open(
         args.exec_fifo,
@@ -155,7 +136,6 @@ fn prepare(args: &mut InitArgs) -> Result<Prepared, String> {
     )
     .map(File::from)
     .map_err(|e| format!("open {}: {}", args.exec_fifo.display(), e.desc()))?;
-    rootfs::prepare(spec, args.rootfs, args.cgroup_v2).map_err(|e| e.to_string())?;
     args.channel
         .send(&Child::Mounted)
         .map_err(|e| e.to_string())?;
@@ -212,6 +192,44 @@ fn prepare(args: &mut InitArgs) -> Result<Prepared, String> {
         ));
     }
     Ok(Prepared { fifo, program })
+}
+
+/// Makes and joins the container's namespaces (all but pid, which came with the clone), sets
+/// its host and domain name, brings up `lo` and mounts its root filesystem.
+fn enter_and_mount(args: &InitArgs) -> Result<(), String> {
+    nix::sched::unshare(args.unshare)
+        .map_err(|e| format!("make the container's namespaces: {}", e.desc()))?;
+    for (path, flag) in &args.join {
+        let ns = File::open(path).map_err(|e| {
+            format!(
+                "open namespace {}: {}",
+                path.display(),
+                process::io_message(&e)
+            )
+        })?;
+        nix::sched::setns(&ns, *flag)
+            .map_err(|e| format!("join namespace {}: {}", path.display(), e.desc()))?;
+    }
+    let spec = args.spec;
+    if args.new_namespaces.contains(&LinuxNamespaceType::Uts) {
+        if let Some(hostname) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+            nix::unistd::sethostname(hostname)
+                .map_err(|e| format!("set hostname {hostname:?}: {}", e.desc()))?;
+        }
+        if let Some(domain) = spec.domainname().as_deref().filter(|d| !d.is_empty()) {
+            // SAFETY: a valid pointer and length.
+            if unsafe { libc::setdomainname(domain.as_ptr().cast(), domain.len()) } != 0 {
+                return Err(format!(
+                    "set domain name {domain:?}: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+    }
+    if args.new_namespaces.contains(&LinuxNamespaceType::Network) {
+        rootfs::loopback_up().map_err(|e| format!("bring up lo: {}", process::io_message(&e)))?;
+    }
+    rootfs::prepare(spec, args.rootfs, args.cgroup_v2).map_err(|e| e.to_string())
 }
 
 /// Blocks until `start` opens the fifo for reading, then tells it we go.
