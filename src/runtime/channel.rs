@@ -5,17 +5,17 @@
 //!   parent (wharf runtime create/run)              child (container init, PID 1 of its pid ns)
 //!   ─────────────────────────────────              ────────────────────────────────────────────
 //!   socketpair, clone3(new pid ns) ───────────▶    (starts as PID 1 of a new pid ns)
-//!   (v2: cloned into its cgroup; with a user       unshare mnt/uts/ipc/net (with a user
-//!    namespace, every ns comes from the clone)      namespace: already made by the clone)
-//!   v1: make the cgroups; the exec fifo;           recv ─ waits
-//!   user namespace: write uid_map, gid_map,
-//!    and move the child into its cgroup
+//!   (v2: cloned into its cgroup)                   no user ns: unshare mnt/uts/ipc/net, join
+//!   v1: make the cgroups; the exec fifo;             namespaces by path, hostname, lo, rootfs
+//!   user ns: write uid_map, gid_map, move the        mounts, devices (all while the parent
+//!    child into its cgroup                           works; a failure waits for Proceed)
 //!   send  Parent::Proceed  ───────────────────▶    cgroup v1: write 0 to each `tasks` file
-//!                                                  (v2: clone3 put us in it already);
-//!                                                  hostname, lo, rootfs mounts, devices
-//!         ◀──────────────────────────────────      send Child::Mounted
-//!   prestart + createRuntime hooks
-//!   send  Parent::HooksDone ──────────────────▶    cgroup ns, cgroup mounts, createContainer
+//!                                                  user ns (every ns came with the clone):
+//!                                                    become its root, then the same steps
+//!         ◀──────────────────────────────────      send Child::Mounted    ┐ only with prestart
+//!   prestart + createRuntime hooks                                         │ or createRuntime
+//!   send  Parent::HooksDone ──────────────────▶                           ┘ hooks
+//!                                                  cgroup ns, cgroup mounts, createContainer
 //!                                                  hooks, pivot_root, sysctls,
 //!                                                  masked/readonly paths, terminal, executable
 //!                                                  resolved inside the rootfs

@@ -340,36 +340,40 @@ impl Runtime {
             guard.cgroup.as_ref().expect("set above").add_task(pid)?;
         }
         parent_end.send(&Parent::Proceed)?;
-        match parent_end.recv::<Child>("Mounted")? {
-            Child::Mounted => {}
-            Child::Failed { message } => return Err(RuntimeError::Init(message)),
-            Child::Ready => {
-                return Err(RuntimeError::Init(
-                    "the container init skipped a step: Ready before Mounted".into(),
-                ));
+        // Without prestart or createRuntime hooks there is nothing to wait for in between.
+        if super::hooks::runtime_side(spec) {
+            match parent_end.recv::<Child>("Mounted")? {
+                Child::Mounted => {}
+                Child::Failed { message } => return Err(RuntimeError::Init(message)),
+                Child::Ready => {
+                    return Err(RuntimeError::Init(
+                        "the container init skipped a step: Ready before Mounted".into(),
+                    ));
+                }
             }
+            let annotations: std::collections::BTreeMap<String, String> = spec
+                .annotations()
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            let hook_state =
+                super::hooks::state_json(id, "creating", pid, &bundle.dir, &annotations);
+            let hooks = spec.hooks().as_ref();
+            super::hooks::run(
+                "prestart",
+                hooks.and_then(|h| h.prestart().as_ref()),
+                &hook_state,
+            )
+            .map_err(RuntimeError::Init)?;
+            super::hooks::run(
+                "createRuntime",
+                hooks.and_then(|h| h.create_runtime().as_ref()),
+                &hook_state,
+            )
+            .map_err(RuntimeError::Init)?;
+            parent_end.send(&Parent::HooksDone)?;
         }
-        let annotations: std::collections::BTreeMap<String, String> = spec
-            .annotations()
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
-        let hook_state = super::hooks::state_json(id, "creating", pid, &bundle.dir, &annotations);
-        let hooks = spec.hooks().as_ref();
-        super::hooks::run(
-            "prestart",
-            hooks.and_then(|h| h.prestart().as_ref()),
-            &hook_state,
-        )
-        .map_err(RuntimeError::Init)?;
-        super::hooks::run(
-            "createRuntime",
-            hooks.and_then(|h| h.create_runtime().as_ref()),
-            &hook_state,
-        )
-        .map_err(RuntimeError::Init)?;
-        parent_end.send(&Parent::HooksDone)?;
         match parent_end.recv::<Child>("Ready")? {
             Child::Ready => {}
             Child::Failed { message } => return Err(RuntimeError::Init(message)),
@@ -395,7 +399,10 @@ impl Runtime {
                 .into_iter()
                 .collect(),
             paused: false,
-            late_hooks: hooks.is_some_and(|h| h.poststart().is_some() || h.poststop().is_some()),
+            late_hooks: spec
+                .hooks()
+                .as_ref()
+                .is_some_and(|h| h.poststart().is_some() || h.poststop().is_some()),
         };
         self.root.save(&state)?;
         if let Some(pid_file) = &options.pid_file {

@@ -15,6 +15,15 @@ use std::time::{Duration, Instant};
 
 use oci_spec::runtime::Hook;
 
+/// Whether the spec has hooks that the runtime runs between the child's mounts and its
+/// `pivot_root` (prestart, createRuntime); without them the child does not stop there.
+pub fn runtime_side(spec: &oci_spec::runtime::Spec) -> bool {
+    spec.hooks().as_ref().is_some_and(|h| {
+        h.prestart().as_ref().is_some_and(|v| !v.is_empty())
+            || h.create_runtime().as_ref().is_some_and(|v| !v.is_empty())
+    })
+}
+
 /// The OCI state document handed to hooks on stdin.
 pub fn state_json(
     id: &str,

@@ -136,11 +136,13 @@ fn prepare(args: &mut InitArgs) -> Result<Prepared, String> {
     )
     .map(File::from)
     .map_err(|e| format!("open {}: {}", args.exec_fifo.display(), e.desc()))?;
-    args.channel
-        .send(&Child::Mounted)
-        .map_err(|e| e.to_string())?;
+    if hooks::runtime_side(spec) {
+        args.channel
+            .send(&Child::Mounted)
+            .map_err(|e| e.to_string())?;
+        let _: Parent = args.channel.recv("HooksDone").map_err(|e| e.to_string())?;
+    }
     // The parent moved us into our cgroup before Proceed: the namespace shows it as the root.
-    let _: Parent = args.channel.recv("HooksDone").map_err(|e| e.to_string())?;
     if args.new_namespaces.contains(&LinuxNamespaceType::Cgroup) {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
             .map_err(|e| format!("make the cgroup namespace: {}", e.desc()))?;
