@@ -248,6 +248,9 @@ impl Drop for ContainerFiles {
     }
 }
 
+/// Prefix of a removed container's directory until its files are gone (ids are hex).
+const REMOVED_PREFIX: &str = ".removed-";
+
 /// Beside a volume's `_data` while the volume has not yet been filled from an image.
 const FRESH_VOLUME: &str = "fresh";
 
@@ -513,6 +516,32 @@ impl Engine {
 
     fn dir(&self, id: &str) -> PathBuf {
         self.layout.root().join("containers").join(id)
+    }
+
+    /// Where a removed container's directory waits to be deleted.
+    fn removed_dir(&self, id: &str) -> PathBuf {
+        self.layout
+            .root()
+            .join("containers")
+            .join(format!("{REMOVED_PREFIX}{id}"))
+    }
+
+    /// Deletes the files of containers removed while an earlier daemon was stopping.
+    async fn sweep_removed(&self) {
+        let Ok(mut entries) = tokio::fs::read_dir(self.layout.root().join("containers")).await
+        else {
+            return;
+        };
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(REMOVED_PREFIX)
+                && let Err(e) = tokio::fs::remove_dir_all(entry.path()).await
+            {
+                tracing::warn!(path = %entry.path().display(), error = %e, "could not remove a removed container's files");
+            }
+        }
     }
 
     fn runtime_root(&self) -> PathBuf {
@@ -797,10 +826,9 @@ impl Engine {
             }
         };
         let stdout = child.stdout.take().expect("piped");
+        let mut shim_lines = tokio::io::BufReader::new(stdout);
         let mut first = String::new();
-        let _ = tokio::io::BufReader::new(stdout)
-            .read_line(&mut first)
-            .await;
+        let _ = shim_lines.read_line(&mut first).await;
         let report: serde_json::Value = serde_json::from_str(first.trim()).unwrap_or_default();
         let Some(pid) = report["pid"].as_i64() else {
             let _ = child.wait().await;
@@ -826,10 +854,23 @@ impl Engine {
             let engine = self.clone();
             let id = row.id.clone();
             tokio::spawn(async move {
-                let _ = child.wait().await;
-                let code = engine.exit_code_of(&id).await;
+                // The shim's last line comes once the runtime's state is gone; the shim's own
+                // exit is not waited for. Without the line (a shim that died), its exit.json.
+                let mut last = String::new();
+                let _ = shim_lines.read_line(&mut last).await;
+                let reported = serde_json::from_str::<serde_json::Value>(last.trim())
+                    .ok()
+                    .and_then(|v| v["exit_code"].as_i64());
+                let code = match reported {
+                    Some(code) => code,
+                    None => {
+                        let _ = child.wait().await;
+                        engine.exit_code_of(&id).await
+                    }
+                };
                 engine.finished(&id, code).await;
                 let _ = tx.send(Some(code));
+                let _ = child.wait().await;
             });
         }
         self.db.container_started(&row.id, pid).await?;
@@ -860,6 +901,7 @@ impl Engine {
     /// Their shims kept them running (and kept writing their logs); one that ended meanwhile
     /// gets the exit code its shim recorded (255 when there is none).
     pub async fn reconcile(&self) -> Result<(), EngineError> {
+        self.sweep_removed().await;
         // Published ports of the containers that kept running are taken again.
         if let Err(e) = self.networks.restore().await {
             tracing::error!(error = %e, "could not restore published ports");
@@ -2046,12 +2088,23 @@ impl Engine {
         let row = self.db.find_container(id).await?;
         self.disconnect_network(id).await;
         self.unmount_rootfs(id).await;
+        // The directory leaves its name at once and its files go in the background: each
+        // unlink on a discarding file system is slow. A daemon stopped meanwhile finishes the
+        // job at its next start (`sweep_removed`).
         let dir = self.dir(id);
-        match tokio::fs::remove_dir_all(&dir).await {
+        let removed = self.removed_dir(id);
+        match tokio::fs::rename(&dir, &removed).await {
+            Ok(()) => {
+                tokio::spawn(async move {
+                    if let Err(e) = tokio::fs::remove_dir_all(&removed).await {
+                        tracing::warn!(path = %removed.display(), error = %e, "could not remove a removed container's files");
+                    }
+                });
+            }
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(io(format!("remove {}", dir.display()))(e));
             }
-            _ => {}
+            Err(_) => {}
         }
         self.db.delete_container(id).await?;
         if let Some(row) = row {

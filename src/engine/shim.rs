@@ -6,7 +6,8 @@
 //! `{"error": "…"}` — an `execve` failure ("exec failed: …") included. Then it owns the
 //! container's stdout and stderr: every line goes to `container.log` as docker's json-file
 //! format (`{"log","stream","time"}`). When the container ends it writes `exit.json`
-//! (`{"exit_code": N}`, 128+N for a death by signal N), deletes the runtime's state and exits.
+//! (`{"exit_code": N}`, 128+N for a death by signal N), deletes the runtime's state, reports
+//! the same `{"exit_code": N}` line on its stdout (when the daemon still listens) and exits.
 //! Its files live in the container's directory, so it keeps working while the daemon restarts.
 
 use std::fs::File;
@@ -198,6 +199,9 @@ fn supervise(args: &ShimArgs, report: &mut impl Write) -> Result<(), String> {
     let code = wait_for(created.pid);
     write_exit(&args.dir, code);
     let _ = runtime.delete(&args.id, true);
+    // The daemon goes on from this line, without waiting for this process to be gone.
+    let _ = writeln!(report, "{}", serde_json::json!({"exit_code": code}));
+    let _ = report.flush();
     Ok(())
 }
 

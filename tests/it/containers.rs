@@ -291,6 +291,14 @@ fn containers_outlive_a_killed_daemon_and_keep_their_exit_codes() {
             .expect("the daemon died");
     }
     std::thread::sleep(Duration::from_millis(1500));
+    // A removal the killed daemon had not finished: the directory had left its name, its
+    // files had not gone yet. The next daemon deletes them.
+    let unfinished = daemon
+        .borrow()
+        .data_root
+        .join("containers/.removed-0123abcd/upper/etc");
+    std::fs::create_dir_all(&unfinished).unwrap();
+    std::fs::write(unfinished.join("hosts"), "127.0.0.1 localhost\n").unwrap();
     {
         let mut d = daemon.borrow_mut();
         let dir = std::mem::replace(&mut d.dir, tempfile::tempdir().unwrap());
@@ -300,6 +308,9 @@ fn containers_outlive_a_killed_daemon_and_keep_their_exit_codes() {
         *d = restarted;
     }
     let d = daemon.borrow();
+    wait_until("the unfinished removal to be finished", || {
+        !d.data_root.join("containers/.removed-0123abcd").exists()
+    });
     let (_, out, _) = wharf(&d, &["ps"]);
     assert!(out.contains("survivor") && out.contains("Up "), "{out}");
     wait_until("the quitter's exit to be picked up", || {
@@ -321,6 +332,11 @@ fn containers_outlive_a_killed_daemon_and_keep_their_exit_codes() {
     let (status, _, err) = wharf(&d, &["rm", "survivor", "quitter"]);
     assert!(status.success(), "{err}");
     assert!(mounts_under(&d).is_empty(), "{:?}", mounts_under(&d));
+    // Their directories leave at once and their files soon after.
+    let containers = d.data_root.join("containers");
+    wait_until("the removed containers' files to go", || {
+        std::fs::read_dir(&containers).unwrap().next().is_none()
+    });
 }
 
 #[test]
