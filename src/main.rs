@@ -14,7 +14,16 @@ fn main() -> ExitCode {
     // The container shim (spawned by the daemon, never by users): no clap, no tokio.
     let raw: Vec<String> = std::env::args().collect();
     if raw.get(1).is_some_and(|a| a == "__shim") {
-        return match wharf::engine::shim::ShimArgs::parse(&raw[2..]) {
+        let args = if raw.get(2).is_some_and(|a| a == "--spare") {
+            match wharf::engine::shim::spare_args() {
+                Some(args) => args,
+                // The daemon went away before it needed this spare.
+                None => return ExitCode::SUCCESS,
+            }
+        } else {
+            raw[2..].to_vec()
+        };
+        return match wharf::engine::shim::ShimArgs::parse(&args) {
             Ok(args) => ExitCode::from(wharf::engine::shim::run(&args) as u8),
             Err(message) => {
                 eprintln!("{message}");

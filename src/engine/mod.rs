@@ -13,6 +13,7 @@ pub mod health;
 pub mod logs;
 pub mod seccomp;
 pub mod shim;
+pub mod spawn;
 pub mod spec;
 pub mod user;
 
@@ -483,6 +484,8 @@ pub struct Engine {
     layout: DataRoot,
     /// The wharf binary that runs shims.
     exe: PathBuf,
+    /// Starts shims (with a spare one waiting).
+    shims: Arc<spawn::Shims>,
     /// Exit codes of running containers, for `wait` and `stop`.
     exits: Arc<Mutex<HashMap<String, watch::Receiver<Option<i64>>>>>,
     /// The next restart delay of each container its policy restarts.
@@ -507,6 +510,7 @@ impl Engine {
             networks,
             default_network,
             layout,
+            shims: spawn::Shims::new(exe.clone()),
             exe,
             exits: Arc::new(Mutex::new(HashMap::new())),
             delays: Arc::new(Mutex::new(HashMap::new())),
@@ -784,36 +788,35 @@ impl Engine {
             self.unmount_rootfs(&row.id).await;
             return Err(e);
         }
-        let child = tokio::process::Command::new(&self.exe)
-            .arg("__shim")
-            .arg("--id")
-            .arg(&row.id)
-            .arg("--dir")
-            .arg(&dir)
-            .arg("--runtime-root")
-            .arg(self.runtime_root())
-            .arg("--log-max-size")
-            .arg(
-                config
-                    .log_max_size
-                    .unwrap_or(DEFAULT_LOG_MAX_SIZE)
-                    .to_string(),
-            )
-            .arg("--log-max-files")
-            .arg(
-                config
-                    .log_max_files
-                    .unwrap_or(DEFAULT_LOG_MAX_FILES)
-                    .to_string(),
-            )
-            .args(config.tty.then_some("--tty"))
-            .args(config.open_stdin.then_some("--stdin"))
-            .args(hold.then_some("--hold"))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(false)
-            .spawn();
+        let mut args: Vec<String> = [
+            "--id".to_owned(),
+            row.id.clone(),
+            "--dir".to_owned(),
+            dir.display().to_string(),
+            "--runtime-root".to_owned(),
+            self.runtime_root().display().to_string(),
+            "--log-max-size".to_owned(),
+            config
+                .log_max_size
+                .unwrap_or(DEFAULT_LOG_MAX_SIZE)
+                .to_string(),
+            "--log-max-files".to_owned(),
+            config
+                .log_max_files
+                .unwrap_or(DEFAULT_LOG_MAX_FILES)
+                .to_string(),
+        ]
+        .into();
+        for (on, flag) in [
+            (config.tty, "--tty"),
+            (config.open_stdin, "--stdin"),
+            (hold, "--hold"),
+        ] {
+            if on {
+                args.push(flag.to_owned());
+            }
+        }
+        let child = self.shims.spawn(args).await;
         let mut child = match child {
             Ok(child) => child,
             Err(e) => {
@@ -901,6 +904,7 @@ impl Engine {
     /// Their shims kept them running (and kept writing their logs); one that ended meanwhile
     /// gets the exit code its shim recorded (255 when there is none).
     pub async fn reconcile(&self) -> Result<(), EngineError> {
+        self.shims.refill();
         self.sweep_removed().await;
         // Published ports of the containers that kept running are taken again.
         if let Err(e) = self.networks.restore().await {

@@ -1,6 +1,7 @@
 //! `wharf __shim`: the small single-threaded process that supervises one container.
 //!
-//! The daemon spawns it (never forking itself); the shim starts a new session, becomes a child
+//! The daemon spawns it (never forking itself), or hands a spare one its arguments (see
+//! [`super::spawn`]); the shim starts a new session, becomes a child
 //! subreaper, creates and starts the container with the runtime (so the container's init is
 //! its child), and reports on its stdout, in one JSON line, either `{"pid": N}` or
 //! `{"error": "…"}` — an `execve` failure ("exec failed: …") included. Then it owns the
@@ -69,6 +70,63 @@ impl ShimArgs {
         })
     }
 }
+
+/// A spare shim's arguments (see [`super::spawn`]): one JSON array of strings on stdin, read
+/// once the daemon needs this shim. `None` at end of file or on a malformed line. Stdin is
+/// /dev/null afterwards, as for a shim spawned with its arguments.
+pub fn spare_args() -> Option<Vec<String>> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).ok()?;
+    let args: Vec<String> = serde_json::from_str(&line).ok()?;
+    let null = File::open("/dev/null").ok()?;
+    // SAFETY: dup2 onto fd 0 of this single-threaded process; `null` stays valid meanwhile.
+    unsafe { libc::dup2(null.as_raw_fd(), 0) };
+    show_args(&args);
+    Some(args)
+}
+
+/// Makes `/proc/<pid>/cmdline` (what `ps` shows) name the container, as for a shim spawned
+/// with its arguments: they are written over the spare's own command line, which
+/// [`super::spawn`] pads with [`SPARE_PADDING`] bytes for them (what does not fit is cut).
+fn show_args(args: &[String]) {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields 48 and 49 (arg_start, arg_end) count from the one after the command name, which
+    // may hold spaces and ends at the last ')'.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let (Some(Ok(start)), Some(Ok(end))) = (
+        fields.get(48 - 3).map(|f| f.parse::<usize>()),
+        fields.get(49 - 3).map(|f| f.parse::<usize>()),
+    ) else {
+        return;
+    };
+    if start == 0 || end <= start {
+        return;
+    }
+    let mut text = Vec::new();
+    for arg in ["wharf", "__shim"]
+        .into_iter()
+        .chain(args.iter().map(String::as_str))
+    {
+        text.extend_from_slice(arg.as_bytes());
+        text.push(0);
+    }
+    text.resize(end - start, 0);
+    // The last byte stays a NUL, so the kernel shows exactly this range.
+    text[end - start - 1] = 0;
+    // SAFETY: [start, end) is this process's own command line, on the stack the kernel set up
+    // at exec: mapped and writable for the life of the process. Nothing holds a Rust reference
+    // into it (std keeps only the raw argv pointers and copies when asked), and this process
+    // is single-threaded.
+    unsafe { std::ptr::copy_nonoverlapping(text.as_ptr(), start as *mut u8, text.len()) };
+}
+
+/// Bytes of command line a spare shim is spawned with, to be overwritten by its arguments.
+pub const SPARE_PADDING: usize = 320;
 
 pub const LOG_FILE: &str = "container.log";
 /// The shim's attach socket in the container's directory (see [`attach`] for its frames).
