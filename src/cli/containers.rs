@@ -602,7 +602,10 @@ pub(super) async fn run(
         println!("{}", created.id);
         return Ok(());
     }
-    if attach {
+    let wait_path = path(&created.id, "/wait");
+    let no_body = serde_json::json!({});
+    let wait = || client.send_json::<serde_json::Value>(Method::POST, &wait_path, &no_body);
+    let waited = if attach {
         let ws = client.websocket(&path(&created.id, "/attach/ws")).await?;
         let ended = interactive::run_session(
             ws,
@@ -617,16 +620,13 @@ pub(super) async fn run(
             eprintln!("\r\nread escape sequence: {} keeps running", created.id);
             return Ok(());
         }
+        wait().await?
     } else {
-        follow_logs(&client, &created.id, None).await?;
-    }
-    let waited: serde_json::Value = client
-        .send_json(
-            Method::POST,
-            &path(&created.id, "/wait"),
-            &serde_json::json!({}),
-        )
-        .await?;
+        // The exit code is asked for while the output streams: no round trip after it ends.
+        let (logs, waited) = tokio::join!(follow_logs(&client, &created.id, None), wait());
+        logs?;
+        waited?
+    };
     let code = waited["exit_code"].as_i64().unwrap_or(255);
     if args.rm {
         client

@@ -59,6 +59,29 @@ fn rotated(path: &Path, n: u32) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The numbers N (1 to 100) of the rotated files `path.N` there are now, oldest (highest)
+/// first: one look at the directory, not one per possible name.
+async fn rotated_numbers(path: &Path) -> Vec<u32> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return Vec::new();
+        };
+        let prefix = format!("{}.", name.to_string_lossy());
+        let mut found: Vec<u32> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.strip_prefix(&prefix)?.parse().ok())
+            .filter(|n| (1..=100).contains(n))
+            .collect();
+        found.sort_unstable_by(|a, b| b.cmp(a));
+        found
+    })
+    .await
+    .unwrap_or_default()
+}
+
 /// Complete lines of `path` from `offset`, the selected ones appended to `out`; the offset
 /// after the last complete line.
 async fn read_file(
@@ -99,11 +122,8 @@ async fn inode(path: &Path) -> u64 {
 /// Every entry in the log files now (oldest file first), and where a follower goes on from.
 pub async fn read(path: &Path, query: &LogQuery) -> std::io::Result<(Vec<Entry>, Position)> {
     let mut entries = Vec::new();
-    for n in (1..=100).rev() {
-        let older = rotated(path, n);
-        if tokio::fs::try_exists(&older).await.unwrap_or(false) {
-            read_file(&older, 0, query, &mut entries).await?;
-        }
+    for n in rotated_numbers(path).await {
+        read_file(&rotated(path, n), 0, query, &mut entries).await?;
     }
     let inode = inode(path).await;
     let offset = read_file(path, 0, query, &mut entries).await?;

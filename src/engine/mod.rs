@@ -832,6 +832,7 @@ impl Engine {
         let mut shim_lines = tokio::io::BufReader::new(stdout);
         let mut first = String::new();
         let _ = shim_lines.read_line(&mut first).await;
+        self.shims.refill();
         let report: serde_json::Value = serde_json::from_str(first.trim()).unwrap_or_default();
         let Some(pid) = report["pid"].as_i64() else {
             let _ = child.wait().await;

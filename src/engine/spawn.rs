@@ -27,10 +27,11 @@ impl Shims {
     }
 
     /// A shim running with `args` (what follows `__shim`), its stdout piped: the spare when
-    /// one waits, a new process otherwise.
+    /// one waits, a new process otherwise. The caller calls [`Shims::refill`] once its
+    /// container has started, so that loading the next spare does not slow this start.
     pub async fn spawn(self: &Arc<Self>, args: Vec<String>) -> std::io::Result<Child> {
         let spare = self.spare.lock().await.take();
-        let child = match spare {
+        match spare {
             Some(mut spare) => match hand_over(&mut spare, &args).await {
                 Ok(()) => Ok(spare),
                 // It died while waiting: it cannot have read anything; start afresh.
@@ -40,9 +41,7 @@ impl Shims {
                 }
             },
             None => self.command(&args).stdin(Stdio::null()).spawn(),
-        };
-        self.refill();
-        child
+        }
     }
 
     /// Makes a spare in the background, unless one already waits.
