@@ -1,5 +1,6 @@
 // The Containers pages: actions on containers (one, or the selected ones), the "create
-// container" form, a container's live logs, stats and terminal; and the Volumes page. Every change is a call of the JSON API with the
+// container" form, a container's live logs, stats and terminal; and the Volumes and Networks
+// pages. Every change is a call of the JSON API with the
 // session's CSRF token, so the server checks the same rights as for any client. Loaded as a
 // file: the CSP forbids inline scripts.
 "use strict";
@@ -134,31 +135,36 @@
     });
   });
 
-  // Volumes: create one by name; remove one (asked once more).
-  const volumeForm = document.getElementById("volume-form");
-  if (volumeForm) {
-    volumeForm.addEventListener("submit", async function (event) {
+  // Volumes and networks: a small form makes one (POST of its named, filled-in fields to the
+  // form's data-path); a row's remove button removes one (asked once more).
+  document.querySelectorAll("form.make").forEach(function (makeForm) {
+    makeForm.addEventListener("submit", async function (event) {
       event.preventDefault();
-      const name = document.getElementById("volume-name").value.trim();
+      const request = {};
+      makeForm.querySelectorAll("input[name]").forEach(function (input) {
+        if (input.value.trim() !== "") {
+          request[input.name] = input.value.trim();
+        }
+      });
       try {
-        await api("POST", "/volumes", csrf, { name: name });
+        await api("POST", makeForm.dataset.path, csrf, request);
         window.location.reload();
       } catch (e) {
-        say("Could not create volume " + name + ": " + e.message, true);
+        say("Could not create " + makeForm.dataset.kind + " " + request.name + ": " + e.message, true);
       }
     });
-  }
-  document.querySelectorAll("button.remove-volume").forEach(function (button) {
+  });
+  document.querySelectorAll("button.remove-item").forEach(function (button) {
     button.addEventListener("click", async function () {
-      const name = button.closest("tr").dataset.volume;
+      const row = button.closest("tr");
       if (!confirmed(button)) {
         return;
       }
       try {
-        await api("DELETE", "/volumes/" + encodeURIComponent(name), csrf);
+        await api("DELETE", row.dataset.path + "/" + encodeURIComponent(row.dataset.name), csrf);
         window.location.reload();
       } catch (e) {
-        say("Could not remove volume " + name + ": " + e.message, true);
+        say("Could not remove " + row.dataset.kind + " " + row.dataset.name + ": " + e.message, true);
       }
     });
   });

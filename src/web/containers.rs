@@ -435,12 +435,15 @@ pub struct NetworkRow {
     pub bridge: String,
     /// `name (address)` of each container on it.
     pub containers: String,
+    /// No container is on it.
+    pub removable: bool,
 }
 
 #[derive(Template, WebTemplate)]
 #[template(path = "networks.html")]
 pub struct NetworksPage {
     pub user: WebUser,
+    pub rights: Rights,
     pub networks: Vec<NetworkRow>,
 }
 
@@ -456,6 +459,7 @@ pub async fn networks(
         .map_err(WebError::from_engine)?
         .into_iter()
         .map(|n| NetworkRow {
+            removable: n.containers.is_empty(),
             containers: n
                 .containers
                 .iter()
@@ -468,5 +472,9 @@ pub async fn networks(
             bridge: n.bridge,
         })
         .collect();
-    Ok(NetworksPage { user, networks })
+    Ok(NetworksPage {
+        rights: Rights::of(&user),
+        user,
+        networks,
+    })
 }

@@ -1105,3 +1105,121 @@ async fn a_docker_push_appears_on_the_registry_page_with_its_pulls_layers_and_de
     }
     browser.close();
 }
+
+/// Relays connections to a TCP port on this host's loopback to a unix socket: how the browser
+/// reaches a daemon that lives in a network namespace of the test's own.
+struct UnixRelay {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl UnixRelay {
+    fn to(socket: &std::path::Path) -> UnixRelay {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (socket, stopped) = (socket.to_owned(), stop.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                let (Ok(client), Ok(daemon)) =
+                    (client, std::os::unix::net::UnixStream::connect(&socket))
+                else {
+                    continue;
+                };
+                let (mut client_in, mut daemon_in) =
+                    (client.try_clone().unwrap(), daemon.try_clone().unwrap());
+                let (mut client_out, mut daemon_out) = (client, daemon);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut client_in, &mut daemon_out);
+                    let _ = daemon_out.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut daemon_in, &mut client_out);
+                    let _ = client_out.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        UnixRelay { port, stop }
+    }
+}
+
+impl Drop for UnixRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accept loop, which then sees the flag.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Networks are made and removed from their page. Making one makes a bridge, so the daemon
+/// runs in a network namespace of the test's own and the browser reaches it through its unix
+/// socket (relayed from a port on this host's loopback).
+#[tokio::test(flavor = "multi_thread")]
+async fn networks_are_made_and_removed_from_their_page() {
+    let test = "browser::networks_are_made_and_removed_from_their_page";
+    if harness::skip_unless_root(test) {
+        return;
+    }
+    if !std::path::Path::new("/usr/sbin/nft").exists() {
+        harness::skip(test, "nft is missing: install the nftables package");
+        return;
+    }
+    let netns = harness::Netns::new();
+    let daemon = harness::DaemonProcess::start_in(&netns);
+    let (status, _, err) = harness::run_wharf_input(
+        harness::wharf_command().args([
+            "-H",
+            &daemon.host(),
+            "user",
+            "add",
+            "nina",
+            "--role",
+            "admin",
+            "--password-stdin",
+        ]),
+        "network admin password\n",
+    );
+    assert!(status.success(), "{err}");
+    let relay = UnixRelay::to(&daemon.socket);
+    let Some(browser) = Browser::start(test).await else {
+        return;
+    };
+    let base = format!("http://127.0.0.1:{}", relay.port);
+    browser.goto(&format!("{base}/login")).await;
+    browser
+        .sign_in(&base, "nina", "network admin password")
+        .await;
+
+    browser.goto(&format!("{base}/networks")).await;
+    browser.type_into("#network-name", "web-net").await;
+    browser.type_into("#network-subnet", "10.77.3.0/24").await;
+    browser.click("#network-create").await;
+    let table = wait_for_text(&browser, "#network-table", "web-net").await;
+    assert!(
+        table.contains("10.77.3.0/24") && table.contains("10.77.3.1"),
+        "{table}"
+    );
+    let (_, out, _) = daemon.wharf(&["network", "ls"]);
+    assert!(out.contains("web-net"), "{out}");
+
+    // An overlapping subnet is refused, with the reason on the page.
+    browser.type_into("#network-name", "other-net").await;
+    browser.type_into("#network-subnet", "10.77.3.128/25").await;
+    browser.click("#network-create").await;
+    let said = wait_for_text(&browser, "#container-status", "Could not create network").await;
+    assert!(said.contains("overlaps 10.77.3.0/24"), "{said}");
+
+    // Removed (asked once more); the bridge goes with it.
+    browser
+        .click("tr[data-network='web-net'] button.remove-item")
+        .await;
+    browser
+        .click("tr[data-network='web-net'] button.remove-item")
+        .await;
+    wait_for_text(&browser, "main", "No bridge network yet").await;
+    let (_, out, _) = daemon.wharf(&["network", "ls"]);
+    assert!(!out.contains("web-net"), "{out}");
+}
