@@ -26,6 +26,8 @@ window.wharf = {
 
   // A button with a question (data-confirm) asks it on the first press, its label becoming
   // the question, and acts on the second: true when it may act now.
+  // A button with data-confirm acts on its second press (click, Enter or Space): the first one
+  // shows the question in its place.
   confirmed: function (button) {
     if (!button.dataset.confirm || button.dataset.armed === "yes") {
       return true;
@@ -35,3 +37,13 @@ window.wharf = {
     return false;
   },
 };
+
+// The page's own entry in the header is marked, for screen readers and the eye.
+document.addEventListener("DOMContentLoaded", function () {
+  const here = "/" + window.location.pathname.split("/")[1];
+  document.querySelectorAll("nav a").forEach(function (link) {
+    if (link.getAttribute("href") === here) {
+      link.setAttribute("aria-current", "page");
+    }
+  });
+});

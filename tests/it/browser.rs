@@ -16,6 +16,9 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// The W3C WebDriver key of an element reference.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+/// WebDriver's Tab and Enter keys.
+const TAB: &str = "\u{E004}";
+const ENTER: &str = "\u{E007}";
 
 /// A chromedriver process and one browser session, both ended on drop.
 pub struct Browser {
@@ -196,6 +199,16 @@ impl Browser {
             Some(json!({"script": script, "args": []})),
         )
         .await
+    }
+
+    /// Presses and releases `key` (a character, or a WebDriver key such as [`TAB`]) where the
+    /// keyboard's focus is.
+    pub async fn press(&self, key: &str) {
+        let actions = json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+            {"type": "keyDown", "value": key}, {"type": "keyUp", "value": key},
+        ]}]});
+        self.call(Method::POST, &self.at("/actions"), Some(actions))
+            .await;
     }
 
     /// On the sign-in page: signs in and waits for the overview.
@@ -1222,4 +1235,142 @@ async fn networks_are_made_and_removed_from_their_page() {
     wait_for_text(&browser, "main", "No bridge network yet").await;
     let (_, out, _) = daemon.wharf(&["network", "ls"]);
     assert!(!out.contains("web-net"), "{out}");
+}
+
+/// What the keyboard's focus is on: its index among the page's visible focusable controls (-1:
+/// none of them), its id, and whether it shows a focus ring.
+async fn focus(browser: &Browser) -> (i64, String, bool) {
+    let script = r#"
+        var all = Array.from(document.querySelectorAll(
+            'a[href], button:not([disabled]), input:not([type=hidden]):not([disabled]), ' +
+            'select:not([disabled]), textarea:not([disabled]), [tabindex]:not([tabindex="-1"])'))
+            .filter(function (e) { return e.getClientRects().length > 0; });
+        var e = document.activeElement;
+        var style = e ? getComputedStyle(e) : null;
+        return [all.indexOf(e), e && e.id ? e.id : (e ? e.tagName : ''),
+                !!style && style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) > 0,
+                all.length];"#;
+    let v = browser.eval(script).await;
+    (
+        v[0].as_i64().unwrap(),
+        v[1].as_str().unwrap_or("").to_owned(),
+        v[2].as_bool().unwrap(),
+    )
+}
+
+/// The dashboard works from the keyboard: signing in with Enter, a skip link first on each
+/// page, every control reachable with Tab and showing a focus ring, and buttons that act on
+/// Enter, a confirmation's second press included.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_works_from_the_keyboard() {
+    let test = "browser::the_dashboard_works_from_the_keyboard";
+    let Some((daemon, _cleanup, browser, base)) =
+        busybox_daemon_and_browser(test, &[("kai", "admin")]).await
+    else {
+        return;
+    };
+    let host = daemon.host();
+    let (status, _, err) = harness::run_wharf(harness::wharf_command().args([
+        "-H",
+        &host,
+        "run",
+        "-d",
+        "--name",
+        "keys",
+        "wharf-test/busybox:latest",
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; while true; do sleep 0.2; done",
+    ]));
+    assert!(status.success(), "{err}");
+
+    // Signing in: the user name field has the focus, Tab goes on to the password, Enter sends.
+    browser.goto(&format!("{base}/login")).await;
+    browser.type_into("#username", "kai").await;
+    browser.press(TAB).await;
+    assert_eq!(focus(&browser).await.1, "password");
+    browser.type_into("#password", "kai-password").await;
+    browser.press(ENTER).await;
+    browser.wait_for_path(&base, "/").await;
+
+    for page in [
+        "/",
+        "/containers",
+        "/images",
+        "/volumes",
+        "/networks",
+        "/users",
+    ] {
+        browser.goto(&format!("{base}{page}")).await;
+        // The first Tab reaches the skip link, and Enter on it moves past the header.
+        browser.press(TAB).await;
+        assert_eq!(focus(&browser).await.1, "skip", "{page}");
+        browser.press(ENTER).await;
+        assert_eq!(focus(&browser).await.1, "content", "{page}");
+        // From there Tab visits every control of the page, each with a visible ring, and
+        // comes round to the start.
+        browser.goto(&format!("{base}{page}")).await;
+        let total = browser
+            .eval(
+                r#"return Array.from(document.querySelectorAll(
+                'a[href], button:not([disabled]), input:not([type=hidden]):not([disabled]), ' +
+                'select:not([disabled]), textarea:not([disabled]), [tabindex]:not([tabindex="-1"])'))
+                .filter(function (e) { return e.getClientRects().length > 0; }).length;"#,
+            )
+            .await
+            .as_i64()
+            .unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..total + 5 {
+            browser.press(TAB).await;
+            let (index, id, ring) = focus(&browser).await;
+            if index < 0 {
+                // Past the last control, the browser's own UI has the focus for a moment.
+                continue;
+            }
+            assert!(ring, "{page}: {id} (control {index}) shows no focus ring");
+            seen.insert(index);
+        }
+        assert_eq!(
+            seen.len() as i64,
+            total,
+            "{page}: Tab reached {seen:?} of {total} controls"
+        );
+    }
+
+    // On the containers page: Tab to the row's Stop, Enter stops it; Remove asks, and a second
+    // Enter removes it.
+    browser.goto(&format!("{base}/containers")).await;
+    let to = |selector: &'static str| {
+        let browser = &browser;
+        async move {
+            for _ in 0..60 {
+                browser.press(TAB).await;
+                let on = browser
+                    .eval(&format!(
+                        "return document.activeElement === document.querySelector({});",
+                        serde_json::to_string(selector).unwrap()
+                    ))
+                    .await;
+                if on.as_bool() == Some(true) {
+                    return;
+                }
+            }
+            panic!("Tab never reached {selector}");
+        }
+    };
+    to("tr[data-name='keys'] button[data-action='stop']").await;
+    browser.press(ENTER).await;
+    wait_for_text(&browser, "tr[data-name='keys']", "Exited").await;
+    to("tr[data-name='keys'] button[data-action='remove']").await;
+    browser.press(ENTER).await;
+    assert_eq!(
+        browser
+            .eval("return document.activeElement.dataset.armed || '';")
+            .await,
+        "yes",
+        "the first Enter asks"
+    );
+    browser.press(ENTER).await;
+    wait_for_text(&browser, "main", "No containers yet.").await;
 }
