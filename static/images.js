@@ -1,6 +1,6 @@
-// The Images pages. The list's pull form: sends the pull to the JSON API with the session's CSRF token and
-// shows the daemon's NDJSON progress as it streams in. Loaded as a file: the CSP forbids inline
-// scripts.
+// The Images pages: the list (pull, prune, remove), an image's page (tag, push) and the build
+// page. Every change is a call of the JSON API with the session's CSRF token; long ones show the
+// daemon's NDJSON progress as it streams in. Loaded as a file: the CSP forbids inline scripts.
 "use strict";
 
 // The list's prune buttons (asked once more): the outcome, then the list again.
@@ -66,16 +66,20 @@
   });
 })();
 
-(function () {
-  const form = document.getElementById("pull-form");
+// Pulls (the list's form) and pushes (an image's page): the transfer goes to the JSON API with
+// the session's CSRF token and its NDJSON progress shows as it comes: a bar of the bytes of
+// every layer so far, a line per layer done, and the outcome.
+function transfer(kind, path, request, done) {
+  const form = document.getElementById(kind + "-form");
   if (!form) {
     return;
   }
-  const input = document.getElementById("pull-reference");
-  const button = document.getElementById("pull-button");
-  const log = document.getElementById("pull-log");
-  const status = document.getElementById("pull-status");
-  const bar = document.getElementById("pull-progress");
+  const input = document.getElementById(kind + "-reference");
+  const button = document.getElementById(kind + "-button");
+  const log = document.getElementById(kind + "-log");
+  const status = document.getElementById(kind + "-status");
+  const bar = document.getElementById(kind + "-progress");
+  const verb = kind === "pull" ? "Pull" : "Push";
 
   function note(text) {
     const item = document.createElement("li");
@@ -87,7 +91,7 @@
     return String(digest || "").replace(/^sha256:/, "").slice(0, 12);
   }
 
-  // Bytes so far and in all, per layer downloading, for the progress bar.
+  // Bytes so far and in all, per layer moving, for the progress bar.
   let layers = new Map();
 
   function showBytes() {
@@ -109,6 +113,7 @@
     }
     switch (event.status) {
       case "downloading":
+      case "uploading":
         layers.set(event.digest, [event.current, event.total]);
         showBytes();
         break;
@@ -117,11 +122,16 @@
         showBytes();
         note("downloaded " + short(event.digest) + " (" + event.size + " bytes)");
         break;
+      case "pushed":
+        layers.set(event.digest, [event.size, event.size]);
+        showBytes();
+        note((event.existed ? "already there " : "pushed ") + short(event.digest) + " (" + event.size + " bytes)");
+        break;
       case "unpacked":
         note("unpacked " + short(event.chain_id));
         break;
       case "done":
-        status.textContent = "Pulled " + input.value.trim() + " (" + event.digest + ")";
+        status.textContent = verb + "ed " + input.value.trim() + " (" + event.digest + ")";
         status.className = "ok";
         break;
       default:
@@ -140,14 +150,14 @@
     bar.removeAttribute("value");
     bar.hidden = false;
     log.textContent = "";
-    status.textContent = "Pulling " + reference + "…";
+    status.textContent = verb + "ing " + reference + "…";
     status.className = "";
     try {
-      const response = await fetch("/api/v1/images/pull", {
+      const response = await fetch("/api/v1" + path, {
         method: "POST",
         credentials: "same-origin",
         headers: { "Content-Type": "application/json", "X-CSRF-Token": form.dataset.csrf },
-        body: JSON.stringify({ reference: reference }),
+        body: JSON.stringify(request(form, reference)),
       });
       if (!response.ok) {
         const body = await response.json().catch(function () {
@@ -155,42 +165,34 @@
         });
         throw new Error(body.message);
       }
-      const reader = response.body.getReader();
-      const decoder = new TextDecoder();
-      let pending = "";
-      for (;;) {
-        const chunk = await reader.read();
-        if (chunk.done) {
-          break;
-        }
-        pending += decoder.decode(chunk.value, { stream: true });
-        let newline;
-        while ((newline = pending.indexOf("\n")) >= 0) {
-          const line = pending.slice(0, newline).trim();
-          pending = pending.slice(newline + 1);
-          if (line) {
-            show(JSON.parse(line));
-          }
-        }
+      await window.wharf.ndjson(response, show);
+      if (status.className !== "ok") {
+        throw new Error("the daemon ended the " + kind + " without saying it was done");
       }
-      if (status.className === "ok") {
-        const link = document.createElement("a");
-        link.href = "/images";
-        link.id = "pull-refresh";
-        link.textContent = "Show it in the list";
-        status.append(" ", link);
-      } else {
-        throw new Error("the daemon ended the pull without saying it was done");
-      }
+      done(status);
     } catch (failure) {
-      status.textContent = "Pull failed: " + failure.message;
+      status.textContent = verb + " failed: " + failure.message;
       status.className = "error";
     } finally {
       button.disabled = false;
       bar.hidden = true;
     }
   });
-})();
+}
+
+transfer("pull", "/images/pull", function (form, reference) {
+  return { reference: reference };
+}, function (status) {
+  const link = document.createElement("a");
+  link.href = "/images";
+  link.id = "pull-refresh";
+  link.textContent = "Show it in the list";
+  status.append(" ", link);
+});
+
+transfer("push", "/images/push", function (form, reference) {
+  return { name: form.dataset.source, reference: reference };
+}, function () {});
 
 // Remove buttons: the first click asks again, the second removes the name through the API.
 (function () {
@@ -332,31 +334,14 @@
         });
         throw new Error(failure.message);
       }
-      const reader = response.body.getReader();
-      const decoder = new TextDecoder();
-      let pending = "";
       let outcome = null;
-      for (;;) {
-        const chunk = await reader.read();
-        if (chunk.done) {
-          break;
+      await window.wharf.ndjson(response, function (event) {
+        if (event.stream !== undefined) {
+          append(event.stream);
+        } else {
+          outcome = event;
         }
-        pending += decoder.decode(chunk.value, { stream: true });
-        let end;
-        while ((end = pending.indexOf("\n")) >= 0) {
-          const line = pending.slice(0, end);
-          pending = pending.slice(end + 1);
-          if (!line.trim()) {
-            continue;
-          }
-          const event = JSON.parse(line);
-          if (event.stream !== undefined) {
-            append(event.stream);
-          } else {
-            outcome = event;
-          }
-        }
-      }
+      });
       if (!outcome) {
         throw new Error("the daemon ended the build without a result");
       }

@@ -26,6 +26,29 @@ window.wharf = {
 
   // A button with a question (data-confirm) asks it on the first press, its label becoming
   // the question, and acts on the second: true when it may act now.
+  // Reads a response of NDJSON lines (a pull's, a push's, a build's progress), calling
+  // onEvent with each parsed line as it arrives.
+  ndjson: async function (response, onEvent) {
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let pending = "";
+    for (;;) {
+      const chunk = await reader.read();
+      if (chunk.done) {
+        break;
+      }
+      pending += decoder.decode(chunk.value, { stream: true });
+      let end;
+      while ((end = pending.indexOf("\n")) >= 0) {
+        const line = pending.slice(0, end).trim();
+        pending = pending.slice(end + 1);
+        if (line) {
+          onEvent(JSON.parse(line));
+        }
+      }
+    }
+  },
+
   // A button with data-confirm acts on its second press (click, Enter or Space): the first one
   // shows the question in its place.
   confirmed: function (button) {

@@ -1374,3 +1374,58 @@ async fn the_dashboard_works_from_the_keyboard() {
     browser.press(ENTER).await;
     wait_for_text(&browser, "main", "No containers yet.").await;
 }
+
+/// An image is pushed to another registry from its page, with the layers' progress shown and
+/// the other host holding it afterwards; a name without a registry is refused with the reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_is_pushed_from_its_page_with_progress() {
+    let test = "browser::an_image_is_pushed_from_its_page_with_progress";
+    let Some((daemon, _cleanup, browser, base)) =
+        busybox_daemon_and_browser(test, &[("pia", "admin")]).await
+    else {
+        return;
+    };
+    let other = TestDaemon::start();
+    other.user_with_token("pusher", "operator").await;
+    let addr = other.registry.unwrap().to_string();
+    let (status, _, err) = harness::run_wharf_input(
+        harness::wharf_command()
+            .args(["-H", &daemon.host(), "login", &addr, "-u", "pusher"])
+            .arg("--password-stdin"),
+        "pusher-password\n",
+    );
+    assert!(status.success(), "{err}");
+
+    browser.goto(&format!("{base}/login")).await;
+    browser.sign_in(&base, "pia", "pia-password").await;
+    browser
+        .goto(&format!(
+            "{base}/images/detail?name=wharf-test%2Fbusybox%3Alatest"
+        ))
+        .await;
+    browser
+        .type_into("#push-reference", "team/elsewhere:v1")
+        .await;
+    browser.click("#push-button").await;
+    let said = wait_for_text(&browser, "#push-status", "Push failed").await;
+    assert!(said.contains("names no registry"), "{said}");
+
+    let remote = format!("{addr}/team/box:v1");
+    browser
+        .eval("document.getElementById('push-reference').value = ''; return null;")
+        .await;
+    browser.type_into("#push-reference", &remote).await;
+    browser.click("#push-button").await;
+    let said = wait_for_text(&browser, "#push-status", "Pushed").await;
+    assert!(said.contains(&remote) && said.contains("sha256:"), "{said}");
+    let log = browser.text("#push-log").await;
+    assert_eq!(
+        log.matches("pushed ").count(),
+        2,
+        "the layer and the config: {log}"
+    );
+    let (status, out, err) =
+        harness::run_wharf(harness::wharf_command().args(["-H", &other.host(), "images"]));
+    assert!(status.success(), "{err}");
+    assert!(out.contains("team/box"), "{out}");
+}
