@@ -73,6 +73,10 @@ pub struct Networks {
     lock: tokio::sync::Mutex<()>,
     /// The proxies of published ports, by container.
     proxies: std::sync::Mutex<std::collections::HashMap<String, Vec<tokio::task::JoinHandle<()>>>>,
+    /// Host ends of the veths of stopped containers being deleted, by name: deleting a link
+    /// waits for the kernel to drop its last references (~30 ms here), which a stop does not
+    /// wait for. Whatever needs a name again, or the bridge gone, waits for them.
+    unplugging: std::sync::Mutex<std::collections::HashMap<String, tokio::task::JoinHandle<()>>>,
 }
 
 fn new_id() -> String {
@@ -119,6 +123,33 @@ impl Networks {
             default_subnet,
             lock: tokio::sync::Mutex::new(()),
             proxies: std::sync::Mutex::new(std::collections::HashMap::new()),
+            unplugging: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Waits for the deletion of host veth `name` (see `unplugging`), if one is under way.
+    async fn unplugged(&self, name: &str) {
+        let task = self
+            .unplugging
+            .lock()
+            .expect("the unplugging lock")
+            .remove(name);
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+
+    /// Waits for every veth deletion under way.
+    async fn all_unplugged(&self) {
+        let tasks: Vec<_> = self
+            .unplugging
+            .lock()
+            .expect("the unplugging lock")
+            .drain()
+            .map(|(_, task)| task)
+            .collect();
+        for task in tasks {
+            let _ = task.await;
         }
     }
 
@@ -266,6 +297,7 @@ impl Networks {
     /// lock that attaching takes too.
     pub async fn remove(&self, key: &str, users: &[String]) -> Result<(), NetworkError> {
         let _one = self.lock.lock().await;
+        self.all_unplugged().await;
         let n = self.find(key).await?;
         let endpoints = self.db.endpoints_of_network(&n.id).await?;
         if !endpoints.is_empty() || !users.is_empty() {
@@ -378,6 +410,7 @@ impl Networks {
         let netns = self.netns_path(container_id);
         let began = std::time::Instant::now();
         let plugged = async {
+            self.unplugged(&host_veth).await;
             let _ = netlink::delete_link(&host_veth).await;
             if first {
                 // A stale namespace (a crash between start and stop) goes first.
@@ -560,8 +593,20 @@ impl Networks {
             note(self.apply_rules().await);
         }
         let endpoints = self.db.endpoints_of_container(container_id).await?;
+        // The veths go in the background (a later attach of the same name, or a network's
+        // removal, waits for them); the namespace's removal alone would take them too, unless
+        // a `container:` sharer keeps it.
         for e in &endpoints {
-            note(netlink::delete_link(&e.host_veth).await);
+            let name = e.host_veth.clone();
+            let task = tokio::spawn(async move {
+                if let Err(e) = netlink::delete_link(&name).await {
+                    tracing::warn!(link = %name, error = %e, "could not remove a stopped container's veth");
+                }
+            });
+            self.unplugging
+                .lock()
+                .expect("the unplugging lock")
+                .insert(e.host_veth.clone(), task);
         }
         netlink::remove_netns(&self.netns_path(container_id));
         note(
