@@ -174,6 +174,18 @@ impl Drop for CreateGuard<'_> {
     }
 }
 
+/// Receives the container init's next step, which must be `wanted` (named `name`), or the
+/// reason it failed.
+fn next_step(channel: &mut Channel, wanted: Child, name: &'static str) -> Result<(), RuntimeError> {
+    match channel.recv::<Child>(name)? {
+        Child::Failed { message } => Err(RuntimeError::Init(message)),
+        got if got == wanted => Ok(()),
+        got => Err(RuntimeError::Init(format!(
+            "the container init sent {got:?} where {name} was due"
+        ))),
+    }
+}
+
 fn default_cgroup_path(id: &str) -> String {
     format!("/wharf/{id}")
 }
@@ -342,15 +354,7 @@ impl Runtime {
         parent_end.send(&Parent::Proceed)?;
         // Without prestart or createRuntime hooks there is nothing to wait for in between.
         if super::hooks::runtime_side(spec) {
-            match parent_end.recv::<Child>("Mounted")? {
-                Child::Mounted => {}
-                Child::Failed { message } => return Err(RuntimeError::Init(message)),
-                Child::Ready => {
-                    return Err(RuntimeError::Init(
-                        "the container init skipped a step: Ready before Mounted".into(),
-                    ));
-                }
-            }
+            next_step(&mut parent_end, Child::Mounted, "Mounted")?;
             let annotations: std::collections::BTreeMap<String, String> = spec
                 .annotations()
                 .clone()
@@ -374,15 +378,7 @@ impl Runtime {
             .map_err(RuntimeError::Init)?;
             parent_end.send(&Parent::HooksDone)?;
         }
-        match parent_end.recv::<Child>("Ready")? {
-            Child::Ready => {}
-            Child::Failed { message } => return Err(RuntimeError::Init(message)),
-            Child::Mounted => {
-                return Err(RuntimeError::Init(
-                    "the container init sent Mounted twice".into(),
-                ));
-            }
-        }
+        next_step(&mut parent_end, Child::Ready, "Ready")?;
 
         let state = State {
             id: id.to_owned(),
