@@ -1237,20 +1237,24 @@ async fn networks_are_made_and_removed_from_their_page() {
     assert!(!out.contains("web-net"), "{out}");
 }
 
+/// A script's `all`: the page's visible controls that take the keyboard's focus.
+const FOCUSABLE: &str = r#"
+    var all = Array.from(document.querySelectorAll(
+        'a[href], button:not([disabled]), input:not([type=hidden]):not([disabled]), ' +
+        'select:not([disabled]), textarea:not([disabled]), [tabindex]:not([tabindex="-1"])'))
+        .filter(function (e) { return e.getClientRects().length > 0; });"#;
+
 /// What the keyboard's focus is on: its index among the page's visible focusable controls (-1:
 /// none of them), its id, and whether it shows a focus ring.
 async fn focus(browser: &Browser) -> (i64, String, bool) {
-    let script = r#"
-        var all = Array.from(document.querySelectorAll(
-            'a[href], button:not([disabled]), input:not([type=hidden]):not([disabled]), ' +
-            'select:not([disabled]), textarea:not([disabled]), [tabindex]:not([tabindex="-1"])'))
-            .filter(function (e) { return e.getClientRects().length > 0; });
+    let script = FOCUSABLE.to_owned()
+        + r#"
         var e = document.activeElement;
         var style = e ? getComputedStyle(e) : null;
         return [all.indexOf(e), e && e.id ? e.id : (e ? e.tagName : ''),
                 !!style && style.outlineStyle !== 'none' && parseFloat(style.outlineWidth) > 0,
                 all.length];"#;
-    let v = browser.eval(script).await;
+    let v = browser.eval(&script).await;
     (
         v[0].as_i64().unwrap(),
         v[1].as_str().unwrap_or("").to_owned(),
@@ -1311,12 +1315,7 @@ async fn the_dashboard_works_from_the_keyboard() {
         // comes round to the start.
         browser.goto(&format!("{base}{page}")).await;
         let total = browser
-            .eval(
-                r#"return Array.from(document.querySelectorAll(
-                'a[href], button:not([disabled]), input:not([type=hidden]):not([disabled]), ' +
-                'select:not([disabled]), textarea:not([disabled]), [tabindex]:not([tabindex="-1"])'))
-                .filter(function (e) { return e.getClientRects().length > 0; }).length;"#,
-            )
+            .eval(&format!("{FOCUSABLE} return all.length;"))
             .await
             .as_i64()
             .unwrap();
