@@ -72,12 +72,13 @@
 
   // The list (rows, counts, page links), fetched again every 5 s by htmx (see its hx-get)
   // while the page is visible and nothing is selected, being confirmed or has the keyboard's
-  // focus, and swapped in only if that is still so when the answer comes. An answer that is
+  // focus (:focus-visible, not a mouse click's), and swapped in only if that is still so when
+  // the answer comes. An answer that is
   // not the list (the session ended: the sign-in page) leads to signing in instead.
   const busy = function () {
     const list = document.getElementById("container-list");
     return document.querySelector("input.pick:checked, button[data-armed='yes'], button:disabled") !== null ||
-      (list !== null && list.contains(document.activeElement));
+      (list !== null && list.querySelector(":focus-visible") !== null);
   };
   if (document.getElementById("container-list") && window.htmx) {
     document.body.addEventListener("htmx:beforeSwap", function (event) {

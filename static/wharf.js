@@ -24,20 +24,14 @@ window.wharf = {
     return response;
   },
 
-  // A button with a question (data-confirm) asks it on the first press, its label becoming
-  // the question, and acts on the second: true when it may act now.
   // Reads a response of NDJSON lines (a pull's, a push's, a build's progress), calling
-  // onEvent with each parsed line as it arrives.
+  // onEvent with each parsed line as it arrives (a last line without its newline too). When
+  // onEvent throws, the stream is let go and the error goes on to the caller.
   ndjson: async function (response, onEvent) {
     const reader = response.body.getReader();
     const decoder = new TextDecoder();
     let pending = "";
-    for (;;) {
-      const chunk = await reader.read();
-      if (chunk.done) {
-        break;
-      }
-      pending += decoder.decode(chunk.value, { stream: true });
+    const each = function () {
       let end;
       while ((end = pending.indexOf("\n")) >= 0) {
         const line = pending.slice(0, end).trim();
@@ -46,11 +40,25 @@ window.wharf = {
           onEvent(JSON.parse(line));
         }
       }
+    };
+    try {
+      for (;;) {
+        const chunk = await reader.read();
+        if (chunk.done) {
+          break;
+        }
+        pending += decoder.decode(chunk.value, { stream: true });
+        each();
+      }
+      pending += decoder.decode() + "\n";
+      each();
+    } finally {
+      reader.cancel().catch(function () {});
     }
   },
 
-  // A button with data-confirm acts on its second press (click, Enter or Space): the first one
-  // shows the question in its place.
+  // A button with a question (data-confirm) asks it on the first press (click, Enter or
+  // Space), its label becoming the question, and acts on the second: true when it may act now.
   confirmed: function (button) {
     if (!button.dataset.confirm || button.dataset.armed === "yes") {
       return true;

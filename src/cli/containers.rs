@@ -623,9 +623,7 @@ pub(super) async fn run(
         wait().await?
     } else {
         // The exit code is asked for while the output streams: no round trip after it ends.
-        let (logs, waited) = tokio::join!(follow_logs(&client, &created.id, None), wait());
-        logs?;
-        waited?
+        tokio::try_join!(follow_logs(&client, &created.id, None), wait())?.1
     };
     let code = waited["exit_code"].as_i64().unwrap_or(255);
     if args.rm {

@@ -906,7 +906,8 @@ impl Engine {
     /// gets the exit code its shim recorded (255 when there is none).
     pub async fn reconcile(&self) -> Result<(), EngineError> {
         self.shims.refill();
-        self.sweep_removed().await;
+        let engine = self.clone();
+        tokio::spawn(async move { engine.sweep_removed().await });
         // Published ports of the containers that kept running are taken again.
         if let Err(e) = self.networks.restore().await {
             tracing::error!(error = %e, "could not restore published ports");

@@ -599,14 +599,16 @@ impl Networks {
         for e in &endpoints {
             let name = e.host_veth.clone();
             let task = tokio::spawn(async move {
-                if let Err(e) = netlink::delete_link(&name).await {
+                // The namespace's end may take the pair with it first: gone is as good.
+                if let Err(e) = netlink::delete_link(&name).await
+                    && netlink::link_exists(&name).await.unwrap_or(true)
+                {
                     tracing::warn!(link = %name, error = %e, "could not remove a stopped container's veth");
                 }
             });
-            self.unplugging
-                .lock()
-                .expect("the unplugging lock")
-                .insert(e.host_veth.clone(), task);
+            let mut unplugging = self.unplugging.lock().expect("the unplugging lock");
+            unplugging.retain(|_, task| !task.is_finished());
+            unplugging.insert(e.host_veth.clone(), task);
         }
         netlink::remove_netns(&self.netns_path(container_id));
         note(

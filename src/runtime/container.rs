@@ -277,14 +277,17 @@ impl Runtime {
         let wants_terminal = spec.process().as_ref().and_then(|p| p.terminal()) == Some(true);
         let console = console_for(wants_terminal, options.console_socket.as_deref())?;
         let new_user_ns = new_namespaces.contains(&LinuxNamespaceType::User);
-        // Only the pid namespace has to come from the clone. The child unshares the others
-        // itself, in parallel with the parent's cgroup work; with a new user namespace all come
-        // from the clone, so that they belong to it from the start.
+        // The mount, uts, ipc and network namespaces are made by the child itself, in parallel
+        // with the parent's cgroup work; with a new user namespace all come from the clone, so
+        // that they belong to it from the start.
         let (clone_flags, unshare) = if new_user_ns {
             (flags, CloneFlags::empty())
         } else {
-            let pid = flags & libc::CLONE_NEWPID as u64;
-            (pid, CloneFlags::from_bits_truncate((flags & !pid) as i32))
+            // pid (and time) namespaces apply to children: those stay with the clone.
+            let moved = flags
+                & (libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWNET)
+                    as u64;
+            (flags & !moved, CloneFlags::from_bits_truncate(moved as i32))
         };
         // A user namespace given by path is joined first, so the others are joined as its root.
         join.sort_by_key(|(_, flag)| *flag != CloneFlags::CLONE_NEWUSER);

@@ -28,7 +28,8 @@ pub struct InitArgs<'a> {
     pub exec_error: OwnedFd,
     /// Namespaces to join by path (all but pid, which the parent joined before cloning).
     pub join: Vec<(PathBuf, nix::sched::CloneFlags)>,
-    /// New namespaces (all but pid) the child makes itself, before waiting for Proceed.
+    /// New mount, uts, ipc and network namespaces the child makes itself, before waiting for
+    /// Proceed (none with a new user namespace: the clone made them all).
     pub unshare: nix::sched::CloneFlags,
     pub new_namespaces: Vec<LinuxNamespaceType>,
     pub cgroup_v2: bool,
@@ -111,11 +112,15 @@ pub fn run(mut args: InitArgs) -> ! {
 
 fn prepare(args: &mut InitArgs) -> Result<Prepared, String> {
     let in_user_ns = args.new_namespaces.contains(&LinuxNamespaceType::User);
+    // The cgroup files are reached through the host's mounts, whatever namespaces come next.
+    let host_root = File::open("/").map_err(|e| format!("open /: {}", process::io_message(&e)))?;
     // Without a new user namespace, the namespaces and the root's mounts are made while the
-    // parent makes the cgroup; a failure is told once the parent listens.
+    // parent makes the cgroup (so their memory counts against the runtime's cgroup, not the
+    // container's); a failure is told once the parent listens.
     let early = (!in_user_ns).then(|| enter_and_mount(args));
     let _: Parent = args.channel.recv("Proceed").map_err(|e| e.to_string())?;
-    super::cgroups::join_self(&args.join_cgroup).map_err(|e| e.to_string())?;
+    super::cgroups::join_self(&host_root, &args.join_cgroup).map_err(|e| e.to_string())?;
+    drop(host_root);
     match early {
         Some(done) => done?,
         None => {

@@ -183,10 +183,28 @@ pub enum Entry {
     SelfJoin(Vec<PathBuf>),
 }
 
-/// Moves the calling single-threaded process into the cgroups of these `tasks` files.
-pub fn join_self(task_files: &[PathBuf]) -> Result<(), CgroupError> {
-    for file in task_files {
-        write_file(file, "0")?;
+/// Moves the calling single-threaded process into the cgroups of these `tasks` files, whose
+/// absolute paths are resolved from `root`: a descriptor of the host's `/` opened before the
+/// caller entered other namespaces (a joined mount namespace need not show the host's cgroup
+/// hierarchies).
+pub fn join_self(root: &std::fs::File, task_files: &[PathBuf]) -> Result<(), CgroupError> {
+    use std::io::Write;
+    for path in task_files {
+        let failed = |source: std::io::Error| CgroupError::Write {
+            path: path.clone(),
+            value: "0".into(),
+            source,
+        };
+        let relative = path.strip_prefix("/").unwrap_or(path);
+        let mut file = nix::fcntl::openat(
+            root,
+            relative,
+            nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map(std::fs::File::from)
+        .map_err(|e| failed(e.into()))?;
+        file.write_all(b"0").map_err(failed)?;
     }
     Ok(())
 }
