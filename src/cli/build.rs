@@ -11,13 +11,27 @@ use crate::builder::context::matches;
 use crate::domain::percent_encode;
 
 /// What `wharf build` was given.
+#[derive(Debug, clap::Args)]
 pub struct BuildArgs {
+    /// The context directory (what COPY and ADD can read)
     pub context: PathBuf,
+    /// Names for the image, NAME[:TAG] (repeatable)
+    #[arg(long = "tag", short = 't')]
     pub tags: Vec<String>,
+    /// The Dockerfile (default: CONTEXT/Dockerfile); it must be inside the context
+    #[arg(long, short = 'f')]
     pub file: Option<PathBuf>,
+    /// KEY=VALUE for an ARG (repeatable; KEY alone takes the value from the environment)
+    #[arg(long = "build-arg")]
     pub build_args: Vec<String>,
+    /// Run every step, without the cache
+    #[arg(long)]
     pub no_cache: bool,
+    /// Build up to this stage
+    #[arg(long)]
     pub target: Option<String>,
+    /// Print only the image's digest
+    #[arg(long, short = 'q')]
     pub quiet: bool,
 }
 

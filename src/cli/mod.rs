@@ -92,28 +92,7 @@ pub enum Command {
         quiet: bool,
     },
     /// Build an image from a Dockerfile and a context directory
-    Build {
-        /// The context directory (what COPY and ADD can read)
-        context: PathBuf,
-        /// Names for the image, NAME[:TAG] (repeatable)
-        #[arg(long = "tag", short = 't')]
-        tags: Vec<String>,
-        /// The Dockerfile (default: CONTEXT/Dockerfile); it must be inside the context
-        #[arg(long, short = 'f')]
-        file: Option<PathBuf>,
-        /// KEY=VALUE for an ARG (repeatable; KEY alone takes the value from the environment)
-        #[arg(long = "build-arg")]
-        build_args: Vec<String>,
-        /// Run every step, without the cache
-        #[arg(long)]
-        no_cache: bool,
-        /// Build up to this stage
-        #[arg(long)]
-        target: Option<String>,
-        /// Print only the image's digest
-        #[arg(long, short = 'q')]
-        quiet: bool,
-    },
+    Build(build::BuildArgs),
     /// Make an image of one layer from the tar of a file system (such as `wharf export` writes)
     Import {
         /// The tar, or - for standard input
@@ -755,28 +734,9 @@ pub fn run(cli: Cli) -> ExitCode {
                 format!("?name={}", crate::domain::percent_encode(&new_name)),
             )
         }),
-        Command::Build {
-            context,
-            tags,
-            file,
-            build_args,
-            no_cache,
-            target,
-            quiet,
-        } => client_command(&cli.host, cli.token, cli.tls_ca, |c| {
-            build::build(
-                c,
-                build::BuildArgs {
-                    context,
-                    tags,
-                    file,
-                    build_args,
-                    no_cache,
-                    target,
-                    quiet,
-                },
-            )
-        }),
+        Command::Build(args) => {
+            client_command(&cli.host, cli.token, cli.tls_ca, |c| build::build(c, args))
+        }
         Command::Commit {
             container,
             repository,
