@@ -240,6 +240,28 @@ impl Drop for RemoveEvery<'_> {
     }
 }
 
+/// Every `wharf __shim` process: pid, parent pid, command line (NULs as spaces).
+fn shims() -> Vec<(u32, u32, String)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let ppid = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            cmdline.contains("__shim ").then_some((pid, ppid, cmdline))
+        })
+        .collect()
+}
+
 /// The same for a daemon the test restarts.
 struct RemoveAll<'a>(&'a std::cell::RefCell<DaemonProcess>);
 
@@ -583,6 +605,15 @@ fn exec_top_and_stats_on_a_running_container() {
     let daemon = std::cell::RefCell::new(daemon);
     let _cleanup = RemoveAll(&daemon);
     let d = daemon.borrow();
+    // A spare shim, already loaded, waits for the next container: it is the one that takes it.
+    let spare = || {
+        shims()
+            .into_iter()
+            .find(|(_, ppid, cmdline)| *ppid == d.pid() && cmdline.contains("__shim --spare"))
+            .map(|(pid, _, _)| pid)
+    };
+    wait_until("a spare shim", || spare().is_some());
+    let waiting = spare().unwrap();
     let (status, _, err) = wharf(
         &d,
         &[
@@ -631,14 +662,19 @@ fn exec_top_and_stats_on_a_running_container() {
     let (_, out, _) = wharf(&d, &["inspect", "busy"]);
     let full: serde_json::Value = serde_json::from_str(&out).unwrap();
     let full_id = full["id"].as_str().unwrap().to_owned();
-    let watchers = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains("__shim ") && c.contains(&full_id))
-        .count();
-    assert_eq!(watchers, 1, "one shim supervises the container");
+    let watchers: Vec<u32> = shims()
+        .into_iter()
+        .filter(|(_, _, cmdline)| cmdline.contains(&full_id))
+        .map(|(pid, _, _)| pid)
+        .collect();
+    assert_eq!(
+        watchers,
+        [waiting],
+        "the spare shim supervises the container"
+    );
+    wait_until("a new spare shim", || {
+        spare().is_some_and(|pid| pid != waiting)
+    });
 
     // top lists the container's processes; stats shows the busy loop's CPU and the limit.
     let (status, out, err) = wharf(&d, &["top", "busy"]);
