@@ -113,14 +113,20 @@ pub fn run(mut args: InitArgs) -> ! {
 fn prepare(args: &mut InitArgs) -> Result<Prepared, String> {
     let in_user_ns = args.new_namespaces.contains(&LinuxNamespaceType::User);
     // The cgroup files are reached through the host's mounts, whatever namespaces come next.
-    let host_root = File::open("/").map_err(|e| format!("open /: {}", process::io_message(&e)))?;
+    // (Only cgroup v1 joins itself; v2 was cloned into its cgroup.)
+    let host_root = if args.join_cgroup.is_empty() {
+        None
+    } else {
+        Some(File::open("/").map_err(|e| format!("open /: {}", process::io_message(&e)))?)
+    };
     // Without a new user namespace, the namespaces and the root's mounts are made while the
     // parent makes the cgroup (so their memory counts against the runtime's cgroup, not the
     // container's); a failure is told once the parent listens.
     let early = (!in_user_ns).then(|| enter_and_mount(args));
     let _: Parent = args.channel.recv("Proceed").map_err(|e| e.to_string())?;
-    super::cgroups::join_self(&host_root, &args.join_cgroup).map_err(|e| e.to_string())?;
-    drop(host_root);
+    if let Some(root) = host_root {
+        super::cgroups::join_self(&root, &args.join_cgroup).map_err(|e| e.to_string())?;
+    }
     match early {
         Some(done) => done?,
         None => {
