@@ -794,7 +794,7 @@ async fn append_body(session: &mut super::uploads::Session, body: Body) -> Resul
         match frame {
             Ok(frame) => {
                 if let Ok(data) = frame.into_data()
-                    && !writer.send(data).await
+                    && !writer.send(&data).await
                 {
                     break;
                 }
