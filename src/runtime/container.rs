@@ -117,6 +117,8 @@ fn console_for(
 pub struct Created {
     pub pid: i32,
     exec_error: File,
+    /// Whether the spec has poststart or poststop hooks.
+    late_hooks: bool,
 }
 
 impl Created {
@@ -219,6 +221,17 @@ impl Runtime {
     /// Creates the container: namespaces, cgroup and root filesystem ready, its init waiting
     /// for `start`. Must be called from a single-threaded process.
     pub fn create(&self, id: &str, options: &CreateOptions) -> Result<Created, RuntimeError> {
+        self.create_then(id, options, false)
+    }
+
+    /// [`Runtime::create`]; with `at_once` there is no exec fifo and the init goes on to its
+    /// program as soon as it is ready, without waiting for a `start` (what `run` wants).
+    fn create_then(
+        &self,
+        id: &str,
+        options: &CreateOptions,
+        at_once: bool,
+    ) -> Result<Created, RuntimeError> {
         spec::check_id(id)?;
         let bundle = Bundle::load(&options.bundle)?;
         let spec = &bundle.spec;
@@ -307,6 +320,7 @@ impl Runtime {
         let parent_moves_child = clone_cgroup.is_none() && self_join.is_empty();
         let seccomp = self.seccomp_program(spec)?;
         let fifo = self.root.exec_fifo(id);
+        let affinity = process::affinity();
         let child = process::clone_into_cgroup(clone_flags, clone_cgroup.as_ref())
             .map_err(sys("clone3 into new namespaces"))?;
         let Some(pid) = child else {
@@ -318,7 +332,7 @@ impl Runtime {
                 spec,
                 rootfs: &bundle.rootfs,
                 channel: child_end,
-                exec_fifo: &fifo,
+                exec_fifo: (!at_once).then_some(fifo.as_path()),
                 exec_error: error_write,
                 join,
                 unshare,
@@ -333,9 +347,13 @@ impl Runtime {
                     .is_some_and(|v| v == "true"),
                 console,
                 seccomp,
+                affinity,
             });
         };
         guard.child = Some(pid);
+        if let Some(mask) = &affinity {
+            process::move_off_this_cpu(pid, mask);
+        }
         drop(console);
         drop(child_end);
         drop(error_write);
@@ -343,11 +361,14 @@ impl Runtime {
         if let Some(cgroup) = make_later {
             guard.make_cgroup(cgroup, resources)?;
         }
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622))
-            .map_err(nix_sys(format!("make {}", fifo.display())))?;
-        // mkfifo applied the umask; the init (maybe another uid in a user namespace) must write.
-        std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o622))
-            .map_err(sys(format!("chmod {}", fifo.display())))?;
+        if !at_once {
+            nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o622))
+                .map_err(nix_sys(format!("make {}", fifo.display())))?;
+            // mkfifo applied the umask; the init (maybe another uid in a user namespace) must
+            // write.
+            std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o622))
+                .map_err(sys(format!("chmod {}", fifo.display())))?;
+        }
         if new_user_ns {
             write_id_maps(pid, linux)?;
         }
@@ -411,6 +432,7 @@ impl Runtime {
         Ok(Created {
             pid,
             exec_error: File::from(error_read),
+            late_hooks: state.late_hooks,
         })
     }
 
@@ -462,6 +484,12 @@ impl Runtime {
             }
         }
         std::fs::remove_file(&fifo).map_err(sys(format!("remove {}", fifo.display())))?;
+        Self::poststart(&state);
+        Ok(())
+    }
+
+    /// Runs the poststart hooks of a container that was just started.
+    fn poststart(state: &State) {
         if state.late_hooks
             && let Ok(bundle) = Bundle::load(&state.bundle)
             && let Some(hooks) = bundle
@@ -471,7 +499,7 @@ impl Runtime {
                 .and_then(|h| h.poststart().as_ref())
         {
             let hook_state = super::hooks::state_json(
-                id,
+                &state.id,
                 "running",
                 state.pid,
                 &state.bundle,
@@ -481,7 +509,6 @@ impl Runtime {
                 eprintln!("wharf runtime: warning: {message}");
             }
         }
-        Ok(())
     }
 
     /// Sends `signal` to the init process (or, with `all`, to every process of the container).
@@ -739,10 +766,16 @@ impl Runtime {
         options: &CreateOptions,
         detach: bool,
     ) -> Result<i32, RuntimeError> {
-        let created = self.create(id, options)?;
-        if let Err(e) = self.start(id) {
-            let _ = self.delete(id, true);
-            return Err(e);
+        // No start to wait for: the init goes on to its program once it is ready.
+        let created = self.create_then(id, options, true)?;
+        if created.late_hooks {
+            match self.root.load(id) {
+                Ok(state) => Self::poststart(&state),
+                Err(e) => {
+                    let _ = self.delete(id, true);
+                    return Err(e.into());
+                }
+            }
         }
         let mut message = String::new();
         let _ = (&created.exec_error).read_to_string(&mut message);

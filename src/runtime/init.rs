@@ -23,7 +23,8 @@ pub struct InitArgs<'a> {
     pub spec: &'a Spec,
     pub rootfs: &'a Path,
     pub channel: Channel,
-    pub exec_fifo: &'a Path,
+    /// The fifo `start` opens; none when the container starts as soon as it is ready (`run`).
+    pub exec_fifo: Option<&'a Path>,
     /// Write end of the CLOEXEC pipe on which an `execve` failure is reported.
     pub exec_error: OwnedFd,
     /// Namespaces to join by path (all but pid, which the parent joined before cloning).
@@ -43,11 +44,13 @@ pub struct InitArgs<'a> {
     pub console: Option<std::os::unix::net::UnixStream>,
     /// The spec's seccomp filter, compiled by the parent.
     pub seccomp: Option<seccomp::Program>,
+    /// The CPUs to run on once the parent says Proceed (it may have moved us meanwhile).
+    pub affinity: Option<nix::sched::CpuSet>,
 }
 
 /// Everything checked and made ready before the container waits to be started.
 struct Prepared {
-    fifo: File,
+    fifo: Option<File>,
     program: PathBuf,
 }
 
@@ -69,7 +72,8 @@ pub fn run(mut args: InitArgs) -> ! {
         std::process::exit(1);
     }
     drop(args.channel);
-    let started = wait_for_start(&prepared.fifo).and_then(|()| {
+    let waited = prepared.fifo.as_ref().map_or(Ok(()), wait_for_start);
+    let started = waited.and_then(|()| {
         let state = hooks::state_json(
             &args.id,
             "created",
@@ -127,6 +131,9 @@ fn prepare(args: &mut InitArgs) -> Result<Prepared, String> {
     if let Some(root) = host_root {
         super::cgroups::join_self(&root, &args.join_cgroup).map_err(|e| e.to_string())?;
     }
+    if let Some(mask) = &args.affinity {
+        process::restore_affinity(mask);
+    }
     match early {
         Some(done) => done?,
         None => {
@@ -140,13 +147,18 @@ fn prepare(args: &mut InitArgs) -> Result<Prepared, String> {
     }
     let spec = args.spec;
     // The fifo is reached by descriptor after pivot_root, when its host path is gone.
-    let fifo = nix::fcntl::open(
-        args.exec_fifo,
-        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map(File::from)
-    .map_err(|e| format!("open {}: {}", args.exec_fifo.display(), e.desc()))?;
+    let fifo = match args.exec_fifo {
+        Some(path) => Some(
+            nix::fcntl::open(
+                path,
+                nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map(File::from)
+            .map_err(|e| format!("open {}: {}", path.display(), e.desc()))?,
+        ),
+        None => None,
+    };
     if hooks::runtime_side(spec) {
         args.channel
             .send(&Child::Mounted)

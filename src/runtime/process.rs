@@ -17,6 +17,33 @@ pub fn clone_into(flags: u64) -> io::Result<Option<i32>> {
 }
 
 /// [`clone_into`], the child starting in the cgroup v2 directory `cgroup` (CLONE_INTO_CGROUP).
+/// The CPUs this process may run on, for a child to restore after [`move_off_this_cpu`].
+pub fn affinity() -> Option<nix::sched::CpuSet> {
+    nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok()
+}
+
+/// The kernel queues a new child on its parent's CPU, where it waits until the parent blocks,
+/// other CPUs idle or not. Moved to the others, the init builds its namespaces and root while
+/// the parent makes its cgroups. The child restores `mask` (see [`restore_affinity`]) once the
+/// parent has told it to go on, so the move can never outlast the set-up.
+pub fn move_off_this_cpu(pid: i32, mask: &nix::sched::CpuSet) {
+    use nix::sched::CpuSet;
+    // SAFETY: no arguments; it only reads which CPU runs this thread.
+    let here = unsafe { libc::sched_getcpu() };
+    let mut others = *mask;
+    if here < 0 || others.unset(here as usize).is_err() {
+        return;
+    }
+    if (0..CpuSet::count()).any(|cpu| others.is_set(cpu).unwrap_or(false)) {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(pid), &others);
+    }
+}
+
+/// Gives this process back the CPUs its parent had (see [`move_off_this_cpu`]).
+pub fn restore_affinity(mask: &nix::sched::CpuSet) {
+    let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), mask);
+}
+
 pub fn clone_into_cgroup(flags: u64, cgroup: Option<&std::fs::File>) -> io::Result<Option<i32>> {
     use std::os::fd::AsRawFd;
     // SAFETY: clone_args is plain data; zero is valid for every field; we set flags and the

@@ -220,7 +220,7 @@ fn lifecycle_create_start_kill_delete_with_clear_wrong_state_errors() {
 
 #[test]
 fn isolation_as_seen_from_inside() {
-    let script = "echo pid=$$; echo host=$(hostname); grep -E '^(CapBnd|CapEff|NoNewPrivs|SigIgn):' /proc/self/status; \
+    let script = "echo pid=$$; echo host=$(hostname); grep -E '^(CapBnd|CapEff|NoNewPrivs|SigIgn|Cpus_allowed_list):' /proc/self/status; \
                   echo ifaces=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\\n' ,); \
                   echo keys=$(wc -c < /proc/keys); \
                   echo 1 > /proc/sys/kernel/shmmax && echo sys=writable || echo sys=read-only; \
@@ -259,6 +259,13 @@ fn isolation_as_seen_from_inside() {
     assert_eq!(line("host"), "isolated-box");
     assert_eq!(line("ifaces"), "lo,", "only the loopback interface");
     assert_eq!(line("NoNewPrivs"), "1");
+    // The runtime moves the init off its own CPU while both work; the program gets them all.
+    let host = std::fs::read_to_string("/proc/self/status").unwrap();
+    let host_cpus = host
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:\t"))
+        .unwrap();
+    assert_eq!(line("Cpus_allowed_list"), host_cpus);
     let ignored = u64::from_str_radix(&line("SigIgn"), 16).unwrap();
     assert_eq!(
         ignored & (1 << (libc::SIGPIPE - 1)),
