@@ -99,7 +99,8 @@ pub struct SessionWriter {
     free: tokio::sync::mpsc::UnboundedReceiver<Block>,
     filling: Option<Block>,
     made: usize,
-    /// The first block's size: what brings the file to a page boundary (then whole blocks).
+    /// The first block's size: whole when the request starts on a page boundary, else just
+    /// what reaches the next one (written through the page cache), so the rest goes direct.
     first: Option<usize>,
     task: tokio::task::JoinHandle<(Option<Hasher>, u64, std::io::Result<()>)>,
 }
@@ -184,9 +185,12 @@ fn write_block(
     {
         match d.write_all_at(bytes, at) {
             Ok(()) => return Ok(false),
-            // Refused by this file system after all: buffered from now on (a short direct
-            // write's rest is unaligned too; the buffered write below redoes the block).
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => *direct = None,
+            // Refused by this file system after all (some FUSE ones open with O_DIRECT, then
+            // fail the write): buffered from now on. A short direct write's rest is unaligned
+            // and refused too; the buffered write below redoes the whole block.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {
+                *direct = None
+            }
             Err(e) => return Err(e),
         }
     }
@@ -286,7 +290,10 @@ impl Session {
             free,
             filling: None,
             made: 0,
-            first: Some(BLOCK - (start % ALIGN as u64) as usize),
+            first: Some(match (start % ALIGN as u64) as usize {
+                0 => BLOCK,
+                off => ALIGN - off,
+            }),
             task,
         })
     }
@@ -422,8 +429,14 @@ impl Uploads {
             return Err(UploadError::Unknown(id));
         }
         let data = session.data();
+        // The running hash holds only if the file holds exactly the bytes it saw (a write whose
+        // failed tail could not be cut off leaves more): else the file is hashed again.
+        let size = session.size;
+        let whole = tokio::fs::metadata(&data)
+            .await
+            .is_ok_and(|m| m.len() == size);
         let actual = match (expected.algorithm(), session.hasher.take()) {
-            (DigestAlgorithm::Sha256, Some(h)) => h.finish(),
+            (DigestAlgorithm::Sha256, Some(h)) if whole => h.finish(),
             (algorithm, _) => {
                 let data = data.clone();
                 tokio::task::spawn_blocking(move || {
@@ -444,7 +457,6 @@ impl Uploads {
                 .map_err(io(&id, "hash its data"))?
             }
         };
-        let size = session.size;
         let placed = {
             let (blobs, data, expected, actual) = (
                 blobs.clone(),
