@@ -5,11 +5,13 @@
 //!   parent (wharf runtime create/run)              child (container init, PID 1 of its pid ns)
 //!   ─────────────────────────────────              ────────────────────────────────────────────
 //!   socketpair, clone3(new pid ns) ───────────▶    (starts as PID 1 of a new pid ns)
-//!   (v2: cloned into its cgroup)                   no user ns: unshare mnt/uts/ipc/net, join
-//!   v1: make the cgroups; the exec fifo;             namespaces by path, hostname, lo, rootfs
+//!   (v2: cloned into its cgroup); move the child   no user ns: unshare mnt/uts/ipc/net, join
+//!    off this CPU (both work meanwhile)              namespaces by path, hostname, lo, rootfs
+//!   v1: make the cgroups; create: the exec fifo;
 //!   user ns: write uid_map, gid_map, move the        mounts, devices (all while the parent
 //!    child into its cgroup                           works; a failure waits for Proceed)
-//!   send  Parent::Proceed  ───────────────────▶    cgroup v1: write 0 to each `tasks` file
+//!   send  Parent::Proceed  ───────────────────▶    cgroup v1: write 0 to each `tasks` file;
+//!                                                  CPU mask reset to the whole cpuset
 //!                                                  user ns (every ns came with the clone):
 //!                                                    become its root, then the same steps
 //!         ◀──────────────────────────────────      send Child::Mounted    ┐ only with prestart
@@ -21,10 +23,12 @@
 //!                                                  resolved inside the rootfs
 //!         ◀──────────────────────────────────      send Child::Ready  (or Child::Failed{message}
 //!                                                  at any step)
-//!   state.json written: "created"                  opens exec fifo O_WRONLY ─ blocks
+//!   state.json written: "created"                  create: opens exec fifo O_WRONLY ─ blocks
 //!   ... `start` opens the fifo O_RDONLY  ──────▶   writes one byte, drops privileges, execve
+//!   (run: no fifo; the state is written while     (run: straight on to privileges and execve)
+//!    the child goes on)
 //! ```
-//! An `execve` failure after `start` is written to a CLOEXEC pipe that `run` reads (EOF means
+//! An `execve` failure after Ready is written to a CLOEXEC pipe that `run` reads (EOF means
 //! the exec happened).
 
 use std::io::{BufRead, BufReader, Write};
@@ -47,7 +51,7 @@ pub enum Parent {
 pub enum Child {
     /// The mounts are made, the root not yet pivoted into: time for the runtime's hooks.
     Mounted,
-    /// The container is set up and waits on the exec fifo.
+    /// The container is set up; under `create` it now waits on the exec fifo.
     Ready,
     /// Set-up failed; the message names the step and the cause.
     Failed { message: String },

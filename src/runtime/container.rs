@@ -320,7 +320,6 @@ impl Runtime {
         let parent_moves_child = clone_cgroup.is_none() && self_join.is_empty();
         let seccomp = self.seccomp_program(spec)?;
         let fifo = self.root.exec_fifo(id);
-        let affinity = process::affinity();
         let child = process::clone_into_cgroup(clone_flags, clone_cgroup.as_ref())
             .map_err(sys("clone3 into new namespaces"))?;
         let Some(pid) = child else {
@@ -347,13 +346,13 @@ impl Runtime {
                     .is_some_and(|v| v == "true"),
                 console,
                 seccomp,
-                affinity,
             });
         };
         guard.child = Some(pid);
-        if let Some(mask) = &affinity {
-            process::move_off_this_cpu(pid, mask);
-        }
+        // Read while the init surely lives (it waits for Proceed): under `run` a short program
+        // may be gone by the time the state is saved.
+        let pid_start = process_start_time(pid).unwrap_or(0);
+        process::move_off_this_cpu(pid);
         drop(console);
         drop(child_end);
         drop(error_write);
@@ -409,7 +408,7 @@ impl Runtime {
             bundle: bundle.dir.clone(),
             rootfs: bundle.rootfs.clone(),
             pid,
-            pid_start: process_start_time(pid).unwrap_or(0),
+            pid_start,
             created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
             cgroup_path,
             annotations: spec
@@ -758,16 +757,24 @@ impl Runtime {
         wait_forwarding_signals(pid)
     }
 
-    /// create + start + wait; returns the exit code (128+N for a death by signal N). The
-    /// container is deleted when its program ends.
+    /// Create and start in one (the init goes on to its program as soon as it is ready, so its
+    /// state is saved while the program may already run), then wait; returns the exit code
+    /// (128+N for a death by signal N). The container is deleted when its program ends.
     pub fn run(
         &self,
         id: &str,
         options: &CreateOptions,
         detach: bool,
     ) -> Result<i32, RuntimeError> {
-        // No start to wait for: the init goes on to its program once it is ready.
         let created = self.create_then(id, options, true)?;
+        let mut message = String::new();
+        let _ = (&created.exec_error).read_to_string(&mut message);
+        if !message.is_empty() {
+            let _ = waitpid(Pid::from_raw(created.pid), None);
+            let _ = self.delete(id, true);
+            return Err(RuntimeError::Init(message));
+        }
+        // The program has been executed: poststart's moment.
         if created.late_hooks {
             match self.root.load(id) {
                 Ok(state) => Self::poststart(&state),
@@ -776,13 +783,6 @@ impl Runtime {
                     return Err(e.into());
                 }
             }
-        }
-        let mut message = String::new();
-        let _ = (&created.exec_error).read_to_string(&mut message);
-        if !message.is_empty() {
-            let _ = waitpid(Pid::from_raw(created.pid), None);
-            let _ = self.delete(id, true);
-            return Err(RuntimeError::Init(message));
         }
         if detach {
             return Ok(0);

@@ -44,8 +44,6 @@ pub struct InitArgs<'a> {
     pub console: Option<std::os::unix::net::UnixStream>,
     /// The spec's seccomp filter, compiled by the parent.
     pub seccomp: Option<seccomp::Program>,
-    /// The CPUs to run on once the parent says Proceed (it may have moved us meanwhile).
-    pub affinity: Option<nix::sched::CpuSet>,
 }
 
 /// Everything checked and made ready before the container waits to be started.
@@ -131,9 +129,8 @@ fn prepare(args: &mut InitArgs) -> Result<Prepared, String> {
     if let Some(root) = host_root {
         super::cgroups::join_self(&root, &args.join_cgroup).map_err(|e| e.to_string())?;
     }
-    if let Some(mask) = &args.affinity {
-        process::restore_affinity(mask);
-    }
+    // The parent may have moved us off its CPU; the program gets every CPU of its cpuset.
+    process::reset_affinity();
     match early {
         Some(done) => done?,
         None => {

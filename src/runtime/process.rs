@@ -16,21 +16,19 @@ pub fn clone_into(flags: u64) -> io::Result<Option<i32>> {
     clone_into_cgroup(flags, None)
 }
 
-/// [`clone_into`], the child starting in the cgroup v2 directory `cgroup` (CLONE_INTO_CGROUP).
-/// The CPUs this process may run on, for a child to restore after [`move_off_this_cpu`].
-pub fn affinity() -> Option<nix::sched::CpuSet> {
-    nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok()
-}
-
-/// The kernel queues a new child on its parent's CPU, where it waits until the parent blocks,
-/// other CPUs idle or not. Moved to the others, the init builds its namespaces and root while
-/// the parent makes its cgroups. The child restores `mask` (see [`restore_affinity`]) once the
-/// parent has told it to go on, so the move can never outlast the set-up.
-pub fn move_off_this_cpu(pid: i32, mask: &nix::sched::CpuSet) {
+/// Moves the just-cloned init `pid` to this process's other CPUs. Timing marks on a 2-CPU
+/// machine showed the new child queued on its parent's CPU, first running only once the parent
+/// blocked after making the cgroup v1 directories, with the other CPU idle; moved, it makes
+/// its namespaces and mounts meanwhile. The init widens its mask again with
+/// [`reset_affinity`] once the parent says Proceed (which comes after this move), so the
+/// restriction never reaches the container's program. Nothing to do with one CPU.
+pub fn move_off_this_cpu(pid: i32) {
     use nix::sched::CpuSet;
+    let Ok(mut others) = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) else {
+        return;
+    };
     // SAFETY: no arguments; it only reads which CPU runs this thread.
     let here = unsafe { libc::sched_getcpu() };
-    let mut others = *mask;
     if here < 0 || others.unset(here as usize).is_err() {
         return;
     }
@@ -39,11 +37,26 @@ pub fn move_off_this_cpu(pid: i32, mask: &nix::sched::CpuSet) {
     }
 }
 
-/// Gives this process back the CPUs its parent had (see [`move_off_this_cpu`]).
-pub fn restore_affinity(mask: &nix::sched::CpuSet) {
-    let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), mask);
+/// Lets this process run on every CPU its cgroup's cpuset allows: the kernel narrows an
+/// all-set mask to the cpuset. This undoes [`move_off_this_cpu`] and, as runc and crun do,
+/// drops a mask inherited from whoever started the runtime (a service's `CPUAffinity=`):
+/// since Linux 6.2 a cpuset no longer replaces such a mask when a process joins it. The mask
+/// covers 8192 CPUs (the kernel's largest `NR_CPUS`), not just the 1024 of a `cpu_set_t`.
+pub fn reset_affinity() {
+    let all = [u64::MAX; 128];
+    // SAFETY: the pointer and length describe `all`, which outlives the call; the kernel only
+    // reads it.
+    unsafe {
+        libc::syscall(
+            libc::SYS_sched_setaffinity,
+            0,
+            std::mem::size_of_val(&all),
+            all.as_ptr(),
+        );
+    }
 }
 
+/// [`clone_into`], the child starting in the cgroup v2 directory `cgroup` (CLONE_INTO_CGROUP).
 pub fn clone_into_cgroup(flags: u64, cgroup: Option<&std::fs::File>) -> io::Result<Option<i32>> {
     use std::os::fd::AsRawFd;
     // SAFETY: clone_args is plain data; zero is valid for every field; we set flags and the
