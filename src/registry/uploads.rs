@@ -56,38 +56,33 @@ const ALIGN: usize = 4096;
 /// Blocks per writer: one filling while the others wait for or are in the writer thread.
 const BLOCKS: usize = 4;
 
-/// A page-aligned window of at most [`BLOCK`] bytes inside a `Vec`.
+/// Up to [`BLOCK`] bytes in an anonymous mapping of their own: page-aligned, and given back to
+/// the kernel when dropped (from the heap, a few MiB per upload stayed with the daemon).
 struct Block {
-    raw: Vec<u8>,
-    at: usize,
+    raw: memmap2::MmapMut,
     len: usize,
     cap: usize,
 }
 
 impl Block {
-    fn new(cap: usize) -> Block {
-        let raw = vec![0u8; BLOCK + ALIGN];
-        // In range whatever align_offset answers; an unaligned window is written buffered.
-        let at = raw.as_ptr().align_offset(ALIGN).min(ALIGN);
-        Block {
-            raw,
-            at,
+    fn new(cap: usize) -> std::io::Result<Block> {
+        Ok(Block {
+            raw: memmap2::MmapMut::map_anon(BLOCK)?,
             len: 0,
             cap,
-        }
+        })
     }
 
     /// Copies in what fits of `bytes`; returns how much that was.
     fn fill(&mut self, bytes: &[u8]) -> usize {
         let n = bytes.len().min(self.cap - self.len);
-        let from = self.at + self.len;
-        self.raw[from..from + n].copy_from_slice(&bytes[..n]);
+        self.raw[self.len..self.len + n].copy_from_slice(&bytes[..n]);
         self.len += n;
         n
     }
 
     fn bytes(&self) -> &[u8] {
-        &self.raw[self.at..self.at + self.len]
+        &self.raw[..self.len]
     }
 }
 
@@ -99,6 +94,8 @@ pub struct SessionWriter {
     free: tokio::sync::mpsc::UnboundedReceiver<Block>,
     filling: Option<Block>,
     made: usize,
+    /// A block that could not be made (out of memory): the body stops there.
+    failed: Option<std::io::Error>,
     /// The first block's size: whole when the request starts on a page boundary, else just
     /// what reaches the next one (written through the page cache), so the rest goes direct.
     first: Option<usize>,
@@ -129,10 +126,18 @@ impl SessionWriter {
         let cap = self.first.take().unwrap_or(BLOCK);
         let mut block = match self.free.try_recv() {
             Ok(block) => block,
-            Err(_) if self.made < BLOCKS => {
-                self.made += 1;
-                Block::new(cap)
-            }
+            Err(_) if self.made < BLOCKS => match Block::new(cap) {
+                Ok(block) => {
+                    self.made += 1;
+                    block
+                }
+                // With a block already out, wait for it to come back instead.
+                Err(_) if self.made > 0 => self.free.recv().await?,
+                Err(e) => {
+                    self.failed = Some(e);
+                    return None;
+                }
+            },
             Err(_) => self.free.recv().await?,
         };
         (block.len, block.cap) = (0, cap);
@@ -158,6 +163,13 @@ impl SessionWriter {
         })?;
         session.hasher = hasher;
         session.size += written;
+        if let Some(source) = self.failed.take() {
+            return Err(UploadError::Io {
+                id: session.id.clone(),
+                what: "make a write buffer",
+                source,
+            });
+        }
         result.map_err(|source| UploadError::Io {
             id: session.id.clone(),
             what: "write",
@@ -290,6 +302,7 @@ impl Session {
             free,
             filling: None,
             made: 0,
+            failed: None,
             first: Some(match (start % ALIGN as u64) as usize {
                 0 => BLOCK,
                 off => ALIGN - off,
