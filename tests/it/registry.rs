@@ -1945,3 +1945,38 @@ async fn a_manifest_page_escapes_what_was_pushed_and_deletion_keeps_indexes_whol
     let r = crate::web::get(&client, &page(&image_digest), &kim).await;
     assert_eq!(r.status, hyper::StatusCode::NOT_FOUND);
 }
+
+// An Argon2id check takes 19 MiB. The daemon gives it back afterwards instead of keeping it,
+// by default, in each thread that did one (glibc's per-thread arenas).
+#[tokio::test]
+async fn password_checks_leave_no_memory_behind() {
+    if harness::skip_unless_root("registry::password_checks_leave_no_memory_behind") {
+        return;
+    }
+    let served = Served::start();
+    let pid = served.daemon.pid();
+    let rss_kb = || -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    };
+    let before = rss_kb();
+    // Twelve sign-ins at once spread over the blocking threads.
+    let checks: Vec<_> = (0..12)
+        .map(|_| {
+            let reg = served.client();
+            tokio::spawn(async move { reg.send(reqwest::Method::GET, "/v2/", vec![]).await })
+        })
+        .collect();
+    for check in checks {
+        assert_eq!(check.await.unwrap().status(), StatusCode::OK);
+    }
+    let after = rss_kb();
+    assert!(
+        after < before + (24 << 10),
+        "the daemon's RSS went from {before} to {after} kB over 12 password checks"
+    );
+}
