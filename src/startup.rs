@@ -396,6 +396,7 @@ impl Application {
             }
             _ => {}
         }
+        let mut registry_thread = None;
         if let (Some(listener), Some(addr)) = (registry, registry_addr) {
             let registry_state =
                 crate::registry::RegistryState::new(state.clone(), registry_tls.is_some());
@@ -428,16 +429,22 @@ impl Application {
             // 11k alone). Its hashing and disk writes still go to blocking threads, and a busy
             // registry cannot slow the API or the dashboard down.
             let listener = listener.into_std().map_err(failed)?;
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .thread_name("wharf-registry")
-                .build()
-                .map_err(failed)?;
             let stop = stopped(stop_rx.clone());
             let (done, result) = tokio::sync::oneshot::channel();
-            std::thread::Builder::new()
+            let thread = std::thread::Builder::new()
                 .name("wharf-registry".into())
                 .spawn(move || {
+                    let runtime = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .thread_name("wharf-registry")
+                        .build()
+                    {
+                        Ok(runtime) => runtime,
+                        Err(e) => {
+                            let _ = done.send(Err(e));
+                            return;
+                        }
+                    };
                     let served = runtime.block_on(async move {
                         let listener = TcpListener::from_std(listener)?;
                         match registry_tls {
@@ -455,8 +462,12 @@ impl Application {
                         }
                     });
                     let _ = done.send(served);
+                    // Waits for its blocking tasks (an upload's writes, a pushed image's
+                    // unpacking), as the main runtime does for its own when the daemon ends.
+                    drop(runtime);
                 })
                 .map_err(failed)?;
+            registry_thread = Some(thread);
             servers.spawn(async move {
                 let served = result
                     .await
@@ -490,6 +501,10 @@ impl Application {
         if drained.is_err() {
             tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
             servers.shutdown().await;
+        } else if let Some(thread) = registry_thread {
+            // The registry's thread ends once its blocking tasks have (an unpack, say), as the
+            // main runtime's end waits for its own; not when its connections outlived the drain.
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
 
         state
