@@ -812,6 +812,8 @@ fn exec_child(
         }
         let mut byte = [0u8; 1];
         let _ = (&File::from(go)).read(&mut byte);
+        // In the container's cgroup now: every CPU of its cpuset, not the caller's mask.
+        super::process::reset_affinity();
         for (typ, file) in namespaces
             .iter()
             .filter(|(t, _)| *t != LinuxNamespaceType::Pid)

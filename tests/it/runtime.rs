@@ -272,8 +272,30 @@ fn isolation_as_seen_from_inside() {
     assert_eq!(line("host"), "isolated-box");
     assert_eq!(line("ifaces"), "lo,", "only the loopback interface");
     assert_eq!(line("NoNewPrivs"), "1");
-    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
-    assert_eq!(line("Cpus_allowed_list"), online.trim());
+    // What the kernel gives a thread here that asks for every CPU: its cpuset's, or all
+    // possible CPUs without one (the container's cgroup is made with its parent's cpuset).
+    let everything = std::thread::spawn(|| {
+        let all = [u64::MAX; 128];
+        // SAFETY: the pointer and length describe `all`, which outlives the call.
+        let done = unsafe {
+            libc::syscall(
+                libc::SYS_sched_setaffinity,
+                0,
+                std::mem::size_of_val(&all),
+                all.as_ptr(),
+            )
+        };
+        assert_eq!(done, 0, "{}", std::io::Error::last_os_error());
+        let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:\t"))
+            .unwrap()
+            .to_owned()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(line("Cpus_allowed_list"), everything);
     let ignored = u64::from_str_radix(&line("SigIgn"), 16).unwrap();
     assert_eq!(
         ignored & (1 << (libc::SIGPIPE - 1)),
