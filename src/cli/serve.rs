@@ -26,6 +26,7 @@ pub(super) fn run(args: &ServeArgs) -> ExitCode {
     // Fixing the threshold also fixes the trim threshold, at 128 KiB: raised to 8 MiB, so the
     // 1 MiB chunks a blob is served in are reused rather than unmapped and faulted in again.
     // SAFETY: mallopt only sets malloc parameters; no other thread exists yet.
+    #[cfg(target_env = "gnu")]
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
