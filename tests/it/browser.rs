@@ -1176,8 +1176,7 @@ async fn networks_are_made_and_removed_from_their_page() {
     if harness::skip_unless_root(test) {
         return;
     }
-    if !std::path::Path::new("/usr/sbin/nft").exists() {
-        harness::skip(test, "nft is missing: install the nftables package");
+    if harness::skip_unless_installed(test, "/usr/sbin/nft", "nftables") {
         return;
     }
     let netns = harness::Netns::new();

@@ -68,6 +68,22 @@ pub fn skip_unless_root(test: &str) -> bool {
     true
 }
 
+/// True (after recording the skip) when `program` is not installed; `package` is the Debian
+/// package that brings it.
+pub fn skip_unless_installed(test: &str, program: &str, package: &str) -> bool {
+    if Path::new(program).exists() {
+        return false;
+    }
+    let name = Path::new(program)
+        .file_name()
+        .map_or(program.into(), |n| n.to_string_lossy());
+    skip(
+        test,
+        &format!("{name} is missing: install the {package} package"),
+    );
+    true
+}
+
 /// A daemon's settings for a test: everything under `dir`, TCP on 127.0.0.1 port 0.
 pub fn test_config(dir: &Path) -> Config {
     Config {

@@ -11,8 +11,7 @@ fn daemon(test: &str) -> Option<(harness::Netns, DaemonProcess)> {
         return None;
     }
     let busybox = fixtures::busybox(test)?;
-    if !std::path::Path::new("/usr/sbin/nft").exists() {
-        harness::skip(test, "nft is missing: install the nftables package");
+    if harness::skip_unless_installed(test, "/usr/sbin/nft", "nftables") {
         return None;
     }
     let netns = harness::Netns::new();

@@ -26,11 +26,7 @@ impl Registry {
 
     /// A registry that serves only `user` with `password` (htpasswd, bcrypt).
     pub fn start_with_login(test: &str, login: Option<(&str, &str)>) -> Option<Registry> {
-        if !Path::new(REGISTRY).exists() {
-            harness::skip(
-                test,
-                "docker-registry is missing: install the docker-registry package",
-            );
+        if harness::skip_unless_installed(test, REGISTRY, "docker-registry") {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -889,8 +889,7 @@ async fn skopeo_copies_both_ways_by_tag_and_by_digest_with_rights_per_repository
     if harness::skip_unless_root(test) {
         return;
     }
-    if !std::path::Path::new("/usr/bin/skopeo").exists() {
-        harness::skip(test, "skopeo is missing: install the skopeo package");
+    if harness::skip_unless_installed(test, "/usr/bin/skopeo", "skopeo") {
         return;
     }
     let Some(busybox) = fixtures::busybox(test) else {
@@ -1578,8 +1577,7 @@ async fn over_https_with_the_generated_certificate_trusted() {
     let Some(busybox) = fixtures::busybox(test) else {
         return;
     };
-    if !std::path::Path::new("/usr/bin/skopeo").exists() {
-        harness::skip(test, "skopeo is missing: install the skopeo package");
+    if harness::skip_unless_installed(test, "/usr/bin/skopeo", "skopeo") {
         return;
     }
     let Some(docker) = crate::dockerd::Dockerd::start(test, json!({})) else {
