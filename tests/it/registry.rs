@@ -1984,3 +1984,50 @@ async fn password_checks_leave_no_memory_behind() {
         "the daemon's RSS went from {before} to {after} kB over 12 password checks"
     );
 }
+
+// A daemon told to stop right after a push finishes unpacking the pushed layer first: no
+// half-made layer directory is left behind, and the layer is there at the next start.
+#[tokio::test]
+async fn a_stop_right_after_a_push_lets_the_unpack_finish() {
+    if harness::skip_unless_root("registry::a_stop_right_after_a_push_lets_the_unpack_finish") {
+        return;
+    }
+    let mut served = Served::start();
+    let reg = served.client();
+    let big = fixtures::LayerBuilder::new()
+        .file("big", 0o644, &vec![7u8; 48 << 20])
+        .finish();
+    let image = ImageBuilder::scratch().layer(big, "big").build();
+    assert_eq!(
+        upload(&reg, "stop/app", &image.config).await.status(),
+        StatusCode::CREATED
+    );
+    for layer in &image.layers {
+        assert_eq!(
+            upload(&reg, "stop/app", &layer.gzip).await.status(),
+            StatusCode::CREATED
+        );
+    }
+    let r = put_manifest(&reg, "stop/app", "v1", &image.manifest).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    drop(reg);
+    served.daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = served
+        .daemon
+        .wait_exit(std::time::Duration::from_secs(60))
+        .expect("the daemon stops");
+    assert!(status.success(), "{}", served.daemon.stderr());
+    let layers = served.daemon.data_root.join("layers");
+    let names: Vec<String> = std::fs::read_dir(&layers)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.starts_with(".incoming")),
+        "a layer was left half unpacked: {names:?}"
+    );
+    assert!(
+        names.iter().any(|n| !n.starts_with('.')),
+        "the pushed layer was unpacked: {names:?}"
+    );
+}
