@@ -606,4 +606,34 @@ mod tests {
         expected.update(&data);
         assert_eq!(session.hasher.take().unwrap().finish(), expected.finish());
     }
+
+    // Bytes in the file that the running hash never saw (a failed write's tail that could not
+    // be cut off): commit hashes the file again, and a digest of the hashed bytes alone is
+    // refused instead of placing a blob with a tail.
+    #[tokio::test]
+    async fn a_file_longer_than_what_was_hashed_is_hashed_again_at_commit() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let uploads = Uploads::new(dir.path().join("uploads"));
+        let blobs = BlobStore::new(dir.path().join("blobs"));
+        let session = uploads.start("team/app").await.unwrap();
+        let mut session = session.lock().await;
+        let mut writer = session.writer().unwrap();
+        assert!(writer.send(b"hello").await);
+        writer.finish(&mut session).await.unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(session.data())
+            .unwrap()
+            .write_all(b" and more")
+            .unwrap();
+        let mut hello = Hasher::new(DigestAlgorithm::Sha256);
+        hello.update(b"hello");
+        let hello = hello.finish();
+        match uploads.commit(&mut session, &hello, &blobs).await {
+            Err(UploadError::DigestMismatch { expected, .. }) => assert_eq!(expected, hello),
+            other => panic!("committed a file with a tail: {:?}", other.map(|_| ())),
+        }
+        assert!(!blobs.exists(&hello));
+    }
 }
